@@ -1,0 +1,32 @@
+# make run: set up and start Azurite + the service.  make test: set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup run test train clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+# One environment for the service, the client, training and the tests; pins live in pyproject.toml.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# Azurite (the Azure Storage emulator), pinned in package.json / package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
+	./scripts/run-local.sh
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: setup
+	$(PY) -m model.train
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints the figures the README reports, measured in one run."""

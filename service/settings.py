@@ -1,0 +1,53 @@
+"""Every setting of the service, read from the environment (names are case-insensitive)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
+
+# Azurite's well-known development account (public, documented by Microsoft; not a secret).
+AZURITE_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+)
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Service configuration. Defaults run the bundled model against a local Azurite."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
+                                      protected_namespaces=())
+
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    azureml_model_dir: Path = Field(BUNDLED_MODEL_DIR, description="Folder holding the pickled model.")
+    model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR.")
+    scoring_engine: Literal["eiserver"] = Field(
+        "eiserver", description="Homomorphic evaluator: `eiserver` is encrypted-inference's reference EIServer.")
+    worker_count: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64,
+                              description="Scoring worker processes (default: number of cores).")
+
+    azure_storage_connection_string: str = Field(
+        AZURITE_CONNECTION_STRING, repr=False,
+        description="Connection string of the storage account that holds public keys.")
+    key_container: str = Field("public-keys", description="Container used when a request names none.")
+    key_cache_bytes: int = Field(256 * MiB, ge=0, description="Bound of the in-memory public-key cache.")
+    max_key_bytes: int = Field(32 * MiB, ge=1, description="Largest public-key blob accepted.")
+    storage_timeout_s: float = Field(10.0, gt=0, description="Connect/read timeout towards Blob Storage.")
+
+    max_request_bytes: int = Field(4 * MiB, ge=1024, description="Largest request body accepted.")
+
+    @property
+    def model_path(self) -> Path:
+        return self.azureml_model_dir / self.model_file

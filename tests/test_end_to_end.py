@@ -1,0 +1,103 @@
+"""The seed notebook's flow, end to end on real parts: the unmodified EILinearRegressionClient, keys in
+Azurite, real EIServer scoring over HTTP, compared with the plaintext scikit-learn model on real MNIST."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from model import DEFAULT_MODEL_FILE
+from service.seal_format import HEADER
+from tests.support import PROJECT_ROOT, running_service
+
+pytestmark = pytest.mark.slow
+
+
+def score_concurrently(session, images: np.ndarray) -> np.ndarray:
+    """Encrypt each image, post them all at once (one per worker), decrypt the replies."""
+    bodies = [session.request_body(image / 255.0) for image in images]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(session.post, bodies))
+    return np.array([session.encryptor.decrypt(reply) for reply in replies])
+
+
+def assert_matches_sklearn(estimator, images: np.ndarray, encrypted_scores: np.ndarray) -> None:
+    features = images / 255.0
+    np.testing.assert_allclose(encrypted_scores, estimator.decision_function(features), atol=1e-3)
+    np.testing.assert_array_equal(estimator.classes_[encrypted_scores.argmax(axis=1)], estimator.predict(features))
+
+
+def test_seed_client_predictions_equal_sklearn_on_real_mnist(seed_session, bundled_estimator,
+                                                             mnist_test_images) -> None:
+    images, _, _ = mnist_test_images
+    sample = images[:2]
+    assert_matches_sklearn(bundled_estimator, sample, score_concurrently(seed_session, sample))
+
+
+def test_a_ciphertext_that_kills_the_native_library_fails_alone(seed_session, service, bundled_estimator,
+                                                               mnist_test_images) -> None:
+    """Well-formed SEAL framing around corrupted content passes every Python check and makes EIServer's
+    native code abort: only that request fails, with a 4xx, and the next one is scored."""
+    body = json.loads(seed_session.request_body(np.zeros(784)))
+    raw = base64.b64decode(body["data"][0])
+    inner = bytearray(zlib.decompress(raw[HEADER.size:]))
+    inner[40] ^= 0xFF
+    payload = zlib.compress(bytes(inner))
+    corrupted = HEADER.pack(0xA15E, 16, 3, 5, 1, 0, HEADER.size + len(payload)) + payload
+    from client.seed import ScoringFailed
+
+    with pytest.raises(ScoringFailed) as failure:
+        seed_session.post(json.dumps({**body, "data": [base64.b64encode(corrupted).decode()]}))
+    assert failure.value.status_code == 422 and "worker stopped" in failure.value.message
+    assert "a scoring worker died" in service.log()
+
+    images, _, _ = mnist_test_images
+    assert_matches_sklearn(bundled_estimator, images[2:3], score_concurrently(seed_session, images[2:3]))
+
+
+def test_demo_cli_runs_the_notebook_flow(service, azurite: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "client", "demo", "--url", service.url, "--count", "1", "--container", "demo-keys"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite, "COLUMNS": "120"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1/1 agree" in result.stdout
+
+
+@pytest.mark.skipif(not os.environ.get("SEED_MODEL_DIR"),
+                    reason="set SEED_MODEL_DIR to the folder of the seed tutorial's sklearn_mnist_model.pkl "
+                           "(scikit-learn 0.22 pickle) to run the seed model end to end")
+def test_seed_tutorial_model_through_azureml_model_dir(azurite: str, mnist_test_images, tmp_path: Path) -> None:
+    from client.seed import SeedSession
+
+    model_dir = os.environ["SEED_MODEL_DIR"]
+    estimator = joblib.load(Path(model_dir) / DEFAULT_MODEL_FILE)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "AZUREML_MODEL_DIR": model_dir}
+    with running_service(env, tmp_path / "seed-model.log") as service:
+        assert "was pickled by scikit-learn 0.22" in service.log()
+        with SeedSession(url=service.url, conn_str=azurite, container="seed-model-keys") as session:
+            images, _, _ = mnist_test_images
+            assert_matches_sklearn(estimator, images[:2], score_concurrently(session, images[:2]))
+
+
+def test_contract_works_as_an_azureml_entry_script(seed_session, azurite: str, bundled_estimator,
+                                                   mnist_test_images) -> None:
+    """`init()` then `run(raw_data)` in-process, as Azure ML's inference server calls them."""
+    from service import contract
+    from service.settings import Settings
+
+    contract.init(Settings(azure_storage_connection_string=azurite))
+    images, _, _ = mnist_test_images
+    reply = contract.run(seed_session.request_body(images[3] / 255.0))
+    assert json.loads(json.dumps(reply)) == reply
+    assert_matches_sklearn(bundled_estimator, images[3:4], seed_session.encryptor.decrypt(reply)[None, :])
