@@ -78,6 +78,12 @@ def init(settings: Settings | None = None) -> None:
     log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs, model.n_features)
 
 
+def close() -> None:
+    """Release the engine's native resources while the interpreter is still whole."""
+    global _scorer
+    _scorer = None
+
+
 def parse_request(raw_data: str | bytes) -> SeedScoreRequest:
     """Parse and check a request body; raises a 400/422 `ScoringError` with a readable message."""
     try:

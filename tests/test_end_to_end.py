@@ -98,6 +98,9 @@ def test_contract_works_as_an_azureml_entry_script(seed_session, azurite: str, b
 
     contract.init(Settings(azure_storage_connection_string=azurite))
     images, _, _ = mnist_test_images
-    reply = contract.run(seed_session.request_body(images[3] / 255.0))
+    try:
+        reply = contract.run(seed_session.request_body(images[3] / 255.0))
+    finally:
+        contract.close()
     assert json.loads(json.dumps(reply)) == reply
     assert_matches_sklearn(bundled_estimator, images[3:4], seed_session.encryptor.decrypt(reply)[None, :])
