@@ -64,9 +64,12 @@ class SeedSession:
         """Encrypt one sample, have the service score it, decrypt the scores."""
         return self.encryptor.decrypt(self.post(self.request_body(features)))
 
-    def post(self, body: str) -> list[str]:
-        """Send one request body to `POST /score`; the encrypted scores, or `ScoringFailed`."""
-        response = self._http.post("/score", content=body, headers={"Content-Type": "application/json"})
+    def post(self, body: str, url: str | None = None) -> list[str]:
+        """Send one request body to `POST /score` (of `url`, default the session's service).
+
+        Returns the encrypted scores, or raises `ScoringFailed`."""
+        target = f"{url.rstrip('/')}/score" if url else "/score"
+        response = self._http.post(target, content=body, headers={"Content-Type": "application/json"})
         if response.status_code != 200:
             try:
                 message = response.json().get("message", response.text)

@@ -74,7 +74,8 @@ def init(settings: Settings | None = None) -> None:
     global _scorer
     settings = settings or Settings()
     model = load_linear_model(settings.model_path)
-    _scorer = _Scorer(model=model, engine=create_engine(settings.scoring_engine, model), keys=KeyStore(settings))
+    engine = create_engine(settings.scoring_engine, model)
+    _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys))
     log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs, model.n_features)
 
 

@@ -1,9 +1,9 @@
-"""Clients' public keys, downloaded from Azure Blob Storage and cached in memory.
+"""Clients' public keys, downloaded from Azure Blob Storage and cached in memory, ready to use.
 
 A seed client uploads its ~8.6 MB of public keys once, as the blob `key_id`, and then names that
-blob in every request. Downloading and checking them on every call (as the seed server did) costs
-more than the network round trip, so checked keys are kept in an LRU cache bounded by bytes and
-keyed by (blob endpoint, container, key_id).
+blob in every request. Downloading, checking and deserializing them on every call (as the seed
+server did) costs more than the scoring itself, so the engine's prepared form of the keys is kept
+in an LRU cache bounded by bytes and keyed by (blob endpoint, container, key_id).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 
 from azure.core.exceptions import (
     AzureError,
@@ -22,16 +23,13 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient
 from cachetools import LRUCache
 
+from service.engines import PreparedKeys
 from service.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
-from service.seal_format import SealFormatError, check_object_sequence
+from service.seal_format import SealFormatError
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The seed client's key blob: GaloisKeys followed by RelinKeys.
-SEED_KEY_OBJECTS = 2
-# Inflated size bound of one key object (the seed's GaloisKeys inflate to about 19 MB).
-MAX_INFLATED_KEY_OBJECT = 64 * 1024 * 1024
 _MAX_STORAGE_CLIENTS = 16
 
 # The Azure SDK logs every request at INFO, which is noise here and could leak SAS query strings.
@@ -39,12 +37,14 @@ logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 class KeyStore:
-    """Fetch public-key blobs by id; safe to share between threads."""
+    """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys]) -> None:
         self._settings = settings
+        self._prepare = prepare
         self._lock = threading.Lock()
-        self._keys: LRUCache[tuple[str, str, str], bytes] = LRUCache(maxsize=settings.key_cache_bytes, getsizeof=len)
+        self._keys: LRUCache[tuple[str, str, str], PreparedKeys] = LRUCache(
+            maxsize=settings.key_cache_bytes, getsizeof=lambda keys: keys.nbytes)
         self._clients: LRUCache[str, BlobServiceClient] = LRUCache(maxsize=_MAX_STORAGE_CLIENTS)
         self.hits = 0
         self.misses = 0
@@ -53,8 +53,8 @@ class KeyStore:
     def cached_bytes(self) -> int:
         return int(self._keys.currsize)
 
-    def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> bytes:
-        """The checked key bytes of blob `key_id` in `container` (defaults from the settings)."""
+    def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> PreparedKeys:
+        """The prepared keys of blob `key_id` in `container` (defaults from the settings)."""
         container = container or self._settings.key_container
         service = self._service_client(conn_str or self._settings.azure_storage_connection_string)
         cache_key = (service.url, container, key_id)
@@ -64,8 +64,14 @@ class KeyStore:
                 self.hits += 1
                 return cached
             self.misses += 1
-        keys = self._download(service, container, key_id)
-        if len(keys) <= self._keys.maxsize:
+        blob = self._download(service, container, key_id)
+        try:
+            keys = self._prepare(blob)
+        except SealFormatError as exc:
+            raise Unprocessable(f"public keys '{key_id}' are malformed: {exc}") from None
+        log.info("prepared public keys %s from container %s (%d bytes downloaded, %d in memory)",
+                 key_id, container, len(blob), keys.nbytes)
+        if keys.nbytes <= self._keys.maxsize:
             with self._lock:
                 self._keys[cache_key] = keys
         return keys
@@ -109,9 +115,4 @@ class KeyStore:
             raise StorageUnavailable(f"the key store answered {exc.status_code}") from None
         except (ServiceRequestError, AzureError):
             raise StorageUnavailable("the key store cannot be reached") from None
-        try:
-            check_object_sequence(keys, MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS)
-        except SealFormatError as exc:
-            raise Unprocessable(f"public keys '{key_id}' are malformed: {exc}") from None
-        log.info("downloaded public keys %s from container %s (%d bytes)", key_id, container, len(keys))
         return keys

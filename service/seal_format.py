@@ -33,14 +33,15 @@ class SealHeader:
     size: int
 
 
-def read_header(buffer: bytes | memoryview) -> SealHeader:
+def read_header(buffer: bytes | memoryview, versions: set[tuple[int, int]] = SUPPORTED_VERSIONS) -> SealHeader:
     if len(buffer) < HEADER.size:
         raise SealFormatError(f"{len(buffer)} bytes is shorter than a SEAL header")
     magic, header_size, major, minor, compression, reserved, size = HEADER.unpack_from(buffer)
     if magic != SEAL_MAGIC or header_size != HEADER.size:
         raise SealFormatError("not a SEAL object (bad magic or header size)")
-    if (major, minor) not in SUPPORTED_VERSIONS:
-        raise SealFormatError(f"SEAL version {major}.{minor} is not supported (expected 3.5)")
+    if (major, minor) not in versions:
+        expected = ", ".join(f"{a}.{b}" for a, b in sorted(versions))
+        raise SealFormatError(f"SEAL version {major}.{minor} is not supported (expected {expected})")
     if compression not in (COMPRESSION_NONE, COMPRESSION_ZLIB):
         raise SealFormatError(f"unsupported SEAL compression mode {compression}")
     if reserved != 0:

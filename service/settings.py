@@ -33,8 +33,8 @@ class Settings(BaseSettings):
 
     azureml_model_dir: Path = Field(BUNDLED_MODEL_DIR, description="Folder holding the pickled model.")
     model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR.")
-    scoring_engine: Literal["eiserver"] = Field(
-        "eiserver", description="Homomorphic evaluator: `eiserver` is encrypted-inference's reference EIServer.")
+    scoring_engine: Literal["seal", "eiserver"] = Field(
+        "seal", description="Homomorphic evaluator: `seal` (fast, SEAL 4) or `eiserver` (the seed's reference).")
     worker_count: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64,
                               description="Scoring worker processes (default: number of cores).")
 

@@ -9,7 +9,7 @@ import pytest
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.mnist import load_bundled_training_sample, shared_test_set
-from tests.support import ServiceProcess, running_azurite, running_service
+from bench.processes import ServiceProcess, running_azurite, running_service
 
 
 @pytest.fixture(scope="session")
@@ -19,13 +19,23 @@ def azurite() -> Iterator[str]:
         yield conn_str
 
 
-@pytest.fixture(scope="session")
-def service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """The service with the bundled model, two workers, keys in Azurite."""
-    log_path = tmp_path_factory.mktemp("service") / "service.log"
-    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2"}
+def _service(engine: str, azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    log_path = tmp_path_factory.mktemp(engine) / "service.log"
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "SCORING_ENGINE": engine}
     with running_service(env, log_path) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """The service as shipped (fast `seal` engine), bundled model, two workers, keys in Azurite."""
+    yield from _service("seal", azurite, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def eiserver_service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """The same service on the seed's reference engine, EIServer."""
+    yield from _service("eiserver", azurite, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The seed notebook's flow, end to end on real parts: the unmodified EILinearRegressionClient, keys in
-Azurite, real EIServer scoring over HTTP, compared with the plaintext scikit-learn model on real MNIST."""
+Azurite, real homomorphic scoring over HTTP, compared with the plaintext scikit-learn model and with
+the seed's own engine (EIServer) on real MNIST images."""
 
 from __future__ import annotations
 
@@ -12,22 +13,23 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import joblib
 import numpy as np
 import pytest
 
+from bench.processes import PROJECT_ROOT, running_service
 from model import DEFAULT_MODEL_FILE
 from service.seal_format import HEADER
-from tests.support import PROJECT_ROOT, running_service
 
 pytestmark = pytest.mark.slow
 
 
-def score_concurrently(session, images: np.ndarray) -> np.ndarray:
-    """Encrypt each image, post them all at once (one per worker), decrypt the replies."""
+def score_concurrently(session, images: np.ndarray, url: str | None = None) -> np.ndarray:
+    """Encrypt each image, post them all at once, decrypt the replies."""
     bodies = [session.request_body(image / 255.0) for image in images]
     with ThreadPoolExecutor(len(bodies)) as pool:
-        replies = list(pool.map(session.post, bodies))
+        replies = list(pool.map(lambda body: session.post(body, url), bodies))
     return np.array([session.encryptor.decrypt(reply) for reply in replies])
 
 
@@ -40,38 +42,67 @@ def assert_matches_sklearn(estimator, images: np.ndarray, encrypted_scores: np.n
 def test_seed_client_predictions_equal_sklearn_on_real_mnist(seed_session, bundled_estimator,
                                                              mnist_test_images) -> None:
     images, _, _ = mnist_test_images
-    sample = images[:2]
+    sample = images[:8]
     assert_matches_sklearn(bundled_estimator, sample, score_concurrently(seed_session, sample))
 
 
-def test_a_ciphertext_that_kills_the_native_library_fails_alone(seed_session, service, bundled_estimator,
-                                                               mnist_test_images) -> None:
-    """Well-formed SEAL framing around corrupted content passes every Python check and makes EIServer's
-    native code abort: only that request fails, with a 4xx, and the next one is scored."""
+def test_fast_engine_answers_equal_eiserver_for_the_same_ciphertexts(seed_session, eiserver_service,
+                                                                     bundled_estimator, mnist_test_images) -> None:
+    images, _, _ = mnist_test_images
+    bodies = [seed_session.request_body(image / 255.0) for image in images[8:10]]
+    with ThreadPoolExecutor(2) as pool:
+        reference = list(pool.map(lambda body: seed_session.post(body, eiserver_service.url), bodies))
+    fast = [seed_session.post(body) for body in bodies]
+    decrypt = seed_session.encryptor.decrypt
+    for fast_reply, reference_reply in zip(fast, reference):
+        np.testing.assert_allclose(decrypt(fast_reply), decrypt(reference_reply), atol=1e-5, rtol=0)
+        assert sum(map(len, fast_reply)) < sum(map(len, reference_reply))
+
+
+def test_a_ciphertext_that_kills_the_native_library_fails_alone(seed_session, eiserver_service,
+                                                               bundled_estimator, mnist_test_images) -> None:
+    """Well-formed SEAL framing around corrupted content passes the web process's checks and makes
+    EIServer's native code abort: only that request fails, with a 4xx, and the next one is scored."""
     body = json.loads(seed_session.request_body(np.zeros(784)))
     raw = base64.b64decode(body["data"][0])
     inner = bytearray(zlib.decompress(raw[HEADER.size:]))
     inner[40] ^= 0xFF
     payload = zlib.compress(bytes(inner))
     corrupted = HEADER.pack(0xA15E, 16, 3, 5, 1, 0, HEADER.size + len(payload)) + payload
-    from client.seed import ScoringFailed
-
-    with pytest.raises(ScoringFailed) as failure:
-        seed_session.post(json.dumps({**body, "data": [base64.b64encode(corrupted).decode()]}))
-    assert failure.value.status_code == 422 and "worker stopped" in failure.value.message
-    assert "a scoring worker died" in service.log()
+    response = httpx.post(f"{eiserver_service.url}/score", timeout=600,
+                          json={**body, "data": [base64.b64encode(corrupted).decode()]})
+    assert response.status_code == 422 and "worker stopped" in response.json()["message"]
+    assert "a scoring worker died" in eiserver_service.log()
 
     images, _, _ = mnist_test_images
-    assert_matches_sklearn(bundled_estimator, images[2:3], score_concurrently(seed_session, images[2:3]))
+    scores = score_concurrently(seed_session, images[10:11], url=eiserver_service.url)
+    assert_matches_sklearn(bundled_estimator, images[10:11], scores)
 
 
 def test_demo_cli_runs_the_notebook_flow(service, azurite: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "client", "demo", "--url", service.url, "--count", "1", "--container", "demo-keys"],
+        [sys.executable, "-m", "client", "demo", "--url", service.url, "--count", "3", "--container", "demo-keys"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite, "COLUMNS": "120"})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1/1 agree" in result.stdout
+    assert "3/3 agree" in result.stdout
+
+
+@pytest.mark.parametrize("engine", ["seal", "eiserver"])
+def test_contract_works_as_an_azureml_entry_script(engine: str, seed_session, azurite: str, bundled_estimator,
+                                                   mnist_test_images) -> None:
+    """`init()` then `run(raw_data)` in-process, as Azure ML's inference server calls them."""
+    from service import contract
+    from service.settings import Settings
+
+    contract.init(Settings(azure_storage_connection_string=azurite, scoring_engine=engine))
+    images, _, _ = mnist_test_images
+    try:
+        reply = contract.run(seed_session.request_body(images[3] / 255.0))
+    finally:
+        contract.close()
+    assert json.loads(json.dumps(reply)) == reply
+    assert_matches_sklearn(bundled_estimator, images[3:4], seed_session.encryptor.decrypt(reply)[None, :])
 
 
 @pytest.mark.skipif(not os.environ.get("SEED_MODEL_DIR"),
@@ -87,20 +118,4 @@ def test_seed_tutorial_model_through_azureml_model_dir(azurite: str, mnist_test_
         assert "was pickled by scikit-learn 0.22" in service.log()
         with SeedSession(url=service.url, conn_str=azurite, container="seed-model-keys") as session:
             images, _, _ = mnist_test_images
-            assert_matches_sklearn(estimator, images[:2], score_concurrently(session, images[:2]))
-
-
-def test_contract_works_as_an_azureml_entry_script(seed_session, azurite: str, bundled_estimator,
-                                                   mnist_test_images) -> None:
-    """`init()` then `run(raw_data)` in-process, as Azure ML's inference server calls them."""
-    from service import contract
-    from service.settings import Settings
-
-    contract.init(Settings(azure_storage_connection_string=azurite))
-    images, _, _ = mnist_test_images
-    try:
-        reply = contract.run(seed_session.request_body(images[3] / 255.0))
-    finally:
-        contract.close()
-    assert json.loads(json.dumps(reply)) == reply
-    assert_matches_sklearn(bundled_estimator, images[3:4], seed_session.encryptor.decrypt(reply)[None, :])
+            assert_matches_sklearn(estimator, images[:4], score_concurrently(session, images[:4]))

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.seal_format import HEADER
 from service.settings import Settings
-from tests.support import PROJECT_ROOT, AZURITE_KEY
+from bench.processes import PROJECT_ROOT, AZURITE_KEY
 
 
 def post_score(url: str, body: object, **kwargs) -> httpx.Response:

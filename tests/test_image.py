@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support import PROJECT_ROOT
+from bench.processes import PROJECT_ROOT
 
 
 def test_dockerfile_is_hadolint_clean() -> None:

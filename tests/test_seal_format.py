@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.contract import MAX_INFLATED_CIPHERTEXT
-from service.keystore import MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS
+from service.engines.eiserver import MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS
 from service.seal_format import (
     HEADER,
     SealFormatError,

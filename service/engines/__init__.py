@@ -1,25 +1,48 @@
 """Homomorphic evaluators: one interface, chosen by the `SCORING_ENGINE` setting.
 
-An engine is built once per worker process from the model's weights and then scores requests of
-the seed protocol: base64 SEAL ciphertexts in, base64 SEAL ciphertexts (one per model output) out.
+An engine is built once per worker process from the model's weights. It turns a client's
+public-key blob into whatever it evaluates with (`prepare_keys`, cached by the key store) and
+scores requests of the seed protocol: base64 SEAL ciphertexts in, base64 SEAL ciphertexts (one per
+model output) out.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from model.loading import LinearModel
 
+ENGINE_NAMES = ("seal", "eiserver")
+
+
+@dataclass(frozen=True)
+class PreparedKeys:
+    """A client's public keys in the engine's own form; `nbytes` bounds the key cache."""
+
+    value: Any
+    nbytes: int
+
 
 class ScoringEngine(Protocol):
-    def predict(self, ciphertexts: list[str], public_keys: bytes) -> list[str]:
+    expected_ciphertexts: int
+
+    def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
+        """Check and load a public-key blob; raises `SealFormatError` when it is malformed."""
+        ...
+
+    def predict(self, ciphertexts: list[str], keys: PreparedKeys) -> list[str]:
         """Encrypted scores, one base64 ciphertext per model output, for the client to decrypt."""
         ...
 
 
 def create_engine(name: str, model: LinearModel) -> ScoringEngine:
+    if name == "seal":
+        from service.engines.seal4 import Seal4Engine
+
+        return Seal4Engine(model)
     if name == "eiserver":
         from service.engines.eiserver import EIServerEngine
 
         return EIServerEngine(model)
-    raise ValueError(f"unknown scoring engine {name!r}")
+    raise ValueError(f"unknown scoring engine {name!r}; expected one of {ENGINE_NAMES}")

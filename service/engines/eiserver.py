@@ -1,8 +1,9 @@
 """The reference engine: encrypted-inference 0.9's `EIServer`, exactly as the seed tutorial runs it.
 
 EIServer evaluates CKKS (N=8192, 4,096 slots per ciphertext), so a model with d features needs
-ceil(d / 4096) ciphertexts. Its native library aborts the process on malformed input, which is
-why requests are checked before they get here and why it only runs in worker processes.
+ceil(d / 4096) ciphertexts. It re-parses the raw key blob on every call. Its native library aborts
+the process on malformed input, which is why requests are checked before they get here and why it
+only runs in worker processes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import math
 from encrypted.inference.eiserver import EIServer
 
 from model.loading import LinearModel
+from service.engines import PreparedKeys
 from service.errors import Unprocessable
+from service.seal_format import check_object_sequence
 
 CKKS_SLOTS = 4096
+# The seed client's key blob: GaloisKeys followed by RelinKeys, each inflating to at most this.
+SEED_KEY_OBJECTS = 2
+MAX_INFLATED_KEY_OBJECT = 64 * 1024 * 1024
 
 
 class EIServerEngine:
@@ -22,11 +28,15 @@ class EIServerEngine:
         self._server = EIServer(model.coef, model.intercept, verbose=False)
         self.expected_ciphertexts = math.ceil(model.n_features / CKKS_SLOTS)
 
-    def predict(self, ciphertexts: list[str], public_keys: bytes) -> list[str]:
+    def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
+        check_object_sequence(public_keys, MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS)
+        return PreparedKeys(public_keys, len(public_keys))
+
+    def predict(self, ciphertexts: list[str], keys: PreparedKeys) -> list[str]:
         if len(ciphertexts) != self.expected_ciphertexts:
             raise Unprocessable(
                 f"the model takes {self.expected_ciphertexts} ciphertext(s); the request has {len(ciphertexts)}")
         try:
-            return self._server.predict(ciphertexts, public_keys)
+            return self._server.predict(ciphertexts, keys.value)
         except OSError:
             raise Unprocessable("the encryption library rejected the ciphertext or the public keys") from None

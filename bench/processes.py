@@ -1,4 +1,4 @@
-"""Real components for the tests: Azurite and the service, each on a free loopback port."""
+"""Real local processes for tests and benchmarks: Azurite and the service, each on a free loopback port."""
 
 from __future__ import annotations
 

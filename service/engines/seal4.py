@@ -1,0 +1,205 @@
+"""The fast engine: the seed protocol evaluated with SEAL 4 (seal-python), same client, same answers.
+
+Same parameters as the seed (CKKS, N=8192, primes of 60/40/40/60 bits, scale 2^40), a cheaper
+circuit. EIServer multiplies the input by each class's weights and rotates-and-sums each product
+over all 4,096 slots: 12 key switchings per class at the middle level. Here:
+
+1. the input (d features) is copied into every block of B = next power of two >= d slots
+   (log2(4096 / B) rotations, once);
+2. one plaintext product puts 4096 / B classes side by side, one per block;
+3. after rescaling, the product drops to the last level, where a rotation costs half as much,
+   and is rotated-and-summed within blocks (log2 B rotations for all its classes at once);
+4. each class's sum is rotated to slot 0 of its own reply ciphertext, as the client expects.
+
+For MNIST (784 features, 10 classes): 2 + 3 x 10 + 9 rotations instead of 120. Replies decrypt to
+EIServer's scores (up to CKKS noise, ~1e-6) and are written in the client's SEAL 3.5 format.
+Other slots of a reply hold partial sums, as EIServer's replies do.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+
+import numpy as np
+import seal
+
+from model.loading import LinearModel
+from service.engines import PreparedKeys
+from service.engines.seal_wire import (
+    CiphertextData,
+    expand_seed,
+    inflate_object,
+    parse_ciphertext,
+    parse_kswitch_keys,
+    write_ciphertext_members,
+    write_kswitch_keys,
+    write_object,
+)
+from service.errors import Unprocessable
+from service.seal_format import SealFormatError, check_object_sequence, decode_base64
+
+DEGREE = 8192
+SLOTS = DEGREE // 2
+PRIME_BITS = [60, 40, 40, 60]
+WEIGHT_SCALE = 2.0**40
+CLIENT_VERSION = (3, 5)
+SEAL4_VERSIONS = {(4, minor) for minor in range(10)}
+MAX_INFLATED_CIPHERTEXT = 1024 * 1024
+MAX_INFLATED_KEYS = 64 * 1024 * 1024
+# Input scales the circuit supports: the product must fit the modulus after one rescale.
+SCALE_RANGE = (2.0**30, 2.0**45)
+
+
+def _parms_id_bytes(parms_id: list[int]) -> bytes:
+    return struct.pack("<4Q", *parms_id)
+
+
+def _powers_of_two(steps: int) -> list[int]:
+    """Left rotation by `steps` as rotations the client has keys for (1, 2, 4, ..., 2048)."""
+    return [1 << bit for bit in range(steps.bit_length()) if steps >> bit & 1]
+
+
+class Seal4Engine:
+    def __init__(self, model: LinearModel) -> None:
+        parms = seal.EncryptionParameters(seal.scheme_type.ckks)
+        parms.set_poly_modulus_degree(DEGREE)
+        parms.set_coeff_modulus(seal.CoeffModulus.Create(DEGREE, PRIME_BITS))
+        self._context = seal.SEALContext(parms, True, seal.sec_level_type.tc128)
+        self._encoder = seal.CKKSEncoder(self._context)
+        self._evaluator = seal.Evaluator(self._context)
+        first = self._context.first_context_data()
+        self._data_moduli = [modulus.value() for modulus in first.parms().coeff_modulus()]
+        self._key_moduli = [modulus.value() for modulus in self._context.key_context_data().parms().coeff_modulus()]
+        self._first_parms_id = _parms_id_bytes(self._context.first_parms_id())
+        self._key_parms_id = _parms_id_bytes(self._context.key_context_data().parms_id())
+        self._last_parms_id = self._context.last_parms_id()
+
+        self._outputs = model.n_outputs
+        self.expected_ciphertexts = math.ceil(model.n_features / SLOTS)
+        self._block = SLOTS if self.expected_ciphertexts > 1 else 1 << max(0, (model.n_features - 1).bit_length())
+        self._per_group = SLOTS // self._block
+        self._replication_steps = [SLOTS >> i for i in range(1, int(math.log2(self._per_group)) + 1)]
+        self._sum_steps = [1 << i for i in range(int(math.log2(self._block)))]
+        self._rotation_steps = sorted({1 << i for i in range(int(math.log2(SLOTS)))})
+        self._weights = [self._group_weights(model, group) for group in range(self._groups)]
+        self._bias_vectors = [self._group_bias(model, group) for group in range(self._groups)]
+        self._bias_plaintexts: dict[tuple[int, float], seal.Plaintext] = {}
+
+    @property
+    def _groups(self) -> int:
+        return math.ceil(self._outputs / self._per_group)
+
+    def _group_outputs(self, group: int) -> range:
+        return range(group * self._per_group, min(self._outputs, (group + 1) * self._per_group))
+
+    def _group_weights(self, model: LinearModel, group: int) -> list[seal.Plaintext]:
+        """One plaintext per input ciphertext: output j's weights in block (j mod per_group)."""
+        plaintexts = []
+        for index in range(self.expected_ciphertexts):
+            features = model.coef[:, index * SLOTS : (index + 1) * SLOTS]
+            vector = np.zeros(SLOTS)
+            for block, output in enumerate(self._group_outputs(group)):
+                vector[block * self._block : block * self._block + features.shape[1]] = features[output]
+            plaintexts.append(self._encoder.encode(vector, WEIGHT_SCALE))
+        return plaintexts
+
+    def _group_bias(self, model: LinearModel, group: int) -> np.ndarray:
+        vector = np.zeros(SLOTS)
+        for block, output in enumerate(self._group_outputs(group)):
+            vector[block * self._block] = model.intercept[output]
+        return vector
+
+    def _bias_plaintext(self, group: int, scale: float) -> seal.Plaintext:
+        """The group's intercepts at the last level and at the product's scale (encoded once per scale)."""
+        key = (group, scale)
+        if key not in self._bias_plaintexts:
+            plaintext = self._encoder.encode(self._bias_vectors[group], scale)
+            self._evaluator.mod_switch_to_inplace(plaintext, self._last_parms_id)
+            self._bias_plaintexts[key] = plaintext
+        return self._bias_plaintexts[key]
+
+    # Keys ---------------------------------------------------------------------------------------
+
+    def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
+        """GaloisKeys from the seed blob (GaloisKeys + RelinKeys), seeds expanded, loaded into SEAL 4."""
+        version, payload, used = inflate_object(public_keys, MAX_INFLATED_KEYS)
+        check_object_sequence(public_keys[used:], MAX_INFLATED_KEYS, 1)  # RelinKeys: unused, but well-formed
+        if payload[:32] != self._key_parms_id:
+            raise SealFormatError("the keys were made for other encryption parameters")
+        keys = parse_kswitch_keys(payload, version, DEGREE, len(self._key_moduli))
+        present = [index for index, row in enumerate(keys) if row]
+        for row in keys:
+            for key in row:
+                if key.polys.shape != (2, len(self._key_moduli), DEGREE) or not key.is_ntt_form:
+                    raise SealFormatError("a Galois key has an unexpected shape")
+                expand_seed(key, self._key_moduli)
+        try:
+            galois = self._context.from_galois_str(write_kswitch_keys(keys, self._key_parms_id, CLIENT_VERSION))
+        except (RuntimeError, ValueError) as exc:
+            raise SealFormatError(f"SEAL refused the Galois keys ({exc})") from None
+        missing = [step for step in self._rotation_steps if not galois.has_key(pow(3, step, 2 * DEGREE))]
+        if missing:
+            raise SealFormatError(f"the keys lack rotations by {missing}")
+        nbytes = sum(key.polys.nbytes for index in present for key in keys[index])
+        return PreparedKeys(galois, nbytes)
+
+    # Scoring ------------------------------------------------------------------------------------
+
+    def _load_ciphertext(self, text: str) -> seal.Ciphertext:
+        try:
+            version, payload, used = inflate_object(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
+            ciphertext = parse_ciphertext(payload, version, DEGREE, len(self._data_moduli))
+            if payload[:32] != self._first_parms_id:
+                raise SealFormatError("the ciphertext was made for other encryption parameters")
+            if ciphertext.polys.shape != (2, len(self._data_moduli), DEGREE) or not ciphertext.is_ntt_form:
+                raise SealFormatError("the ciphertext has an unexpected shape")
+            if not SCALE_RANGE[0] <= ciphertext.scale <= SCALE_RANGE[1]:
+                raise SealFormatError(f"ciphertext scale {ciphertext.scale} is outside the supported range")
+            expand_seed(ciphertext, self._data_moduli)
+            members = write_ciphertext_members(ciphertext, self._first_parms_id, CLIENT_VERSION)
+            return self._context.from_cipher_str(write_object(members, CLIENT_VERSION))
+        except SealFormatError as exc:
+            raise Unprocessable(f"the ciphertext is malformed: {exc}") from None
+        except (RuntimeError, ValueError) as exc:
+            raise Unprocessable(f"SEAL refused the ciphertext ({exc})") from None
+
+    def _rotate(self, ciphertext: seal.Ciphertext, steps: int, galois: seal.GaloisKeys) -> seal.Ciphertext:
+        for step in _powers_of_two(steps):
+            ciphertext = self._evaluator.rotate_vector(ciphertext, step, galois)
+        return ciphertext
+
+    def _rotate_and_sum(self, ciphertext: seal.Ciphertext, steps: list[int], galois: seal.GaloisKeys) -> None:
+        for step in steps:
+            self._evaluator.add_inplace(ciphertext, self._evaluator.rotate_vector(ciphertext, step, galois))
+
+    def predict(self, ciphertexts: list[str], keys: PreparedKeys) -> list[str]:
+        if len(ciphertexts) != self.expected_ciphertexts:
+            raise Unprocessable(
+                f"the model takes {self.expected_ciphertexts} ciphertext(s); the request has {len(ciphertexts)}")
+        galois = keys.value
+        evaluator = self._evaluator
+        inputs = [self._load_ciphertext(text) for text in ciphertexts]
+        for ciphertext in inputs:
+            self._rotate_and_sum(ciphertext, self._replication_steps, galois)
+        replies: list[str] = []
+        for group in range(self._groups):
+            product = evaluator.multiply_plain(inputs[0], self._weights[group][0])
+            for ciphertext, weights in zip(inputs[1:], self._weights[group][1:]):
+                evaluator.add_inplace(product, evaluator.multiply_plain(ciphertext, weights))
+            evaluator.rescale_to_next_inplace(product)
+            evaluator.mod_switch_to_inplace(product, self._last_parms_id)
+            self._rotate_and_sum(product, self._sum_steps, galois)
+            evaluator.add_plain_inplace(product, self._bias_plaintext(group, product.scale()))
+            for block, _ in enumerate(self._group_outputs(group)):
+                replies.append(self._to_client_format(self._rotate(product, block * self._block, galois)))
+        return replies
+
+    @staticmethod
+    def _to_client_format(ciphertext: seal.Ciphertext) -> str:
+        """A SEAL 4 ciphertext as the base64 SEAL 3.5 object the seed client decrypts."""
+        version, payload, _ = inflate_object(ciphertext.to_string(), 2 * MAX_INFLATED_CIPHERTEXT, SEAL4_VERSIONS)
+        data: CiphertextData = parse_ciphertext(payload, version, DEGREE, len(PRIME_BITS))
+        members = write_ciphertext_members(data, payload[:32], CLIENT_VERSION)
+        return base64.b64encode(write_object(members, CLIENT_VERSION)).decode("ascii")
