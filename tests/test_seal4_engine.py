@@ -25,6 +25,8 @@ from service.errors import Unprocessable
 from service.seal_format import SealFormatError, check_single_object
 
 RNG = np.random.default_rng(11)
+# The seed parameters' primes (60, 40, 40 and the 60-bit special prime), as SEAL generates them.
+KEY_MODULI = [1152921504606748673, 1099510890497, 1099511480321, 1152921504606830593]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,7 @@ def test_coefficients_out_of_range_are_refused(prepared, seed_ciphertext: str) -
     engine, keys = prepared
     version, payload, _ = inflate_object(base64.b64decode(seed_ciphertext), 1 << 22)
     data = parse_ciphertext(payload, version, 8192, 3)
+    expand_seed(data, KEY_MODULI[:3])
     data.polys[0, 0, 0] = np.uint64(2**64 - 1)
     forged = write_object(write_ciphertext_members(data, payload[:32], version), version)
     with pytest.raises(Unprocessable, match="not reduced"):
@@ -119,10 +122,9 @@ def test_keys_without_a_needed_rotation_are_refused(prepared, seed_client) -> No
     _, _, public_keys = seed_client
     version, payload, used = inflate_object(public_keys, 1 << 26)
     keys = parse_kswitch_keys(payload, version, 8192, 4)
-    moduli = [1152921504606748673, 1099510890497, 1099511480321, 1152921504606830593]
     for row in keys:
         for key in row:
-            expand_seed(key, moduli)
+            expand_seed(key, KEY_MODULI)
     keys[(pow(3, 1, 2 * 8192) - 1) // 2] = []  # SEAL stores the key for Galois element g at (g - 1) / 2
     with pytest.raises(SealFormatError, match=r"lack rotations by \[1\]"):
         engine.prepare_keys(write_kswitch_keys(keys, payload[:32], version) + public_keys[used:])
