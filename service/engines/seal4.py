@@ -4,16 +4,20 @@ Same parameters as the seed (CKKS, N=8192, primes of 60/40/40/60 bits, scale 2^4
 circuit. EIServer multiplies the input by each class's weights and rotates-and-sums each product
 over all 4,096 slots: 12 key switchings per class at the middle level. Here:
 
-1. the input (d features) is copied into every block of B = next power of two >= d slots
-   (log2(4096 / B) rotations, once);
-2. one plaintext product puts 4096 / B classes side by side, one per block;
-3. after rescaling, the product drops to the last level, where a rotation costs half as much,
-   and is rotated-and-summed within blocks (log2 B rotations for all its classes at once);
-4. each class's sum is rotated to slot 0 of its own reply ciphertext, as the client expects.
+1. the input (d features, real) drops one level, then is copied into every block of
+   B = next power of two >= d slots (log2(4096 / B) rotations, once);
+2. one plaintext product with complex weights puts 2 x 4096 / B outputs side by side: output
+   2k's weights in the real part of block k, output 2k+1's in the imaginary part;
+3. after rescaling (to the last level, where a rotation costs least) the product is
+   rotated-and-summed within blocks: log2 B rotations for all its outputs at once;
+4. block k is rotated to slot 0 (one rotation from an earlier block's), and for the output in the
+   imaginary part multiplied by the monomial -X^(N/2), which turns slot 0 into -i times itself at
+   no cost in noise or levels; so each reply carries its score in the real part of slot 0, where
+   the client reads it.
 
-For MNIST (784 features, 10 classes): 2 + 3 x 10 + 9 rotations instead of 120. Replies decrypt to
-EIServer's scores (up to CKKS noise, ~1e-6) and are written in the client's SEAL 3.5 format.
-Other slots of a reply hold partial sums, as EIServer's replies do.
+For MNIST (784 features, 10 classes): 2 + 2 x 10 + 3 rotations instead of EIServer's 120. Replies
+decrypt to EIServer's scores (up to CKKS noise, ~1e-6) and are written in the client's SEAL 3.5
+format. Other slots of a reply hold partial sums, as EIServer's replies do.
 """
 
 from __future__ import annotations
@@ -56,11 +60,6 @@ def _parms_id_bytes(parms_id: list[int]) -> bytes:
     return struct.pack("<4Q", *parms_id)
 
 
-def _powers_of_two(steps: int) -> list[int]:
-    """Left rotation by `steps` as rotations the client has keys for (1, 2, 4, ..., 2048)."""
-    return [1 << bit for bit in range(steps.bit_length()) if steps >> bit & 1]
-
-
 class Seal4Engine:
     def __init__(self, model: LinearModel) -> None:
         parms = seal.EncryptionParameters(seal.scheme_type.ckks)
@@ -74,48 +73,58 @@ class Seal4Engine:
         self._key_moduli = [modulus.value() for modulus in self._context.key_context_data().parms().coeff_modulus()]
         self._first_parms_id = _parms_id_bytes(self._context.first_parms_id())
         self._key_parms_id = _parms_id_bytes(self._context.key_context_data().parms_id())
+        self._product_parms_id = first.next_context_data().parms_id()
         self._last_parms_id = self._context.last_parms_id()
 
         self._outputs = model.n_outputs
         self.expected_ciphertexts = math.ceil(model.n_features / SLOTS)
         self._block = SLOTS if self.expected_ciphertexts > 1 else 1 << max(0, (model.n_features - 1).bit_length())
-        self._per_group = SLOTS // self._block
-        self._replication_steps = [SLOTS >> i for i in range(1, int(math.log2(self._per_group)) + 1)]
+        self._blocks = SLOTS // self._block
+        self._per_group = 2 * self._blocks
+        self._replication_steps = [SLOTS >> i for i in range(1, int(math.log2(self._blocks)) + 1)]
         self._sum_steps = [1 << i for i in range(int(math.log2(self._block)))]
         self._rotation_steps = sorted({1 << i for i in range(int(math.log2(SLOTS)))})
         self._weights = [self._group_weights(model, group) for group in range(self._groups)]
         self._bias_vectors = [self._group_bias(model, group) for group in range(self._groups)]
         self._bias_plaintexts: dict[tuple[int, float], seal.Plaintext] = {}
+        # The monomial -X^(N/2): -i in the even slots (slot 0 among them), +i in the odd ones, in SEAL's
+        # slot order. As a monomial it encodes exactly at scale 1, so multiplying by it costs no level.
+        self._minus_i = self._encoder.encode_complex(np.where(np.arange(SLOTS) % 2 == 0, -1j, 1j), 1.0)
+        self._evaluator.mod_switch_to_inplace(self._minus_i, self._last_parms_id)
 
     @property
     def _groups(self) -> int:
         return math.ceil(self._outputs / self._per_group)
 
-    def _group_outputs(self, group: int) -> range:
-        return range(group * self._per_group, min(self._outputs, (group + 1) * self._per_group))
+    def _group_layout(self, group: int) -> list[tuple[int, int, complex]]:
+        """(output, block, part) for each output of a group: part 1 is the real, 1j the imaginary part."""
+        outputs = range(group * self._per_group, min(self._outputs, (group + 1) * self._per_group))
+        return [(output, position // 2, 1j if position % 2 else 1) for position, output in enumerate(outputs)]
 
     def _group_weights(self, model: LinearModel, group: int) -> list[seal.Plaintext]:
-        """One plaintext per input ciphertext: output j's weights in block (j mod per_group)."""
+        """One plaintext per input ciphertext, at the product level: each output's weights in its block and part."""
         plaintexts = []
         for index in range(self.expected_ciphertexts):
             features = model.coef[:, index * SLOTS : (index + 1) * SLOTS]
-            vector = np.zeros(SLOTS)
-            for block, output in enumerate(self._group_outputs(group)):
-                vector[block * self._block : block * self._block + features.shape[1]] = features[output]
-            plaintexts.append(self._encoder.encode(vector, WEIGHT_SCALE))
+            vector = np.zeros(SLOTS, dtype=complex)
+            for output, block, part in self._group_layout(group):
+                vector[block * self._block : block * self._block + features.shape[1]] += part * features[output]
+            plaintext = self._encoder.encode_complex(vector, WEIGHT_SCALE)
+            self._evaluator.mod_switch_to_inplace(plaintext, self._product_parms_id)
+            plaintexts.append(plaintext)
         return plaintexts
 
     def _group_bias(self, model: LinearModel, group: int) -> np.ndarray:
-        vector = np.zeros(SLOTS)
-        for block, output in enumerate(self._group_outputs(group)):
-            vector[block * self._block] = model.intercept[output]
+        vector = np.zeros(SLOTS, dtype=complex)
+        for output, block, part in self._group_layout(group):
+            vector[block * self._block] += part * model.intercept[output]
         return vector
 
     def _bias_plaintext(self, group: int, scale: float) -> seal.Plaintext:
         """The group's intercepts at the last level and at the product's scale (encoded once per scale)."""
         key = (group, scale)
         if key not in self._bias_plaintexts:
-            plaintext = self._encoder.encode(self._bias_vectors[group], scale)
+            plaintext = self._encoder.encode_complex(self._bias_vectors[group], scale)
             self._evaluator.mod_switch_to_inplace(plaintext, self._last_parms_id)
             self._bias_plaintexts[key] = plaintext
         return self._bias_plaintexts[key]
@@ -165,11 +174,6 @@ class Seal4Engine:
         except (RuntimeError, ValueError) as exc:
             raise Unprocessable(f"SEAL refused the ciphertext ({exc})") from None
 
-    def _rotate(self, ciphertext: seal.Ciphertext, steps: int, galois: seal.GaloisKeys) -> seal.Ciphertext:
-        for step in _powers_of_two(steps):
-            ciphertext = self._evaluator.rotate_vector(ciphertext, step, galois)
-        return ciphertext
-
     def _rotate_and_sum(self, ciphertext: seal.Ciphertext, steps: list[int], galois: seal.GaloisKeys) -> None:
         for step in steps:
             self._evaluator.add_inplace(ciphertext, self._evaluator.rotate_vector(ciphertext, step, galois))
@@ -182,6 +186,7 @@ class Seal4Engine:
         evaluator = self._evaluator
         inputs = [self._load_ciphertext(text) for text in ciphertexts]
         for ciphertext in inputs:
+            evaluator.mod_switch_to_inplace(ciphertext, self._product_parms_id)
             self._rotate_and_sum(ciphertext, self._replication_steps, galois)
         replies: list[str] = []
         for group in range(self._groups):
@@ -189,11 +194,19 @@ class Seal4Engine:
             for ciphertext, weights in zip(inputs[1:], self._weights[group][1:]):
                 evaluator.add_inplace(product, evaluator.multiply_plain(ciphertext, weights))
             evaluator.rescale_to_next_inplace(product)
-            evaluator.mod_switch_to_inplace(product, self._last_parms_id)
             self._rotate_and_sum(product, self._sum_steps, galois)
             evaluator.add_plain_inplace(product, self._bias_plaintext(group, product.scale()))
-            for block, _ in enumerate(self._group_outputs(group)):
-                replies.append(self._to_client_format(self._rotate(product, block * self._block, galois)))
+            at_slot_zero = {0: product}
+            for output, block, part in self._group_layout(group):
+                if block not in at_slot_zero:
+                    # Block k is block (k without its lowest bit) rotated once more.
+                    lowest = block & -block
+                    at_slot_zero[block] = evaluator.rotate_vector(at_slot_zero[block - lowest], lowest * self._block,
+                                                                  galois)
+                reply = at_slot_zero[block]
+                if part != 1:
+                    reply = evaluator.multiply_plain(reply, self._minus_i)
+                replies.append(self._to_client_format(reply))
         return replies
 
     @staticmethod

@@ -99,27 +99,34 @@ def sample_uniform_polys(seed: bytes, moduli: list[int], degree: int) -> np.ndar
 
     Each candidate is `(w0 << 31) | (w1 >> 1)` from two consecutive 32-bit words of the stream and is
     rejected when at or above the largest multiple of the prime below 2^63 (minus one, as SEAL does).
+    The stream for all rows is generated in one go, sized from the known acceptance rates.
     """
+    limits = [_MAX_RANDOM - (_MAX_RANDOM % modulus) - 1 for modulus in moduli]
+    expected_pairs = sum(degree * (1 << 63) / limit for limit in limits)
+    words = np.frombuffer(blake_prng_bytes(seed, 0, _buffers_for(expected_pairs * 1.02 + 256)), dtype="<u4")
+    buffers_used = len(words) * 4 // BUFFER_BYTES
     result = np.empty((len(moduli), degree), dtype=np.uint64)
-    words = np.empty(0, dtype=np.uint32)
-    pair_index = buffers_used = 0
-    for row, modulus in enumerate(moduli):
-        max_multiple = np.uint64(_MAX_RANDOM - (_MAX_RANDOM % modulus) - 1)
+    pair = 0
+    for row, (modulus, limit) in enumerate(zip(moduli, limits)):
         taken = 0
         while taken < degree:
-            pairs_available = (len(words) // 2) - pair_index
-            needed = degree - taken
-            if pairs_available < needed + 64:
-                extra = max(4, ((needed + 64) * 8 * 5 // 4) // BUFFER_BYTES + 1)
-                fresh = np.frombuffer(blake_prng_bytes(seed, buffers_used, extra), dtype="<u4")
-                words = np.concatenate([words[2 * pair_index:], fresh])
-                pair_index, buffers_used = 0, buffers_used + extra
+            available = len(words) // 2 - pair
+            if available < degree - taken:
+                extra = _buffers_for((degree - taken) * 2 + 256)
+                words = np.concatenate([words[2 * pair :],
+                                        np.frombuffer(blake_prng_bytes(seed, buffers_used, extra), dtype="<u4")])
+                pair, buffers_used = 0, buffers_used + extra
                 continue
-            high = words[2 * pair_index : 2 * (pair_index + pairs_available) : 2].astype(np.uint64)
-            low = words[2 * pair_index + 1 : 2 * (pair_index + pairs_available) : 2].astype(np.uint64)
+            high = words[2 * pair : 2 * (pair + available) : 2].astype(np.uint64)
+            low = words[2 * pair + 1 : 2 * (pair + available) : 2].astype(np.uint64)
             candidates = (high << np.uint64(31)) | (low >> np.uint64(1))
-            accepted = np.flatnonzero(candidates < max_multiple)[:needed]
+            accepted = np.flatnonzero(candidates < np.uint64(limit))[: degree - taken]
             result[row, taken : taken + len(accepted)] = candidates[accepted] % np.uint64(modulus)
             taken += len(accepted)
-            pair_index += int(accepted[-1]) + 1 if len(accepted) == needed else pairs_available
+            pair += int(accepted[-1]) + 1 if taken == degree else available
     return result
+
+
+def _buffers_for(pairs: float) -> int:
+    """Whole PRNG buffers holding at least `pairs` candidates (8 bytes each)."""
+    return int(pairs * 8) // BUFFER_BYTES + 1
