@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"public keys per client        {session.key_bytes / 1e6:.2f} MB")
         print(f"request body per image        {np.mean([len(b) for b in bodies]) / 1e3:.0f} KB")
         print(f"reply per image               {sum(len(c) for c in reply) / 1e6:.2f} MB")
-        print(f"latency, one at a time        {np.median(latencies):.2f} s median of {len(latencies)}")
+        print(f"latency, one at a time        {np.median(latencies) * 1000:.1f} ms median of {len(latencies)}")
         print(f"throughput, {args.concurrent} in flight        "
               f"{args.concurrent / elapsed:.3f} predictions/s ({elapsed:.1f} s for {args.concurrent})")
 
