@@ -22,9 +22,6 @@ from bench.processes import PROJECT_ROOT, running_service
 from model import DEFAULT_MODEL_FILE
 from service.seal_format import HEADER
 
-pytestmark = pytest.mark.slow
-
-
 def score_concurrently(session, images: np.ndarray, url: str | None = None) -> np.ndarray:
     """Encrypt each image, post them all at once, decrypt the replies."""
     bodies = [session.request_body(image / 255.0) for image in images]
@@ -46,6 +43,7 @@ def test_seed_client_predictions_equal_sklearn_on_real_mnist(seed_session, bundl
     assert_matches_sklearn(bundled_estimator, sample, score_concurrently(seed_session, sample))
 
 
+@pytest.mark.slow
 def test_fast_engine_answers_equal_eiserver_for_the_same_ciphertexts(seed_session, eiserver_service,
                                                                      bundled_estimator, mnist_test_images) -> None:
     images, _, _ = mnist_test_images
@@ -59,6 +57,7 @@ def test_fast_engine_answers_equal_eiserver_for_the_same_ciphertexts(seed_sessio
         assert sum(map(len, fast_reply)) < sum(map(len, reference_reply))
 
 
+@pytest.mark.slow
 def test_a_ciphertext_that_kills_the_native_library_fails_alone(seed_session, eiserver_service,
                                                                bundled_estimator, mnist_test_images) -> None:
     """Well-formed SEAL framing around corrupted content passes the web process's checks and makes
@@ -88,7 +87,7 @@ def test_demo_cli_runs_the_notebook_flow(service, azurite: str) -> None:
     assert "3/3 agree" in result.stdout
 
 
-@pytest.mark.parametrize("engine", ["seal", "eiserver"])
+@pytest.mark.parametrize("engine", ["seal", pytest.param("eiserver", marks=pytest.mark.slow)])
 def test_contract_works_as_an_azureml_entry_script(engine: str, seed_session, azurite: str, bundled_estimator,
                                                    mnist_test_images) -> None:
     """`init()` then `run(raw_data)` in-process, as Azure ML's inference server calls them."""
