@@ -3,7 +3,7 @@
 A seed client uploads its ~8.6 MB of public keys once, as the blob `key_id`, and then names that
 blob in every request. Downloading, checking and deserializing them on every call (as the seed
 server did) costs more than the scoring itself, so the engine's prepared form of the keys is kept
-in an LRU cache bounded by bytes and keyed by (blob endpoint, container, key_id).
+in an LRU cache bounded by bytes and keyed by (account host, account name, container, key_id).
 """
 
 from __future__ import annotations
@@ -43,27 +43,20 @@ class KeyStore:
         self._settings = settings
         self._prepare = prepare
         self._lock = threading.Lock()
-        self._keys: LRUCache[tuple[str, str, str], PreparedKeys] = LRUCache(
+        self._keys: LRUCache[tuple[str, str, str, str], PreparedKeys] = LRUCache(
             maxsize=settings.key_cache_bytes, getsizeof=lambda keys: keys.nbytes)
         self._clients: LRUCache[str, BlobServiceClient] = LRUCache(maxsize=_MAX_STORAGE_CLIENTS)
-        self.hits = 0
-        self.misses = 0
-
-    @property
-    def cached_bytes(self) -> int:
-        return int(self._keys.currsize)
 
     def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> PreparedKeys:
         """The prepared keys of blob `key_id` in `container` (defaults from the settings)."""
         container = container or self._settings.key_container
         service = self._service_client(conn_str or self._settings.azure_storage_connection_string)
-        cache_key = (service.url, container, key_id)
+        # The account's host and name, not `service.url`, which carries a SAS token when one is used.
+        cache_key = (service.primary_hostname, service.account_name or "", container, key_id)
         with self._lock:
             cached = self._keys.get(cache_key)
-            if cached is not None:
-                self.hits += 1
-                return cached
-            self.misses += 1
+        if cached is not None:
+            return cached
         blob = self._download(service, container, key_id)
         try:
             keys = self._prepare(blob)

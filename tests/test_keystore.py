@@ -1,0 +1,68 @@
+"""The key store against a real Azurite: prepared keys are cached by id, within a byte bound."""
+
+from __future__ import annotations
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from service.engines import PreparedKeys
+from service.errors import BadRequest, NotFound, Unprocessable
+from service.keystore import KeyStore
+from service.seal_format import SealFormatError
+from service.settings import Settings
+
+
+def prepare(blob: bytes) -> PreparedKeys:
+    if not blob.startswith(b"keys"):
+        raise SealFormatError("not keys")
+    return PreparedKeys(value=blob.upper(), nbytes=len(blob))
+
+
+@pytest.fixture()
+def container(azurite: str, request: pytest.FixtureRequest):
+    name = f"ks-{abs(hash(request.node.name)) % 10**8}"
+    client = BlobServiceClient.from_connection_string(azurite).get_container_client(name)
+    client.create_container()
+    yield client
+    client.delete_container()
+
+
+def test_prepared_keys_are_cached_until_evicted(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite, key_cache_bytes=100), prepare)
+    container.upload_blob("a", b"keys-a" * 10)
+    container.upload_blob("b", b"keys-b" * 10)
+    first = store.get("a", container.container_name)
+    assert first.value == b"KEYS-A" * 10
+    container.delete_blob("a")
+    assert store.get("a", container.container_name) is first  # served from the cache
+    store.get("b", container.container_name)  # 60 + 60 bytes > 100: "a" is evicted
+    with pytest.raises(NotFound, match="no public keys named 'a'"):
+        store.get("a", container.container_name)
+
+
+def test_keys_larger_than_the_cache_are_used_but_not_kept(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite, key_cache_bytes=10), prepare)
+    container.upload_blob("big", b"keys" * 10)
+    assert store.get("big", container.container_name).nbytes == 40
+    container.delete_blob("big")
+    with pytest.raises(NotFound):
+        store.get("big", container.container_name)
+
+
+def test_errors_name_what_is_wrong_without_credentials(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare)
+    container.upload_blob("junk", b"not keys")
+    with pytest.raises(Unprocessable, match="'junk' are malformed: not keys"):
+        store.get("junk", container.container_name)
+    with pytest.raises(NotFound, match="container 'no-such' does not exist"):
+        store.get("junk", "no-such")
+    with pytest.raises(BadRequest) as error:
+        store.get("junk", container.container_name, conn_str="AccountKey=c2VjcmV0;nonsense")
+    assert "c2VjcmV0" not in error.value.message
+
+
+def test_default_container_comes_from_the_settings(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite, key_container=container.container_name),
+                     prepare)
+    container.upload_blob("c", b"keys-c")
+    assert store.get("c").value == b"KEYS-C"
