@@ -8,7 +8,6 @@ in an LRU cache bounded by bytes and keyed by (account host, account name, conta
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -24,13 +23,12 @@ from azure.storage.blob import BlobServiceClient
 from cachetools import LRUCache
 
 from service.engines import PreparedKeys
-from service.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
+from service.errors import Forbidden, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
 from service.seal_format import SealFormatError
 from service.settings import Settings
+from service.storage import StorageAccess
 
 log = logging.getLogger(__name__)
-
-_MAX_STORAGE_CLIENTS = 16
 
 # The Azure SDK logs every request at INFO, which is noise here and could leak SAS query strings.
 logging.getLogger("azure").setLevel(logging.WARNING)
@@ -45,13 +43,15 @@ class KeyStore:
         self._lock = threading.Lock()
         self._keys: LRUCache[tuple[str, str, str, str], PreparedKeys] = LRUCache(
             maxsize=settings.key_cache_bytes, getsizeof=lambda keys: keys.nbytes)
-        self._clients: LRUCache[str, BlobServiceClient] = LRUCache(maxsize=_MAX_STORAGE_CLIENTS)
+        self._storage = StorageAccess(settings)
 
     def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> PreparedKeys:
-        """The prepared keys of blob `key_id` in `container` (defaults from the settings)."""
+        """The prepared keys of blob `key_id` in `container` (defaults from the settings).
+
+        `conn_str` only selects an allowed account (see `StorageAccess`); it is never connected to.
+        """
         container = container or self._settings.key_container
-        service = self._service_client(conn_str or self._settings.azure_storage_connection_string)
-        # The account's host and name, not `service.url`, which carries a SAS token when one is used.
+        service = self._storage.client_for(conn_str)
         cache_key = (service.primary_hostname, service.account_name or "", container, key_id)
         with self._lock:
             cached = self._keys.get(cache_key)
@@ -68,26 +68,6 @@ class KeyStore:
             with self._lock:
                 self._keys[cache_key] = keys
         return keys
-
-    def _service_client(self, conn_str: str) -> BlobServiceClient:
-        # Clients are cached by a digest so the connection string itself is never kept as a key.
-        digest = hashlib.sha256(conn_str.encode()).hexdigest()
-        with self._lock:
-            client = self._clients.get(digest)
-        if client is not None:
-            return client
-        try:
-            client = BlobServiceClient.from_connection_string(
-                conn_str,
-                connection_timeout=self._settings.storage_timeout_s,
-                read_timeout=self._settings.storage_timeout_s,
-                retry_total=1,
-            )
-        except (ValueError, AzureError):
-            raise BadRequest("conn_str is not a valid Azure Storage connection string") from None
-        with self._lock:
-            self._clients[digest] = client
-        return client
 
     def _download(self, service: BlobServiceClient, container: str, key_id: str) -> bytes:
         limit = self._settings.max_key_bytes

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 
@@ -41,12 +41,26 @@ class Settings(BaseSettings):
     azure_storage_connection_string: str = Field(
         AZURITE_CONNECTION_STRING, repr=False,
         description="Connection string of the storage account that holds public keys.")
+    azure_storage_account_url: str | None = Field(
+        None, description="Blob endpoint of the key account, reached with DefaultAzureCredential (managed "
+                          "identity); takes precedence over the connection string.")
+    allowed_storage_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Accounts a request's conn_str may name (comma-separated); "
+                                          "default: the service's own account only.")
+    storage_endpoint_suffix: str = Field("core.windows.net", description="Endpoint suffix of other accounts.")
     key_container: str = Field("public-keys", description="Container used when a request names none.")
     key_cache_bytes: int = Field(256 * MiB, ge=0, description="Bound of the in-memory public-key cache.")
     max_key_bytes: int = Field(32 * MiB, ge=1, description="Largest public-key blob accepted.")
     storage_timeout_s: float = Field(10.0, gt=0, description="Connect/read timeout towards Blob Storage.")
 
     max_request_bytes: int = Field(4 * MiB, ge=1024, description="Largest request body accepted.")
+
+    @field_validator("allowed_storage_accounts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @property
     def model_path(self) -> Path:
