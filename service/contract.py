@@ -19,14 +19,14 @@ from service.engines import ScoringEngine, create_engine
 from service.errors import ModelUnavailable, describe_validation_errors
 from service.keystore import KeyStore
 from service.logs import configure_logging
-from service.seal_format import SealFormatError, check_single_object, decode_base64
+from service.engines.seal_wire import read_client_ciphertext
+from service.engines.seed_params import MAX_INFLATED_CIPHERTEXT
+from service.seal_format import SealFormatError, decode_base64
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_CIPHERTEXTS = 16
-# A seed ciphertext inflates to about 200 KB; a fresh unseeded one to about 400 KB.
-MAX_INFLATED_CIPHERTEXT = 1024 * 1024
 
 
 class SeedScoreRequest(BaseModel):
@@ -52,7 +52,7 @@ class SeedScoreRequest(BaseModel):
     def _ciphertexts_are_seal_objects(cls, data: list[str]) -> list[str]:
         for index, text in enumerate(data):
             try:
-                check_single_object(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
+                read_client_ciphertext(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
             except SealFormatError as exc:
                 raise ValueError(f"ciphertext {index} is malformed: {exc}") from None
         return data

@@ -48,6 +48,10 @@ class ServiceUnavailable(ScoringError):
     status_code = 503
 
 
+class ScoringTimeout(ScoringError):
+    status_code = 504
+
+
 def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> ScoringError:
     """Turn pydantic/FastAPI validation errors into one readable error.
 

@@ -1,9 +1,11 @@
-"""Worker processes that run the scoring contract off the web server's event loop.
+"""Worker processes that run the scoring contract off the web server's event loop, within bounds.
 
-EIServer holds the GIL for seconds per request and its native code aborts the process on bad
-input, so scoring runs in a pool of `WORKER_COUNT` processes, each initialised once with
-`contract.init_worker`. A worker that dies fails only the requests it was running; the pool is
-replaced and the web process keeps serving.
+Neither SEAL binding releases the GIL, EIServer holds it for seconds per request and its native
+code aborts the process on bad input, so scoring runs in a pool of `WORKER_COUNT` processes, each
+initialised once with `contract.init_worker`. At most `MAX_CONCURRENT` scorings run, at most
+`MAX_QUEUE` wait (503 beyond), and none is waited for longer than `SCORING_TIMEOUT_MS` (504). A
+worker that dies fails the requests the pool was running with a 503; the pool is replaced and the
+web process keeps serving.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from multiprocessing.queues import Queue
 
 from service import contract
 from service.contract import SeedScoreRequest
-from service.errors import ModelUnavailable, Unprocessable
+from service.errors import ModelUnavailable, ScoringTimeout, ServiceUnavailable
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class ScoringRuntime:
         # spawn, not fork: the web process runs threads (event loop, storage clients) that fork would copy mid-state.
         self._context = multiprocessing.get_context("spawn")
         self._pool: ProcessPoolExecutor | None = None
+        self._running = asyncio.Semaphore(settings.max_concurrent or settings.worker_count)
+        self.queued = 0
         self.state = RuntimeState.STARTING
         self.failure: str | None = None
 
@@ -84,14 +88,36 @@ class ScoringRuntime:
     async def score(self, request: SeedScoreRequest) -> list[str]:
         if self.state is not RuntimeState.READY or self._pool is None:
             raise ModelUnavailable(self.failure or "the model is still loading")
+        if self.queued >= self._settings.max_queue and self._running.locked():
+            raise ServiceUnavailable(f"busy: {self.queued} requests are already waiting for a scoring worker")
+        timeout_ms = self._settings.scoring_timeout_ms
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                self.queued += 1
+                try:
+                    await self._running.acquire()
+                finally:
+                    self.queued -= 1
+                return await self._run_and_release(request)
+        except TimeoutError:
+            raise ScoringTimeout(f"scoring did not finish within {timeout_ms} ms") from None
+
+    async def _run_and_release(self, request: SeedScoreRequest) -> list[str]:
+        """Run one scoring; its slot is released when the worker is done, even if the caller gave up."""
         pool = self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, contract.score, request)
+            future = asyncio.get_running_loop().run_in_executor(pool, contract.score, request)
+        except BaseException:
+            self._running.release()
+            raise
+        future.add_done_callback(lambda _: self._running.release())
+        try:
+            return await asyncio.shield(future)
         except BrokenProcessPool:
             self._replace(pool)
-            raise Unprocessable(
-                "the scoring worker stopped while processing this request; "
-                "the ciphertext or the public keys are probably malformed") from None
+            raise ServiceUnavailable(
+                "the scoring worker stopped while processing this request and has been replaced; "
+                "if it happens again, the ciphertext or the public keys are malformed") from None
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:

@@ -51,19 +51,21 @@ def read_header(buffer: bytes | memoryview, versions: set[tuple[int, int]] = SUP
     return SealHeader((major, minor), compression, size)
 
 
-def check_object(buffer: bytes | memoryview, max_inflated: int) -> int:
-    """Check the SEAL object at the start of `buffer`; return its size in bytes.
+def read_object(buffer: bytes | memoryview, max_inflated: int,
+                versions: set[tuple[int, int]] = SUPPORTED_VERSIONS) -> tuple[SealHeader, bytes]:
+    """Header and uncompressed payload of the SEAL object at the start of `buffer`.
 
-    The payload must inflate completely (zlib's checksum verified) to at most `max_inflated` bytes.
+    A compressed payload must inflate completely (zlib's checksum verified) to at most
+    `max_inflated` bytes; it is never inflated further than that.
     """
-    header = read_header(buffer)
+    header = read_header(buffer, versions)
     if header.size > len(buffer):
         raise SealFormatError(f"SEAL object declares {header.size} bytes but only {len(buffer)} are present")
     payload = bytes(buffer[HEADER.size : header.size])
     if header.compression == COMPRESSION_NONE:
         if len(payload) > max_inflated:
             raise SealFormatError(f"SEAL object of {len(payload)} bytes exceeds the limit of {max_inflated}")
-        return header.size
+        return header, payload
     inflater = zlib.decompressobj()
     try:
         inflated = inflater.decompress(payload, max_inflated)
@@ -75,14 +77,12 @@ def check_object(buffer: bytes | memoryview, max_inflated: int) -> int:
         raise SealFormatError("SEAL payload is truncated or has trailing bytes")
     if not inflated:
         raise SealFormatError("SEAL payload is empty")
-    return header.size
+    return header, inflated
 
 
-def check_single_object(buffer: bytes, max_inflated: int) -> None:
-    """A buffer that must hold exactly one SEAL object (a ciphertext)."""
-    size = check_object(buffer, max_inflated)
-    if size != len(buffer):
-        raise SealFormatError(f"{len(buffer) - size} unexpected bytes after the SEAL object")
+def check_object(buffer: bytes | memoryview, max_inflated: int) -> int:
+    """Check the SEAL object at the start of `buffer`; return its size in bytes."""
+    return read_object(buffer, max_inflated)[0].size
 
 
 def check_object_sequence(buffer: bytes, max_inflated: int, expected_count: int) -> None:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     storage_timeout_s: float = Field(10.0, gt=0, description="Connect/read timeout towards Blob Storage.")
 
     max_request_bytes: int = Field(4 * MiB, ge=1024, description="Largest request body accepted.")
+    max_concurrent: int | None = Field(None, ge=1, description="Scorings running at once (default: WORKER_COUNT).")
+    max_queue: int = Field(64, ge=0, description="Scorings waiting for a worker; beyond that, 503.")
+    scoring_timeout_ms: int = Field(60_000, ge=1, description="Longest wait for one scoring, queue included.")
 
     @field_validator("allowed_storage_accounts", mode="before")
     @classmethod

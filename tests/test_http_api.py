@@ -77,6 +77,17 @@ def test_decompression_bomb_ciphertext_is_a_422(service, valid_body: dict) -> No
                  422, "beyond the limit")
 
 
+def test_ciphertext_with_valid_framing_but_corrupted_fields_is_a_422(service, valid_body: dict) -> None:
+    """A field changed inside a well-formed zlib stream: caught by parsing, before any native code."""
+    raw = base64.b64decode(valid_body["data"][0])
+    inner = bytearray(zlib.decompress(raw[HEADER.size:]))
+    inner[40] ^= 0xFF  # inside the polynomial count
+    payload = zlib.compress(bytes(inner))
+    corrupted = HEADER.pack(0xA15E, 16, 3, 5, 1, 0, HEADER.size + len(payload)) + payload
+    assert_error(post_score(service.url, {**valid_body, "data": [base64.b64encode(corrupted).decode()]}),
+                 422, "not supported")
+
+
 def test_oversized_body_is_a_413(service, valid_body: dict) -> None:
     huge = {**valid_body, "padding": "x" * (5 * 1024 * 1024)}
     assert_error(post_score(service.url, huge), 413, "limit")

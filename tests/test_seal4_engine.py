@@ -14,7 +14,6 @@ from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from service.engines import create_engine
 from service.engines.seal_wire import (
     expand_seed,
-    inflate_object,
     parse_ciphertext,
     parse_kswitch_keys,
     write_ciphertext_members,
@@ -22,7 +21,7 @@ from service.engines.seal_wire import (
     write_object,
 )
 from service.errors import Unprocessable
-from service.seal_format import SealFormatError, check_single_object
+from service.seal_format import SealFormatError, read_object
 
 RNG = np.random.default_rng(11)
 # The seed parameters' primes (60, 40, 40 and the 60-bit special prime), as SEAL generates them.
@@ -65,12 +64,14 @@ def test_mnist_images_score_like_the_plaintext_model(prepared, seed_client, mnis
         reply = engine.predict(client.encrypt(image), keys)
         assert len(reply) == 10
         for ciphertext in reply:
-            check_single_object(base64.b64decode(ciphertext), 1 << 20)
+            header, _ = read_object(base64.b64decode(ciphertext), 1 << 20)
+            assert header.version == (3, 5)
         np.testing.assert_allclose(client.decrypt(reply), model.scores(image), atol=1e-4, rtol=0)
 
 
 def _rewrite(ciphertext_b64: str, mutate) -> str:
-    version, payload, _ = inflate_object(base64.b64decode(ciphertext_b64), 1 << 22)
+    header, payload = read_object(base64.b64decode(ciphertext_b64), 1 << 22)
+    version = header.version
     members = bytearray(payload)
     mutate(members)
     return base64.b64encode(write_object(bytes(members), version)).decode()
@@ -92,7 +93,8 @@ def test_malformed_ciphertexts_are_refused_before_seal(prepared, seed_ciphertext
 
 def test_coefficients_out_of_range_are_refused(prepared, seed_ciphertext: str) -> None:
     engine, keys = prepared
-    version, payload, _ = inflate_object(base64.b64decode(seed_ciphertext), 1 << 22)
+    header, payload = read_object(base64.b64decode(seed_ciphertext), 1 << 22)
+    version = header.version
     data = parse_ciphertext(payload, version, 8192, 3)
     expand_seed(data, KEY_MODULI[:3])
     data.polys[0, 0, 0] = np.uint64(2**64 - 1)
@@ -106,7 +108,8 @@ def test_truncated_or_foreign_keys_are_refused(prepared, seed_client) -> None:
     _, _, public_keys = seed_client
     with pytest.raises(SealFormatError, match="declares"):
         engine.prepare_keys(public_keys[: len(public_keys) // 2])
-    version, payload, used = inflate_object(public_keys, 1 << 26)
+    header, payload = read_object(public_keys, 1 << 26)
+    version, used = header.version, header.size
     foreign = write_object(b"\x01" * 32 + payload[32:], version) + public_keys[used:]
     with pytest.raises(SealFormatError, match="other encryption parameters"):
         engine.prepare_keys(foreign)
@@ -120,7 +123,8 @@ def test_prepared_keys_report_their_memory(prepared) -> None:
 def test_keys_without_a_needed_rotation_are_refused(prepared, seed_client) -> None:
     engine, _ = prepared
     _, _, public_keys = seed_client
-    version, payload, used = inflate_object(public_keys, 1 << 26)
+    header, payload = read_object(public_keys, 1 << 26)
+    version, used = header.version, header.size
     keys = parse_kswitch_keys(payload, version, 8192, 4)
     for row in keys:
         for key in row:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import struct
 import zlib
 
@@ -10,16 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.contract import MAX_INFLATED_CIPHERTEXT
 from service.engines.eiserver import MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS
-from service.seal_format import (
-    HEADER,
-    SealFormatError,
-    check_object_sequence,
-    check_single_object,
-    decode_base64,
-    read_header,
-)
+from service.engines.seal_wire import read_client_ciphertext
+from service.engines.seed_params import MAX_INFLATED_CIPHERTEXT
+from service.seal_format import HEADER, SealFormatError, check_object_sequence, decode_base64, read_object
 
 
 def seal_object(payload: bytes, compression: int = 1, version: tuple[int, int] = (3, 5),
@@ -30,9 +23,8 @@ def seal_object(payload: bytes, compression: int = 1, version: tuple[int, int] =
 
 def test_real_client_objects_pass(seed_ciphertext: str, seed_client) -> None:
     _, _, public_keys = seed_client
-    raw = decode_base64(seed_ciphertext)
-    check_single_object(raw, MAX_INFLATED_CIPHERTEXT)
-    assert read_header(raw).version == (3, 5)
+    ciphertext = read_client_ciphertext(decode_base64(seed_ciphertext), MAX_INFLATED_CIPHERTEXT)
+    assert ciphertext.seed is not None and ciphertext.scale == 2.0**40
     check_object_sequence(public_keys, MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS)
 
 
@@ -47,19 +39,19 @@ def test_real_client_objects_pass(seed_ciphertext: str, seed_client) -> None:
 ])
 def test_damaged_ciphertexts_are_refused(seed_ciphertext: str, mutate, message: str) -> None:
     with pytest.raises(SealFormatError, match=message):
-        check_single_object(mutate(decode_base64(seed_ciphertext)), MAX_INFLATED_CIPHERTEXT)
+        read_client_ciphertext(mutate(decode_base64(seed_ciphertext)), MAX_INFLATED_CIPHERTEXT)
 
 
 def test_decompression_bomb_is_refused_without_inflating_it() -> None:
     bomb = seal_object(b"\x00" * (64 * 1024 * 1024))
     assert len(bomb) < 100_000
     with pytest.raises(SealFormatError, match="beyond the limit"):
-        check_single_object(bomb, MAX_INFLATED_CIPHERTEXT)
+        read_client_ciphertext(bomb, MAX_INFLATED_CIPHERTEXT)
 
 
 def test_uncompressed_object_over_the_limit_is_refused() -> None:
     with pytest.raises(SealFormatError, match="exceeds the limit"):
-        check_single_object(seal_object(b"\x01" * 2048, compression=0), 1024)
+        read_object(seal_object(b"\x01" * 2048, compression=0), 1024)
 
 
 def test_key_sequence_must_hold_exactly_the_expected_objects(seed_client) -> None:
@@ -81,7 +73,7 @@ def test_invalid_base64_is_refused(text: str) -> None:
 @given(st.binary(max_size=4096))
 def test_arbitrary_bytes_either_pass_or_raise_sealformaterror(data: bytes) -> None:
     try:
-        check_single_object(data, 1 << 20)
+        read_client_ciphertext(data, 1 << 20)
     except SealFormatError:
         pass
 
@@ -90,6 +82,6 @@ def test_arbitrary_bytes_either_pass_or_raise_sealformaterror(data: bytes) -> No
 @given(st.binary(min_size=1, max_size=512), st.integers(0, 1), st.integers(-16, 16))
 def test_arbitrary_payloads_in_valid_headers_never_escape(payload: bytes, compression: int, extra: int) -> None:
     try:
-        check_single_object(seal_object(payload, compression, declared_extra=extra), 1 << 20)
+        read_client_ciphertext(seal_object(payload, compression, declared_extra=extra), 1 << 20)
     except SealFormatError:
         pass

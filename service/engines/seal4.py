@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import math
-import struct
 
 import numpy as np
 import seal
@@ -34,46 +33,32 @@ from service.engines import PreparedKeys
 from service.engines.seal_wire import (
     CiphertextData,
     expand_seed,
-    inflate_object,
     parse_ciphertext,
     parse_kswitch_keys,
+    read_client_ciphertext,
     write_ciphertext_members,
     write_kswitch_keys,
     write_object,
 )
+from service.engines.seed_params import DEGREE, MAX_INFLATED_CIPHERTEXT, PRIME_BITS, SLOTS, seed_parameters
 from service.errors import Unprocessable
-from service.seal_format import SealFormatError, check_object_sequence, decode_base64
+from service.seal_format import SealFormatError, check_object_sequence, decode_base64, read_object
 
-DEGREE = 8192
-SLOTS = DEGREE // 2
-PRIME_BITS = [60, 40, 40, 60]
 WEIGHT_SCALE = 2.0**40
 CLIENT_VERSION = (3, 5)
 SEAL4_VERSIONS = {(4, minor) for minor in range(10)}
-MAX_INFLATED_CIPHERTEXT = 1024 * 1024
 MAX_INFLATED_KEYS = 64 * 1024 * 1024
-# Input scales the circuit supports: the product must fit the modulus after one rescale.
-SCALE_RANGE = (2.0**30, 2.0**45)
-
-
-def _parms_id_bytes(parms_id: list[int]) -> bytes:
-    return struct.pack("<4Q", *parms_id)
 
 
 class Seal4Engine:
     def __init__(self, model: LinearModel) -> None:
-        parms = seal.EncryptionParameters(seal.scheme_type.ckks)
-        parms.set_poly_modulus_degree(DEGREE)
-        parms.set_coeff_modulus(seal.CoeffModulus.Create(DEGREE, PRIME_BITS))
-        self._context = seal.SEALContext(parms, True, seal.sec_level_type.tc128)
+        params = seed_parameters()
+        self._context = params.context
         self._encoder = seal.CKKSEncoder(self._context)
         self._evaluator = seal.Evaluator(self._context)
-        first = self._context.first_context_data()
-        self._data_moduli = [modulus.value() for modulus in first.parms().coeff_modulus()]
-        self._key_moduli = [modulus.value() for modulus in self._context.key_context_data().parms().coeff_modulus()]
-        self._first_parms_id = _parms_id_bytes(self._context.first_parms_id())
-        self._key_parms_id = _parms_id_bytes(self._context.key_context_data().parms_id())
-        self._product_parms_id = first.next_context_data().parms_id()
+        self._data_moduli, self._key_moduli = params.data_moduli, params.key_moduli
+        self._first_parms_id, self._key_parms_id = params.first_parms_id, params.key_parms_id
+        self._product_parms_id = self._context.first_context_data().next_context_data().parms_id()
         self._last_parms_id = self._context.last_parms_id()
 
         self._outputs = model.n_outputs
@@ -133,11 +118,11 @@ class Seal4Engine:
 
     def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
         """GaloisKeys from the seed blob (GaloisKeys + RelinKeys), seeds expanded, loaded into SEAL 4."""
-        version, payload, used = inflate_object(public_keys, MAX_INFLATED_KEYS)
-        check_object_sequence(public_keys[used:], MAX_INFLATED_KEYS, 1)  # RelinKeys: unused, but well-formed
+        header, payload = read_object(public_keys, MAX_INFLATED_KEYS)
+        check_object_sequence(public_keys[header.size:], MAX_INFLATED_KEYS, 1)  # RelinKeys: unused, well-formed
         if payload[:32] != self._key_parms_id:
             raise SealFormatError("the keys were made for other encryption parameters")
-        keys = parse_kswitch_keys(payload, version, DEGREE, len(self._key_moduli))
+        keys = parse_kswitch_keys(payload, header.version, DEGREE, len(self._key_moduli))
         present = [index for index, row in enumerate(keys) if row]
         for row in keys:
             for key in row:
@@ -158,14 +143,7 @@ class Seal4Engine:
 
     def _load_ciphertext(self, text: str) -> seal.Ciphertext:
         try:
-            version, payload, used = inflate_object(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
-            ciphertext = parse_ciphertext(payload, version, DEGREE, len(self._data_moduli))
-            if payload[:32] != self._first_parms_id:
-                raise SealFormatError("the ciphertext was made for other encryption parameters")
-            if ciphertext.polys.shape != (2, len(self._data_moduli), DEGREE) or not ciphertext.is_ntt_form:
-                raise SealFormatError("the ciphertext has an unexpected shape")
-            if not SCALE_RANGE[0] <= ciphertext.scale <= SCALE_RANGE[1]:
-                raise SealFormatError(f"ciphertext scale {ciphertext.scale} is outside the supported range")
+            ciphertext = read_client_ciphertext(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
             expand_seed(ciphertext, self._data_moduli)
             members = write_ciphertext_members(ciphertext, self._first_parms_id, CLIENT_VERSION)
             return self._context.from_cipher_str(write_object(members, CLIENT_VERSION))
@@ -212,7 +190,7 @@ class Seal4Engine:
     @staticmethod
     def _to_client_format(ciphertext: seal.Ciphertext) -> str:
         """A SEAL 4 ciphertext as the base64 SEAL 3.5 object the seed client decrypts."""
-        version, payload, _ = inflate_object(ciphertext.to_string(), 2 * MAX_INFLATED_CIPHERTEXT, SEAL4_VERSIONS)
-        data: CiphertextData = parse_ciphertext(payload, version, DEGREE, len(PRIME_BITS))
+        header, payload = read_object(ciphertext.to_string(), 2 * MAX_INFLATED_CIPHERTEXT, SEAL4_VERSIONS)
+        data: CiphertextData = parse_ciphertext(payload, header.version, DEGREE, len(PRIME_BITS))
         members = write_ciphertext_members(data, payload[:32], CLIENT_VERSION)
         return base64.b64encode(write_object(members, CLIENT_VERSION)).decode("ascii")

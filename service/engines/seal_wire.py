@@ -18,21 +18,13 @@ Layouts (little-endian):
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.engines.seal_prng import SEED_BYTES, sample_uniform_polys
-from service.seal_format import (
-    COMPRESSION_NONE,
-    COMPRESSION_ZLIB,
-    HEADER,
-    SEAL_MAGIC,
-    SUPPORTED_VERSIONS,
-    SealFormatError,
-    read_header,
-)
+from service.engines.seed_params import DEGREE, SCALE_RANGE, seed_parameters
+from service.seal_format import COMPRESSION_NONE, HEADER, SEAL_MAGIC, SealFormatError, read_header, read_object
 
 _CT_FIXED = struct.Struct("<32sBQQQd")
 _U64 = struct.Struct("<Q")
@@ -41,24 +33,6 @@ _U64 = struct.Struct("<Q")
 def seal_header(version: tuple[int, int], payload_size: int) -> bytes:
     return HEADER.pack(SEAL_MAGIC, HEADER.size, version[0], version[1], COMPRESSION_NONE, 0,
                        HEADER.size + payload_size)
-
-
-def inflate_object(buffer: bytes | memoryview, max_inflated: int,
-                   versions: set[tuple[int, int]] = SUPPORTED_VERSIONS) -> tuple[tuple[int, int], bytes, int]:
-    """(version, uncompressed payload, bytes consumed) of the SEAL object at the start of `buffer`."""
-    header = read_header(buffer, versions)
-    if header.size > len(buffer):
-        raise SealFormatError(f"SEAL object declares {header.size} bytes but only {len(buffer)} are present")
-    body = bytes(buffer[HEADER.size : header.size])
-    if header.compression == COMPRESSION_ZLIB:
-        inflater = zlib.decompressobj()
-        try:
-            body = inflater.decompress(body, max_inflated)
-        except zlib.error as exc:
-            raise SealFormatError(f"SEAL payload is not valid zlib data ({exc})") from None
-        if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
-            raise SealFormatError("SEAL payload is truncated, too large or has trailing bytes")
-    return header.version, body, header.size
 
 
 class _Reader:
@@ -181,3 +155,26 @@ def write_kswitch_keys(keys: list[list[CiphertextData]], parms_id: bytes, versio
         parts.append(_U64.pack(len(row)))
         parts.extend(write_object(write_ciphertext_members(key, parms_id, version), version) for key in row)
     return write_object(b"".join(parts), version)
+
+
+def read_client_ciphertext(raw: bytes, max_inflated: int) -> CiphertextData:
+    """A seed client's ciphertext, checked field by field against the seed parameters (seed not expanded).
+
+    Fresh input at the first data level, two polynomials in NTT form, a supported scale, the
+    parms_id of our parameters and every stored coefficient reduced modulo its prime.
+    """
+    params = seed_parameters()
+    header, payload = read_object(raw, max_inflated)
+    if header.size != len(raw):
+        raise SealFormatError(f"{len(raw) - header.size} unexpected bytes after the SEAL object")
+    ciphertext = parse_ciphertext(payload, header.version, DEGREE, len(params.data_moduli))
+    if payload[:32] != params.first_parms_id:
+        raise SealFormatError("the ciphertext was made for other encryption parameters")
+    if ciphertext.polys.shape != (2, len(params.data_moduli), DEGREE) or not ciphertext.is_ntt_form:
+        raise SealFormatError("the ciphertext has an unexpected shape")
+    if not SCALE_RANGE[0] <= ciphertext.scale <= SCALE_RANGE[1]:
+        raise SealFormatError(f"ciphertext scale {ciphertext.scale} is outside the supported range")
+    stored = ciphertext.polys[:1] if ciphertext.seed is not None else ciphertext.polys
+    if (stored >= np.array(params.data_moduli, dtype=np.uint64)[None, :, None]).any():
+        raise SealFormatError("ciphertext coefficients are not reduced modulo the expected primes")
+    return ciphertext
