@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test train clean
+.PHONY: setup run test train fuzz load bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -27,6 +27,16 @@ test: setup
 
 train: setup
 	$(PY) -m model.train
+
+# Long runs, each starting its own Azurite and service on free loopback ports.
+fuzz: setup
+	$(PY) -m bench.fuzz
+
+load: setup
+	$(PY) -m bench.load
+
+bench: setup
+	$(PY) -m bench.engines
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .hypothesis *.egg-info
