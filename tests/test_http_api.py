@@ -37,6 +37,20 @@ def valid_body(seed_session) -> dict:
     return json.loads(seed_session.request_body(__import__("numpy").zeros(784)))
 
 
+@pytest.fixture(autouse=True)
+def then_the_same_process_still_scores(request: pytest.FixtureRequest):
+    """After each test against the service: same process, and a valid request is still scored."""
+    if "service" not in request.fixturenames:
+        yield
+        return
+    service = request.getfixturevalue("service")
+    session = request.getfixturevalue("seed_session")
+    pid = service.process.pid
+    yield
+    assert service.process.poll() is None and service.process.pid == pid
+    assert len(session.scores(__import__("numpy").linspace(0, 1, 784))) == 10
+
+
 def test_liveness_readiness_and_openapi(service) -> None:
     live = httpx.get(f"{service.url}/")
     assert live.status_code == 200 and live.text == "Healthy"

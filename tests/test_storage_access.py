@@ -43,6 +43,11 @@ def test_allowlist_defaults_to_the_own_account_and_other_accounts_use_their_offi
     assert StorageAccess(Settings()).allowed == {"devstoreaccount1"}
 
 
+def test_managed_identity_settings_name_the_own_account() -> None:
+    access = StorageAccess(Settings(azure_storage_account_url="https://keysacct.blob.core.windows.net"))
+    assert access.own_account == "keysacct" and access.allowed == {"keysacct"}
+
+
 class Listener:
     """A loopback port that records whether anything connected to it."""
 
