@@ -15,15 +15,16 @@ from service.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         # Fail fast, with the reason, rather than serve a readiness probe that never turns green.
         load_linear_model(settings.model_path)
     except ModelLoadError as exc:
         logging.getLogger("service").error("cannot start: %s", exc)
         sys.exit(2)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, timeout_graceful_shutdown=60)
+    # Access lines come from RequestTracking (with request ids); uvicorn keeps the logging set up here.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=None, access_log=False, timeout_graceful_shutdown=60)
 
 
 if __name__ == "__main__":

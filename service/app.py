@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.contract import SeedScoreRequest
 from service.errors import ScoringError, describe_validation_errors
+from service.observability import Metrics, RequestTracking
 from service.runtime import RuntimeState, ScoringRuntime
 from service.settings import Settings
 
@@ -71,6 +74,8 @@ class BodySizeLimit:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ScoringRuntime(settings)
+    metrics = Metrics()
+    metrics.track_runtime(lambda: runtime.queued, lambda: runtime.running)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer, 413s included
 
     @app.exception_handler(ScoringError)
     async def scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
@@ -124,7 +130,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               response_description="Encrypted scores: one base64 SEAL ciphertext per model output, "
                                    "for `EILinearRegressionClient.decrypt()`.",
               responses=_ERROR_RESPONSES)
-    async def score(request: SeedScoreRequest) -> list[str]:
-        return await runtime.score(request)
+    async def score(request: SeedScoreRequest, response: Response) -> list[str]:
+        started = time.perf_counter()
+        outcome = await runtime.score(request)
+        # As Azure ML's inference server: the time spent running the scoring function.
+        response.headers["x-ms-run-fn-exec-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
+        metrics.record_scoring(settings.scoring_engine, outcome)
+        return outcome.reply
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -2,13 +2,14 @@
 
 This module works on its own as an Azure ML entry script (`init()` loads the model, `run()` takes
 the request body). The HTTP service wraps the same two steps, `parse_request` in the web process
-and `score` in a worker process, so both paths run the same code.
+and `score_measured` in a worker process, so both paths run the same code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 
@@ -93,17 +94,31 @@ def parse_request(raw_data: str | bytes) -> SeedScoreRequest:
         raise describe_validation_errors(exc.errors()) from None
 
 
-def score(request: SeedScoreRequest) -> list[str]:
+@dataclass(frozen=True)
+class ScoreOutcome:
+    """Encrypted scores and what producing them cost, for the web process's metrics."""
+
+    reply: list[str]
+    engine_seconds: float
+    keys_cached: bool
+    key_cache_bytes: int
+    worker: int
+
+
+def score_measured(request: SeedScoreRequest) -> ScoreOutcome:
     """Fetch the request's public keys and evaluate the model on its ciphertexts."""
     if _scorer is None:
         raise ModelUnavailable(_init_error or "init() has not run: no model is loaded")
-    keys = _scorer.keys.get(request.key_id, request.container, request.conn_str)
-    return _scorer.engine.predict(request.data, keys)
+    lookup = _scorer.keys.get(request.key_id, request.container, request.conn_str)
+    started = time.perf_counter()
+    reply = _scorer.engine.predict(request.data, lookup.keys)
+    return ScoreOutcome(reply=reply, engine_seconds=time.perf_counter() - started, keys_cached=lookup.cached,
+                        key_cache_bytes=_scorer.keys.cached_bytes, worker=os.getpid())
 
 
 def run(raw_data: str | bytes) -> list[str]:
     """Azure ML's entry point: the request body in, the JSON-serializable encrypted scores out."""
-    return score(parse_request(raw_data))
+    return score_measured(parse_request(raw_data)).reply
 
 
 def init_worker(settings: Settings, started: Queue) -> None:
@@ -113,7 +128,7 @@ def init_worker(settings: Settings, started: Queue) -> None:
     web process can show it and later calls answer 503 with it.
     """
     global _init_error
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         init(settings)
     except Exception as exc:  # noqa: BLE001 - reported to the web process through `started`

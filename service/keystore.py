@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from azure.core.exceptions import (
     AzureError,
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 logging.getLogger("azure").setLevel(logging.WARNING)
 
 
+@dataclass(frozen=True)
+class KeyLookup:
+    keys: PreparedKeys
+    cached: bool
+
+
 class KeyStore:
     """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads."""
 
@@ -45,7 +52,11 @@ class KeyStore:
             maxsize=settings.key_cache_bytes, getsizeof=lambda keys: keys.nbytes)
         self._storage = StorageAccess(settings)
 
-    def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> PreparedKeys:
+    @property
+    def cached_bytes(self) -> int:
+        return int(self._keys.currsize)
+
+    def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> KeyLookup:
         """The prepared keys of blob `key_id` in `container` (defaults from the settings).
 
         `conn_str` only selects an allowed account (see `StorageAccess`); it is never connected to.
@@ -56,7 +67,7 @@ class KeyStore:
         with self._lock:
             cached = self._keys.get(cache_key)
         if cached is not None:
-            return cached
+            return KeyLookup(cached, cached=True)
         blob = self._download(service, container, key_id)
         try:
             keys = self._prepare(blob)
@@ -67,7 +78,7 @@ class KeyStore:
         if keys.nbytes <= self._keys.maxsize:
             with self._lock:
                 self._keys[cache_key] = keys
-        return keys
+        return KeyLookup(keys, cached=False)
 
     def _download(self, service: BlobServiceClient, container: str, key_id: str) -> bytes:
         limit = self._settings.max_key_bytes

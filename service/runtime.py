@@ -21,7 +21,7 @@ from enum import Enum
 from multiprocessing.queues import Queue
 
 from service import contract
-from service.contract import SeedScoreRequest
+from service.contract import ScoreOutcome, SeedScoreRequest
 from service.errors import ModelUnavailable, ScoringTimeout, ServiceUnavailable
 from service.settings import Settings
 
@@ -44,6 +44,7 @@ class ScoringRuntime:
         self._pool: ProcessPoolExecutor | None = None
         self._running = asyncio.Semaphore(settings.max_concurrent or settings.worker_count)
         self.queued = 0
+        self.running = 0
         self.state = RuntimeState.STARTING
         self.failure: str | None = None
 
@@ -85,7 +86,7 @@ class ScoringRuntime:
         self.state, self.failure = RuntimeState.FAILED, message
         log.error("not ready: %s", message)
 
-    async def score(self, request: SeedScoreRequest) -> list[str]:
+    async def score(self, request: SeedScoreRequest) -> ScoreOutcome:
         if self.state is not RuntimeState.READY or self._pool is None:
             raise ModelUnavailable(self.failure or "the model is still loading")
         if self.queued >= self._settings.max_queue and self._running.locked():
@@ -102,15 +103,16 @@ class ScoringRuntime:
         except TimeoutError:
             raise ScoringTimeout(f"scoring did not finish within {timeout_ms} ms") from None
 
-    async def _run_and_release(self, request: SeedScoreRequest) -> list[str]:
+    async def _run_and_release(self, request: SeedScoreRequest) -> ScoreOutcome:
         """Run one scoring; its slot is released when the worker is done, even if the caller gave up."""
         pool = self._pool
+        self.running += 1
         try:
-            future = asyncio.get_running_loop().run_in_executor(pool, contract.score, request)
+            future = asyncio.get_running_loop().run_in_executor(pool, contract.score_measured, request)
         except BaseException:
-            self._running.release()
+            self._release()
             raise
-        future.add_done_callback(lambda _: self._running.release())
+        future.add_done_callback(lambda _: self._release())
         try:
             return await asyncio.shield(future)
         except BrokenProcessPool:
@@ -118,6 +120,10 @@ class ScoringRuntime:
             raise ServiceUnavailable(
                 "the scoring worker stopped while processing this request and has been replaced; "
                 "if it happens again, the ciphertext or the public keys are malformed") from None
+
+    def _release(self) -> None:
+        self.running -= 1
+        self._running.release()
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per line.")
 
     azureml_model_dir: Path = Field(BUNDLED_MODEL_DIR, description="Folder holding the pickled model.")
     model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR.")

@@ -32,9 +32,11 @@ def test_prepared_keys_are_cached_until_evicted(azurite: str, container) -> None
     container.upload_blob("a", b"keys-a" * 10)
     container.upload_blob("b", b"keys-b" * 10)
     first = store.get("a", container.container_name)
-    assert first.value == b"KEYS-A" * 10
+    assert first.keys.value == b"KEYS-A" * 10 and not first.cached
+    assert store.cached_bytes == 60
     container.delete_blob("a")
-    assert store.get("a", container.container_name) is first  # served from the cache
+    again = store.get("a", container.container_name)  # served from the cache
+    assert again.cached and again.keys is first.keys
     store.get("b", container.container_name)  # 60 + 60 bytes > 100: "a" is evicted
     with pytest.raises(NotFound, match="no public keys named 'a'"):
         store.get("a", container.container_name)
@@ -43,7 +45,8 @@ def test_prepared_keys_are_cached_until_evicted(azurite: str, container) -> None
 def test_keys_larger_than_the_cache_are_used_but_not_kept(azurite: str, container) -> None:
     store = KeyStore(Settings(azure_storage_connection_string=azurite, key_cache_bytes=10), prepare)
     container.upload_blob("big", b"keys" * 10)
-    assert store.get("big", container.container_name).nbytes == 40
+    assert store.get("big", container.container_name).keys.nbytes == 40
+    assert store.cached_bytes == 0
     container.delete_blob("big")
     with pytest.raises(NotFound):
         store.get("big", container.container_name)
@@ -65,4 +68,4 @@ def test_default_container_comes_from_the_settings(azurite: str, container) -> N
     store = KeyStore(Settings(azure_storage_connection_string=azurite, key_container=container.container_name),
                      prepare)
     container.upload_blob("c", b"keys-c")
-    assert store.get("c").value == b"KEYS-C"
+    assert store.get("c").keys.value == b"KEYS-C"

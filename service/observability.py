@@ -1,0 +1,99 @@
+"""Metrics, request ids and access logs: what an operator sees of the service.
+
+Prometheus metrics live in one registry per app (`GET /metrics`). Scoring runs in worker
+processes, so what it costs there (engine time, key-cache hits and size) comes back with each
+result and is recorded here, in the web process. Every request gets an id (the caller's
+`x-request-id`, else a new one) that is echoed, with `x-ms-client-request-id`, as Azure ML's
+inference server does, and that stands in the JSON access-log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.contract import ScoreOutcome
+
+log = logging.getLogger("service.access")
+
+ROUTES = {"/", "/ready", "/score", "/metrics", "/swagger.json", "/docs"}
+MAX_ID_LENGTH = 100
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("scoring_http_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("scoring_http_request_duration_seconds", "HTTP request latency by route",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.engine_time = Histogram("scoring_engine_duration_seconds", "Homomorphic evaluation time per request",
+                                     ["engine"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.key_cache = Counter("scoring_key_cache_lookups", "Public-key lookups by result (hit or miss)",
+                                 ["result"], registry=self.registry)
+        self.key_cache_bytes = Gauge("scoring_key_cache_bytes", "Prepared public keys held, per worker",
+                                     ["worker"], registry=self.registry)
+        self.queue_depth = Gauge("scoring_queue_depth", "Scorings waiting for a worker", registry=self.registry)
+        self.in_flight = Gauge("scoring_in_flight", "Scorings running in workers", registry=self.registry)
+
+    def track_runtime(self, queued: Callable[[], float], running: Callable[[], float]) -> None:
+        self.queue_depth.set_function(queued)
+        self.in_flight.set_function(running)
+
+    def record_scoring(self, engine: str, outcome: ScoreOutcome) -> None:
+        self.engine_time.labels(engine).observe(outcome.engine_seconds)
+        self.key_cache.labels("hit" if outcome.keys_cached else "miss").inc()
+        self.key_cache_bytes.labels(str(outcome.worker)).set(outcome.key_cache_bytes)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+class RequestTracking:
+    """ASGI middleware: request id in and out, one JSON access-log line and metrics per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id")[:MAX_ID_LENGTH] or str(uuid.uuid4())
+        client_request_id = _header(scope, b"x-ms-client-request-id")[:MAX_ID_LENGTH]
+        scope.setdefault("state", {})["request_id"] = request_id
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                if client_request_id:
+                    headers.append((b"x-ms-client-request-id", client_request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                "request_id": request_id, "client_request_id": client_request_id or None,
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "duration_ms": round(elapsed * 1000, 3)})

@@ -1,0 +1,67 @@
+"""Metrics, request ids, Azure ML's timing header and JSON logs, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+
+from bench.processes import AZURITE_KEY, running_service
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    prefix = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(prefix + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{prefix} not in /metrics")
+
+
+def test_metrics_count_requests_scoring_and_key_cache(service, seed_session) -> None:
+    before = httpx.get(f"{service.url}/metrics").text
+    scored_before = metric_value(before, "scoring_engine_duration_seconds_count", 'engine="seal"') \
+        if "scoring_engine_duration_seconds_count{" in before else 0.0
+    for _ in range(3):  # two workers: at least one of them sees the same keys twice
+        seed_session.scores(np.linspace(0, 1, 784))
+    httpx.post(f"{service.url}/score", content=b"{not json", headers={"Content-Type": "application/json"})
+    text = httpx.get(f"{service.url}/metrics").text
+    assert metric_value(text, "scoring_engine_duration_seconds_count", 'engine="seal"') == scored_before + 3
+    assert metric_value(text, "scoring_http_requests_total", 'route="/score",status="200"') >= 2
+    assert metric_value(text, "scoring_http_requests_total", 'route="/score",status="400"') >= 1
+    assert metric_value(text, "scoring_http_request_duration_seconds_count", 'route="/score"') >= 3
+    assert metric_value(text, "scoring_key_cache_lookups_total", 'result="hit"') >= 1
+    assert metric_value(text, "scoring_queue_depth") == 0
+    assert metric_value(text, "scoring_in_flight") == 0
+    assert any(line.startswith("scoring_key_cache_bytes{worker=") and float(line.split()[-1]) > 1e6
+               for line in text.splitlines())
+
+
+def test_request_ids_and_run_time_header(service, seed_session) -> None:
+    body = seed_session.request_body(np.linspace(0, 1, 784))
+    response = httpx.post(f"{service.url}/score", content=body, timeout=60, headers={
+        "Content-Type": "application/json", "x-request-id": "req-42", "x-ms-client-request-id": "client-7"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-42"
+    assert response.headers["x-ms-client-request-id"] == "client-7"
+    assert float(response.headers["x-ms-run-fn-exec-ms"]) > 0
+    generated = httpx.get(f"{service.url}/").headers["x-request-id"]
+    assert len(generated) == 36 and generated != httpx.get(f"{service.url}/").headers["x-request-id"]
+    rejected = httpx.post(f"{service.url}/score", content=b"x" * 5_000_000, headers={"x-request-id": "big"})
+    assert rejected.status_code == 413 and rejected.headers["x-request-id"] == "big"
+
+
+def test_json_access_logs_carry_the_request_id_and_no_secrets(azurite, seed_session, tmp_path) -> None:
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "1", "LOG_FORMAT": "json"}
+    with running_service(env, tmp_path / "json.log") as service:
+        body = seed_session.request_body(np.linspace(0, 1, 784))
+        response = httpx.post(f"{service.url}/score", content=body, timeout=60,
+                              headers={"Content-Type": "application/json", "x-request-id": "trace-me"})
+        assert response.status_code == 200
+        log = service.log()
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    access = [r for r in records if r.get("request_id") == "trace-me"]
+    assert access and access[0]["status"] == 200 and access[0]["path"] == "/score" and access[0]["duration_ms"] > 0
+    assert {"time", "level", "name", "message"} <= set(access[0])
+    assert all(line.startswith("{") for line in log.splitlines() if line.strip()), "every log line is JSON"
+    assert AZURITE_KEY not in log and "AccountKey" not in log
