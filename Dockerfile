@@ -1,26 +1,37 @@
 # Encrypted scoring service: python -m service on port 8000, bundled model, settings from the environment.
-FROM python:3.11-slim
+# Build stage: install into a virtual environment and unpack encrypted-inference's native library.
+FROM python:3.11-slim AS build
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY service ./service
 COPY client ./client
 
-# encrypted-inference writes its native library (libeisdk.so) into its own package folder on first
-# import: do that now, as root, so the non-root runtime user never needs to write there.
-RUN pip install --no-cache-dir . \
-    && python -c "import encrypted.inference.eiserver" \
-    && useradd --system --uid 10001 --no-create-home scorer
+# encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
+# so the runtime image works with a read-only root filesystem.
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir . \
+    && /opt/venv/bin/python -c "import encrypted.inference.eiserver, service.app"
 
+# Runtime stage: the environment only, a non-root user, nothing to write but /tmp.
+FROM python:3.11-slim
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    LOG_FORMAT=json
+
+RUN useradd --system --uid 10001 --no-create-home scorer
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /tmp
 USER 10001
-ENV HOST=0.0.0.0 \
-    PORT=8000
 EXPOSE 8000
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

@@ -21,14 +21,18 @@ def test_dockerfile_is_hadolint_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_runs_non_root_and_prepares_the_native_library() -> None:
-    lines = (PROJECT_ROOT / "Dockerfile").read_text().splitlines()
-    assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM ")][0]] == "FROM python:3.11-slim"
-    user_lines = [line for line in lines if line.startswith("USER ")]
-    assert user_lines and user_lines[-1] not in ("USER root", "USER 0")
-    build = "\n".join(lines)
-    assert build.index("import encrypted.inference") < build.index("USER ")
-    assert "HEALTHCHECK" in build and "/ready" in build
+def test_dockerfile_builds_in_one_stage_and_runs_non_root_from_another() -> None:
+    text = (PROJECT_ROOT / "Dockerfile").read_text()
+    stages = text.split("\nFROM ")
+    assert len(stages) == 3, "a build stage and a runtime stage"
+    build, runtime = stages[1], stages[2]
+    assert build.startswith("python:3.11-slim AS build") and runtime.startswith("python:3.11-slim\n")
+    # The native library is unpacked at build time, so the runtime filesystem can be read-only.
+    assert "import encrypted.inference.eiserver" in build
+    assert "pip install" not in runtime and "COPY --from=build /opt/venv /opt/venv" in runtime
+    users = [line for line in runtime.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("USER root", "USER 0")
+    assert "HEALTHCHECK" in runtime and "/ready" in runtime
 
 
 def test_compose_runs_the_service_against_azurite_with_healthchecks() -> None:
@@ -42,6 +46,7 @@ def test_compose_runs_the_service_against_azurite_with_healthchecks() -> None:
         assert definition["healthcheck"]["test"][0] == "CMD"
     assert any(volume.endswith(":/data") for volume in azurite["volumes"])
     assert "/ready" in " ".join(service["healthcheck"]["test"])
+    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
 
 
 def test_docker_context_leaves_out_local_state() -> None:
