@@ -21,7 +21,7 @@ from bench.processes import running_azurite, running_service
 from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
-from model.mnist import SHARED_MNIST_DIR, load_bundled_training_sample, load_idx_dataset
+from model.mnist import load_evaluation_images
 from service.engines import create_engine
 
 
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eiserver-images", type=int, default=2, help="predictions timed for EIServer (~10 s each)")
     parser.add_argument("--no-http", action="store_true", help="engine timings only")
     args = parser.parse_args(argv)
-    mnist_dir = args.mnist_dir or (SHARED_MNIST_DIR if SHARED_MNIST_DIR.is_dir() else None)
-    images = (load_idx_dataset(mnist_dir)[0] if mnist_dir else load_bundled_training_sample()[0])[: args.images]
+    images = load_evaluation_images(args.mnist_dir)[0][: args.images]
     reference_count = min(args.eiserver_images, len(images))
     in_process(images, reference_count)
     if not args.no_http:

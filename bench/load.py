@@ -27,7 +27,7 @@ from bench.processes import ServiceProcess, running_azurite, running_service
 from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
-from model.mnist import SHARED_MNIST_DIR, load_bundled_training_sample, load_idx_dataset
+from model.mnist import load_evaluation_images
 from service.seal_format import HEADER
 
 VALID_EVERY = 5
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--mnist-dir", type=Path)
     args = parser.parse_args(argv)
-    mnist_dir = args.mnist_dir or (SHARED_MNIST_DIR if SHARED_MNIST_DIR.is_dir() else None)
-    images = (load_idx_dataset(mnist_dir)[0] if mnist_dir else load_bundled_training_sample()[0])[:16]
+    images = load_evaluation_images(args.mnist_dir)[0][:16]
     model = load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
 
     with running_azurite() as conn_str, tempfile.TemporaryDirectory() as workdir:

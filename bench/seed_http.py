@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from client.seed import SeedSession
-from model.mnist import SHARED_MNIST_DIR, load_bundled_training_sample, load_idx_dataset
+from model.mnist import load_evaluation_images
 from service.settings import AZURITE_CONNECTION_STRING
 
 
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrent", type=int, default=4, help="requests sent at once")
     args = parser.parse_args(argv)
 
-    mnist_dir = args.mnist_dir or (SHARED_MNIST_DIR if SHARED_MNIST_DIR.is_dir() else None)
-    images, _ = load_idx_dataset(mnist_dir) if mnist_dir else load_bundled_training_sample()
+    images = load_evaluation_images(args.mnist_dir)[0]
     with SeedSession(url=args.url, conn_str=args.conn_str, container="bench-keys") as session:
         total = args.sequential + args.concurrent
         bodies = [session.request_body(images[i] / 255.0) for i in range(total)]

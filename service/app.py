@@ -30,11 +30,14 @@ _ERROR_RESPONSES = {
     code: {"description": text, "content": {"application/json": {"example": {"message": "..."}}}}
     for code, text in {
         400: "Body is not JSON, or conn_str is malformed",
+        403: "conn_str names a storage account outside ALLOWED_STORAGE_ACCOUNTS",
         404: "Unknown key_id or container",
         413: "Body or public keys too large",
-        422: "Missing, ill-typed or malformed fields (including ciphertexts that are not SEAL 3.5 objects)",
+        422: "Missing, ill-typed or malformed fields (including ciphertexts that are not SEAL 3.5 ciphertexts "
+             "for the seed parameters)",
         502: "The key store cannot be reached",
-        503: "The model is not loaded yet (or failed to load)",
+        503: "Model not loaded (yet), queue full, or a worker died during the request; see Retry-After",
+        504: "Not scored within SCORING_TIMEOUT_MS",
     }.items()
 }
 

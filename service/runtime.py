@@ -42,7 +42,7 @@ class ScoringRuntime:
         # spawn, not fork: the web process runs threads (event loop, storage clients) that fork would copy mid-state.
         self._context = multiprocessing.get_context("spawn")
         self._pool: ProcessPoolExecutor | None = None
-        self._running = asyncio.Semaphore(settings.max_concurrent or settings.worker_count)
+        self._slots = asyncio.Semaphore(settings.max_concurrent or settings.worker_count)
         self.queued = 0
         self.running = 0
         self.state = RuntimeState.STARTING
@@ -89,14 +89,14 @@ class ScoringRuntime:
     async def score(self, request: SeedScoreRequest) -> ScoreOutcome:
         if self.state is not RuntimeState.READY or self._pool is None:
             raise ModelUnavailable(self.failure or "the model is still loading")
-        if self.queued >= self._settings.max_queue and self._running.locked():
+        if self.queued >= self._settings.max_queue and self._slots.locked():
             raise ServiceUnavailable(f"busy: {self.queued} requests are already waiting for a scoring worker")
         timeout_ms = self._settings.scoring_timeout_ms
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 self.queued += 1
                 try:
-                    await self._running.acquire()
+                    await self._slots.acquire()
                 finally:
                     self.queued -= 1
                 return await self._run_and_release(request)
@@ -123,7 +123,7 @@ class ScoringRuntime:
 
     def _release(self) -> None:
         self.running -= 1
-        self._running.release()
+        self._slots.release()
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:

