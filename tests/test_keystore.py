@@ -6,7 +6,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from service.engines import PreparedKeys
-from service.errors import BadRequest, NotFound, Unprocessable
+from service.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from service.keystore import KeyStore
 from service.seal_format import SealFormatError
 from service.settings import Settings
@@ -69,3 +69,10 @@ def test_default_container_comes_from_the_settings(azurite: str, container) -> N
                      prepare)
     container.upload_blob("c", b"keys-c")
     assert store.get("c").keys.value == b"KEYS-C"
+
+
+def test_key_blobs_over_the_size_limit_are_refused_before_download(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite, max_key_bytes=1000), prepare)
+    container.upload_blob("huge", b"keys" + b"\0" * 5000)
+    with pytest.raises(PayloadTooLarge, match="5004 bytes; the limit is 1000"):
+        store.get("huge", container.container_name)

@@ -29,7 +29,7 @@ echo "storage account $STORAGE_ACCOUNT, container $KEY_CONTAINER"
 az storage account create --name "$STORAGE_ACCOUNT" --resource-group "$RESOURCE_GROUP" --location "$LOCATION" \
   --sku Standard_LRS --kind StorageV2 --min-tls-version TLS1_2 --allow-blob-public-access false --output none
 STORAGE_ID=$(az storage account show --name "$STORAGE_ACCOUNT" --resource-group "$RESOURCE_GROUP" --query id -o tsv)
-az storage container create --name "$KEY_CONTAINER" --account-name "$STORAGE_ACCOUNT" --auth-mode login --output none
+az storage container create --name "$KEY_CONTAINER" --account-name "$STORAGE_ACCOUNT" --auth-mode key --output none
 
 echo "registry $REGISTRY: building the image in Azure"
 az acr create --name "$REGISTRY" --resource-group "$RESOURCE_GROUP" --sku Basic --output none
