@@ -83,10 +83,13 @@ class KeyStore:
     def _download(self, service: BlobServiceClient, container: str, key_id: str) -> bytes:
         limit = self._settings.max_key_bytes
         try:
-            stream = service.get_blob_client(container=container, blob=key_id).download_blob(max_concurrency=1)
-            if stream.size > limit:
-                raise PayloadTooLarge(f"public keys '{key_id}' are {stream.size} bytes; the limit is {limit}")
-            keys = stream.readall()
+            blob = service.get_blob_client(container=container, blob=key_id)
+            size = blob.get_blob_properties().size  # checked before any byte of the blob is fetched
+            if size > limit:
+                raise PayloadTooLarge(f"public keys '{key_id}' are {size} bytes; the limit is {limit}")
+            keys = blob.download_blob(max_concurrency=1, offset=0, length=limit + 1).readall()
+            if len(keys) > limit:
+                raise PayloadTooLarge(f"public keys '{key_id}' grew past the limit of {limit} bytes")
         except ResourceNotFoundError as exc:
             if getattr(exc, "error_code", None) == "ContainerNotFound":
                 raise NotFound(f"container '{container}' does not exist") from None
