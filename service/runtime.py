@@ -1,11 +1,11 @@
 """Worker processes that run the scoring contract off the web server's event loop, within bounds.
 
 Neither SEAL binding releases the GIL, EIServer holds it for seconds per request and its native
-code aborts the process on bad input, so scoring runs in a pool of `WORKER_COUNT` processes, each
-initialised once with `contract.init_worker`. At most `MAX_CONCURRENT` scorings run, at most
-`MAX_QUEUE` wait (503 beyond), and none is waited for longer than `SCORING_TIMEOUT_MS` (504). A
-worker that dies fails the requests the pool was running with a 503; the pool is replaced and the
-web process keeps serving.
+code aborts the process on bad input, so scoring runs in `WORKER_COUNT` worker processes, each
+initialised once with `contract.init_worker` and given one request at a time. At most
+`MAX_CONCURRENT` scorings run, at most `MAX_QUEUE` wait (503 beyond), and none is waited for longer
+than `SCORING_TIMEOUT_MS` (504). A worker that dies fails only the request it was running (503);
+a new worker takes its place and the web process keeps serving.
 """
 
 from __future__ import annotations
@@ -41,8 +41,12 @@ class ScoringRuntime:
         self._settings = settings
         # spawn, not fork: the web process runs threads (event loop, storage clients) that fork would copy mid-state.
         self._context = multiprocessing.get_context("spawn")
-        self._pool: ProcessPoolExecutor | None = None
-        self._slots = asyncio.Semaphore(settings.max_concurrent or settings.worker_count)
+        self._started: Queue = self._context.Queue()  # each worker reports (pid, init error or None) here
+        # One single-process pool per worker, each given one scoring at a time: a worker that dies
+        # breaks its own pool only, so only the request it was running fails.
+        self._workers: list[ProcessPoolExecutor] = []
+        self._idle: asyncio.Queue[int] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(min(settings.max_concurrent or settings.worker_count, settings.worker_count))
         self.queued = 0
         self.running = 0
         self.state = RuntimeState.STARTING
@@ -52,33 +56,29 @@ class ScoringRuntime:
     def worker_count(self) -> int:
         return self._settings.worker_count
 
-    def _new_pool(self) -> tuple[ProcessPoolExecutor, Queue]:
-        started: Queue = self._context.Queue()
-        pool = ProcessPoolExecutor(max_workers=self._settings.worker_count, mp_context=self._context,
-                                   initializer=contract.init_worker, initargs=(self._settings, started))
-        return pool, started
+    def _new_worker(self) -> ProcessPoolExecutor:
+        worker = ProcessPoolExecutor(max_workers=1, mp_context=self._context,
+                                     initializer=contract.init_worker, initargs=(self._settings, self._started))
+        worker.submit(os.getpid)  # start the process (and load the model) now, not on the first request
+        return worker
 
     async def start(self) -> None:
         """Start every worker and wait until each has loaded the model; never raises."""
         loop = asyncio.get_running_loop()
         count = self._settings.worker_count
+        self._workers = [self._new_worker() for _ in range(count)]
         try:
-            self._pool, started = self._new_pool()
-            # The pool spawns a process for each task submitted while none is idle: n tasks, n workers.
-            spawned = [loop.run_in_executor(self._pool, os.getpid) for _ in range(count)]
-            reports = [await loop.run_in_executor(None, started.get, True, WORKER_START_TIMEOUT_S)
+            reports = [await loop.run_in_executor(None, self._started.get, True, WORKER_START_TIMEOUT_S)
                        for _ in range(count)]
-            await asyncio.gather(*spawned)
         except queue.Empty:
-            self._fail(f"the scoring workers did not start within {WORKER_START_TIMEOUT_S} s")
-            return
-        except BrokenProcessPool:
-            self._fail("a scoring worker exited while loading the model; see the log above")
+            self._fail(f"the scoring workers did not start within {WORKER_START_TIMEOUT_S} s; see the log above")
             return
         errors = [error for _, error in reports if error]
         if errors:
             self._fail(errors[0])
             return
+        for index in range(count):
+            self._idle.put_nowait(index)
         self.state = RuntimeState.READY
         log.info("ready: %d scoring worker(s), pids %s", count, sorted(pid for pid, _ in reports))
 
@@ -87,7 +87,7 @@ class ScoringRuntime:
         log.error("not ready: %s", message)
 
     async def score(self, request: SeedScoreRequest) -> ScoreOutcome:
-        if self.state is not RuntimeState.READY or self._pool is None:
+        if self.state is not RuntimeState.READY:
             raise ModelUnavailable(self.failure or "the model is still loading")
         if self.queued >= self._settings.max_queue and self._slots.locked():
             raise ServiceUnavailable(f"busy: {self.queued} requests are already waiting for a scoring worker")
@@ -104,35 +104,38 @@ class ScoringRuntime:
             raise ScoringTimeout(f"scoring did not finish within {timeout_ms} ms") from None
 
     async def _run_and_release(self, request: SeedScoreRequest) -> ScoreOutcome:
-        """Run one scoring; its slot is released when the worker is done, even if the caller gave up."""
-        pool = self._pool
+        """Run one scoring on an idle worker; the worker and the slot are given back when it is done,
+        even if the caller gave up waiting."""
         self.running += 1
         try:
-            future = asyncio.get_running_loop().run_in_executor(pool, contract.score_measured, request)
+            index = await self._idle.get()
+            worker = self._workers[index]
+            future = asyncio.get_running_loop().run_in_executor(worker, contract.score_measured, request)
         except BaseException:
             self._release()
             raise
-        future.add_done_callback(lambda _: self._release())
+        future.add_done_callback(lambda done: self._finished(index, worker, done))
         try:
             return await asyncio.shield(future)
         except BrokenProcessPool:
-            self._replace(pool)
             raise ServiceUnavailable(
                 "the scoring worker stopped while processing this request and has been replaced; "
                 "if it happens again, the ciphertext or the public keys are malformed") from None
+
+    def _finished(self, index: int, worker: ProcessPoolExecutor, done: asyncio.Future) -> None:
+        if not done.cancelled() and isinstance(done.exception(), BrokenProcessPool):
+            log.error("scoring worker %d died; starting a new one", index)
+            self._workers[index] = self._new_worker()
+            worker.shutdown(wait=False, cancel_futures=True)
+        self._idle.put_nowait(index)
+        self._release()
 
     def _release(self) -> None:
         self.running -= 1
         self._slots.release()
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        if self._pool is broken:
-            log.error("a scoring worker died; starting a new pool")
-            self._pool, _ = self._new_pool()
-            broken.shutdown(wait=False, cancel_futures=True)
-
     async def stop(self) -> None:
         """Let in-flight scorings finish, then stop the workers."""
-        if self._pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
-            self._pool = None
+        workers, self._workers = self._workers, []
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(None, worker.shutdown, True) for worker in workers))
