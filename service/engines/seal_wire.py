@@ -59,10 +59,6 @@ class CiphertextData:
     polys: np.ndarray
     seed: bytes | None = None
 
-    @property
-    def size(self) -> int:
-        return int(self.polys.shape[0])
-
 
 def parse_ciphertext(payload: bytes, version: tuple[int, int], max_degree: int, max_moduli: int) -> CiphertextData:
     """Ciphertext members from an uncompressed payload; a seeded second polynomial is left to expand."""
