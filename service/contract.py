@@ -11,11 +11,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from multiprocessing.queues import Queue
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from model.loading import LinearModel, load_linear_model
+from model.loading import load_linear_model
 from service.engines import ScoringEngine, create_engine
 from service.errors import ModelUnavailable, describe_validation_errors
 from service.keystore import KeyStore
@@ -61,7 +60,6 @@ class SeedScoreRequest(BaseModel):
 
 @dataclass
 class _Scorer:
-    model: LinearModel
     engine: ScoringEngine
     keys: KeyStore
 
@@ -76,7 +74,7 @@ def init(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     model = load_linear_model(settings.model_path)
     engine = create_engine(settings.scoring_engine, model)
-    _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys))
+    _scorer = _Scorer(engine=engine, keys=KeyStore(settings, engine.prepare_keys))
     log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs, model.n_features)
 
 
@@ -121,17 +119,21 @@ def run(raw_data: str | bytes) -> list[str]:
     return score_measured(parse_request(raw_data)).reply
 
 
-def init_worker(settings: Settings, started: Queue) -> None:
-    """Worker-process initializer: `init()`, then report `(pid, error or None)` on `started`.
+def init_worker(settings: Settings) -> None:
+    """Worker-process initializer: `init()`, keeping a failure rather than raising it.
 
-    A failure is kept rather than raised (which would only break the pool without a reason), so the
-    web process can show it and later calls answer 503 with it.
+    Raising would only break the worker's pool without a reason; kept, the failure is reported by
+    `worker_report()` and later calls answer 503 with it.
     """
     global _init_error
     configure_logging(settings.log_level, settings.log_format)
     try:
         init(settings)
-    except Exception as exc:  # noqa: BLE001 - reported to the web process through `started`
+    except Exception as exc:  # noqa: BLE001 - reported to the web process through worker_report()
         _init_error = f"the model could not be loaded: {exc}"
         log.error("%s", _init_error)
-    started.put((os.getpid(), _init_error))
+
+
+def worker_report() -> tuple[int, str | None]:
+    """A worker's first task: its pid and its initialisation error, if any."""
+    return os.getpid(), _init_error

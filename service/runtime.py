@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
-import queue
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
-from multiprocessing.queues import Queue
 
 from service import contract
 from service.contract import ScoreOutcome, SeedScoreRequest
@@ -41,7 +38,6 @@ class ScoringRuntime:
         self._settings = settings
         # spawn, not fork: the web process runs threads (event loop, storage clients) that fork would copy mid-state.
         self._context = multiprocessing.get_context("spawn")
-        self._started: Queue = self._context.Queue()  # each worker reports (pid, init error or None) here
         # One single-process pool per worker, each given one scoring at a time: a worker that dies
         # breaks its own pool only, so only the request it was running fails.
         self._workers: list[ProcessPoolExecutor] = []
@@ -56,22 +52,25 @@ class ScoringRuntime:
     def worker_count(self) -> int:
         return self._settings.worker_count
 
-    def _new_worker(self) -> ProcessPoolExecutor:
+    def _new_worker(self) -> tuple[ProcessPoolExecutor, Future]:
+        """A single-process pool, started now (not on the first request), and its start-up report."""
         worker = ProcessPoolExecutor(max_workers=1, mp_context=self._context,
-                                     initializer=contract.init_worker, initargs=(self._settings, self._started))
-        worker.submit(os.getpid)  # start the process (and load the model) now, not on the first request
-        return worker
+                                     initializer=contract.init_worker, initargs=(self._settings,))
+        return worker, worker.submit(contract.worker_report)
 
     async def start(self) -> None:
         """Start every worker and wait until each has loaded the model; never raises."""
-        loop = asyncio.get_running_loop()
         count = self._settings.worker_count
-        self._workers = [self._new_worker() for _ in range(count)]
+        started = [self._new_worker() for _ in range(count)]
+        self._workers = [worker for worker, _ in started]
         try:
-            reports = [await loop.run_in_executor(None, self._started.get, True, WORKER_START_TIMEOUT_S)
-                       for _ in range(count)]
-        except queue.Empty:
+            async with asyncio.timeout(WORKER_START_TIMEOUT_S):
+                reports = await asyncio.gather(*(asyncio.wrap_future(report) for _, report in started))
+        except TimeoutError:
             self._fail(f"the scoring workers did not start within {WORKER_START_TIMEOUT_S} s; see the log above")
+            return
+        except BrokenProcessPool:
+            self._fail("a scoring worker exited while loading the model; see the log above")
             return
         errors = [error for _, error in reports if error]
         if errors:
@@ -125,7 +124,7 @@ class ScoringRuntime:
     def _finished(self, index: int, worker: ProcessPoolExecutor, done: asyncio.Future) -> None:
         if not done.cancelled() and isinstance(done.exception(), BrokenProcessPool):
             log.error("scoring worker %d died; starting a new one", index)
-            self._workers[index] = self._new_worker()
+            self._workers[index], _ = self._new_worker()
             worker.shutdown(wait=False, cancel_futures=True)
         self._idle.put_nowait(index)
         self._release()

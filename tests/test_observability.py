@@ -59,7 +59,12 @@ def test_json_access_logs_carry_the_request_id_and_no_secrets(azurite, seed_sess
         response = httpx.post(f"{service.url}/score", content=body, timeout=60,
                               headers={"Content-Type": "application/json", "x-request-id": "trace-me"})
         assert response.status_code == 200
-        log = service.log()
+        # The access line is written just after the response is sent: wait for it (bounded).
+        for _ in range(100):
+            if "trace-me" in service.log():
+                break
+            time.sleep(0.1)
+    log = service.log_path.read_text()  # read once the service has stopped: every line is written
     records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     access = [r for r in records if r.get("request_id") == "trace-me"]
     assert access and access[0]["status"] == 200 and access[0]["path"] == "/score" and access[0]["duration_ms"] > 0

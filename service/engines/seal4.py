@@ -32,6 +32,7 @@ from model.loading import LinearModel
 from service.engines import PreparedKeys
 from service.engines.seal_wire import (
     CiphertextData,
+    check_reduced,
     expand_seed,
     parse_ciphertext,
     parse_kswitch_keys,
@@ -128,6 +129,7 @@ class Seal4Engine:
             for key in row:
                 if key.polys.shape != (2, len(self._key_moduli), DEGREE) or not key.is_ntt_form:
                     raise SealFormatError("a Galois key has an unexpected shape")
+                check_reduced(key, self._key_moduli)
                 expand_seed(key, self._key_moduli)
         try:
             galois = self._context.from_galois_str(write_kswitch_keys(keys, self._key_parms_id, CLIENT_VERSION))

@@ -95,15 +95,19 @@ def _read_ciphertext(reader: _Reader, version: tuple[int, int], max_degree: int,
     return CiphertextData(is_ntt_form=bool(is_ntt), scale=scale, polys=polys, seed=seed)
 
 
+def check_reduced(ciphertext: CiphertextData, moduli: list[int]) -> None:
+    """Every stored coefficient is below its prime (a seed's expansion is, by construction)."""
+    stored = ciphertext.polys[:1] if ciphertext.seed is not None else ciphertext.polys
+    if (stored >= np.array(moduli, dtype=np.uint64)[None, :, None]).any():
+        raise SealFormatError("ciphertext coefficients are not reduced modulo the expected primes")
+
+
 def expand_seed(ciphertext: CiphertextData, moduli: list[int]) -> None:
-    """Fill a seeded ciphertext's second polynomial as SEAL 3.5 does; coefficients are checked mod each prime."""
+    """Fill a seeded ciphertext's second polynomial as SEAL 3.5 does (no-op when it is not seeded)."""
     if ciphertext.seed is not None:
         degree = ciphertext.polys.shape[2]
         ciphertext.polys[1] = sample_uniform_polys(ciphertext.seed, moduli, degree)
         ciphertext.seed = None
-    limits = np.array(moduli, dtype=np.uint64)[None, :, None]
-    if (ciphertext.polys >= limits).any():
-        raise SealFormatError("ciphertext coefficients are not reduced modulo the expected primes")
 
 
 def write_ciphertext_members(ciphertext: CiphertextData, parms_id: bytes, version: tuple[int, int]) -> bytes:
@@ -170,7 +174,5 @@ def read_client_ciphertext(raw: bytes, max_inflated: int) -> CiphertextData:
         raise SealFormatError("the ciphertext has an unexpected shape")
     if not SCALE_RANGE[0] <= ciphertext.scale <= SCALE_RANGE[1]:
         raise SealFormatError(f"ciphertext scale {ciphertext.scale} is outside the supported range")
-    stored = ciphertext.polys[:1] if ciphertext.seed is not None else ciphertext.polys
-    if (stored >= np.array(params.data_moduli, dtype=np.uint64)[None, :, None]).any():
-        raise SealFormatError("ciphertext coefficients are not reduced modulo the expected primes")
+    check_reduced(ciphertext, params.data_moduli)
     return ciphertext
