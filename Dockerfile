@@ -10,12 +10,13 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY service ./service
 COPY client ./client
+COPY native ./native
 
 # encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
 # so the runtime image works with a read-only root filesystem.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir . \
-    && /opt/venv/bin/python -c "import encrypted.inference.eiserver, service.app"
+    && /opt/venv/bin/python -c "import encrypted.inference.eiserver, service.app, native.evaluation"
 
 # Runtime stage: the environment only, a non-root user, nothing to write but /tmp.
 FROM python:3.11-slim

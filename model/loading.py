@@ -52,15 +52,16 @@ class LinearModel:
 
     def label_from_scores(self, scores: np.ndarray) -> object:
         """The predicted label for one sample's scores, following scikit-learn's conventions."""
-        scores = np.asarray(scores, dtype=float).reshape(-1)
-        if scores.size == 1:
-            index = int(scores[0] > 0)
-        else:
-            index = int(np.argmax(scores))
-        if self.classes is None:
-            return index
-        label = self.classes[index]
+        label = labels_from_scores(np.asarray(scores, dtype=float).reshape(1, -1), self.classes)[0]
         return label.item() if isinstance(label, np.generic) else label
+
+
+def labels_from_scores(scores: np.ndarray, classes: np.ndarray | tuple | None) -> np.ndarray:
+    """scikit-learn's decision rule for rows of scores: the sign for one output, argmax otherwise,
+    mapped to `classes` (indices when there are none)."""
+    scores = np.asarray(scores, dtype=float)
+    indices = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(axis=1)
+    return indices if classes is None else np.asarray(classes)[indices]
 
 
 def linear_model_from_estimator(estimator: object, pickled_with: str | None = None) -> LinearModel:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.contract import SeedScoreRequest
 from service.errors import ScoringError, describe_validation_errors
+from service.native_routes import NativeProtocol, native_router
 from service.observability import Metrics, RequestTracking
 from service.runtime import RuntimeState, ScoringRuntime
 from service.settings import Settings
@@ -48,18 +49,22 @@ def _message(status_code: int, message: str) -> JSONResponse:
 
 
 class BodySizeLimit:
-    """Refuse request bodies over `max_bytes` with 413, before they are buffered or parsed."""
+    """Refuse request bodies over the limit with 413, before they are buffered or parsed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    The limit is `max_bytes`, or what `limit_for(path)` says for paths with bodies of a known size.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limit_for: Callable[[str], int | None]) -> None:
+        self.app, self.max_bytes, self.limit_for = app, max_bytes, limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope["path"]) or self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _message(413, f"request body over the limit of {self.max_bytes} bytes")(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _message(413, f"request body over the limit of {limit} bytes")(scope, receive, send)
             return
         received = 0
 
@@ -67,8 +72,8 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise StarletteHTTPException(413, f"request body over the limit of {self.max_bytes} bytes")
+            if received > limit:
+                raise StarletteHTTPException(413, f"request body over the limit of {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)
@@ -91,13 +96,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Encrypted scoring service",
         description="Scores scikit-learn linear models on homomorphically encrypted inputs. "
-                    "`POST /score` is the Azure ML encrypted-inference contract.",
+                    "`POST /score` is the Azure ML encrypted-inference contract; `/v1/` is the native "
+                    "protocol (BFV, no evaluation keys, binary bodies).",
         version="0.1.0",
         openapi_url="/swagger.json",
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    native = NativeProtocol(runtime, settings)
+    app.include_router(native_router(native, runtime, settings))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, limit_for=native.body_limit)
     app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer, 413s included
 
     @app.exception_handler(ScoringError)
@@ -138,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outcome = await runtime.score(request)
         # As Azure ML's inference server: the time spent running the scoring function.
         response.headers["x-ms-run-fn-exec-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
+        response.headers["x-engine-ms"] = f"{outcome.engine_seconds * 1000:.3f}"
         metrics.record_scoring(settings.scoring_engine, outcome)
         return outcome.reply
 

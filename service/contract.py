@@ -2,7 +2,8 @@
 
 This module works on its own as an Azure ML entry script (`init()` loads the model, `run()` takes
 the request body). The HTTP service wraps the same two steps, `parse_request` in the web process
-and `score_measured` in a worker process, so both paths run the same code.
+and `score_measured` in a worker process, so both paths run the same code. Worker processes also
+plan the native protocol (`native_scoring`) from the same model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from model.loading import load_linear_model
+from model.loading import LinearModel, load_linear_model
+from service import native_scoring
 from service.engines import ScoringEngine, create_engine
 from service.errors import ModelUnavailable, describe_validation_errors
 from service.keystore import KeyStore
@@ -60,12 +62,14 @@ class SeedScoreRequest(BaseModel):
 
 @dataclass
 class _Scorer:
+    model: LinearModel
     engine: ScoringEngine
     keys: KeyStore
 
 
 _scorer: _Scorer | None = None
 _init_error: str | None = None
+_native_description: dict | None = None
 
 
 def init(settings: Settings | None = None) -> None:
@@ -74,7 +78,7 @@ def init(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     model = load_linear_model(settings.model_path)
     engine = create_engine(settings.scoring_engine, model)
-    _scorer = _Scorer(engine=engine, keys=KeyStore(settings, engine.prepare_keys))
+    _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys))
     log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs, model.n_features)
 
 
@@ -125,15 +129,23 @@ def init_worker(settings: Settings) -> None:
     Raising would only break the worker's pool without a reason; kept, the failure is reported by
     `worker_report()` and later calls answer 503 with it.
     """
-    global _init_error
+    global _init_error, _native_description
     configure_logging(settings.log_level, settings.log_format)
     try:
         init(settings)
+        _native_description = native_scoring.init(settings, _scorer.model)
     except Exception as exc:  # noqa: BLE001 - reported to the web process through worker_report()
         _init_error = f"the model could not be loaded: {exc}"
         log.error("%s", _init_error)
 
 
-def worker_report() -> tuple[int, str | None]:
-    """A worker's first task: its pid and its initialisation error, if any."""
-    return os.getpid(), _init_error
+@dataclass(frozen=True)
+class WorkerReport:
+    pid: int
+    error: str | None
+    native_description: dict | None
+
+
+def worker_report() -> WorkerReport:
+    """A worker's first task: its pid, its initialisation error if any, and the native protocol's plan."""
+    return WorkerReport(pid=os.getpid(), error=_init_error, native_description=_native_description)

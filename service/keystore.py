@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
 )
@@ -82,7 +84,7 @@ class KeyStore:
 
     def _download(self, service: BlobServiceClient, container: str, key_id: str) -> bytes:
         limit = self._settings.max_key_bytes
-        try:
+        with storage_errors(container, key_id):
             blob = service.get_blob_client(container=container, blob=key_id)
             size = blob.get_blob_properties().size  # checked before any byte of the blob is fetched
             if size > limit:
@@ -90,16 +92,34 @@ class KeyStore:
             keys = blob.download_blob(max_concurrency=1, offset=0, length=limit + 1).readall()
             if len(keys) > limit:
                 raise PayloadTooLarge(f"public keys '{key_id}' grew past the limit of {limit} bytes")
-        except ResourceNotFoundError as exc:
-            if getattr(exc, "error_code", None) == "ContainerNotFound":
-                raise NotFound(f"container '{container}' does not exist") from None
-            raise NotFound(f"no public keys named '{key_id}' in container '{container}'") from None
-        except ClientAuthenticationError:
-            raise Forbidden("the storage account refused the credentials") from None
-        except HttpResponseError as exc:
-            if exc.status_code == 403:
-                raise Forbidden("the storage account refused access to the public keys") from None
-            raise StorageUnavailable(f"the key store answered {exc.status_code}") from None
-        except (ServiceRequestError, AzureError):
-            raise StorageUnavailable("the key store cannot be reached") from None
         return keys
+
+
+@contextmanager
+def storage_errors(container: str, key_id: str) -> Iterator[None]:
+    """Turn the Blob SDK's exceptions into `ScoringError`s whose messages name no credential."""
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            raise NotFound(f"container '{container}' does not exist") from None
+        raise NotFound(f"no public keys named '{key_id}' in container '{container}'") from None
+    except ClientAuthenticationError:
+        raise Forbidden("the storage account refused the credentials") from None
+    except HttpResponseError as exc:
+        if exc.status_code == 403:
+            raise Forbidden("the storage account refused access to the public keys") from None
+        raise StorageUnavailable(f"the key store answered {exc.status_code}") from None
+    except (ServiceRequestError, AzureError):
+        raise StorageUnavailable("the key store cannot be reached") from None
+
+
+def store_public_key(storage: StorageAccess, container: str, name: str, data: bytes) -> None:
+    """Write a public key into the service's own account, creating the container the first time."""
+    with storage_errors(container, name):
+        client = storage.own_client.get_container_client(container)
+        try:
+            client.create_container()
+        except ResourceExistsError:
+            pass
+        client.upload_blob(name, data, overwrite=True)

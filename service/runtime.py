@@ -15,7 +15,9 @@ import logging
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
 from enum import Enum
+from typing import Any, TypeVar
 
 from service import contract
 from service.contract import ScoreOutcome, SeedScoreRequest
@@ -25,6 +27,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT_S = 300
+
+T = TypeVar("T")
 
 
 class RuntimeState(str, Enum):
@@ -47,6 +51,7 @@ class ScoringRuntime:
         self.running = 0
         self.state = RuntimeState.STARTING
         self.failure: str | None = None
+        self.native_description: dict | None = None
 
     @property
     def worker_count(self) -> int:
@@ -72,20 +77,25 @@ class ScoringRuntime:
         except BrokenProcessPool:
             self._fail("a scoring worker exited while loading the model; see the log above")
             return
-        errors = [error for _, error in reports if error]
+        errors = [report.error for report in reports if report.error]
         if errors:
             self._fail(errors[0])
             return
+        self.native_description = reports[0].native_description
         for index in range(count):
             self._idle.put_nowait(index)
         self.state = RuntimeState.READY
-        log.info("ready: %d scoring worker(s), pids %s", count, sorted(pid for pid, _ in reports))
+        log.info("ready: %d scoring worker(s), pids %s", count, sorted(report.pid for report in reports))
 
     def _fail(self, message: str) -> None:
         self.state, self.failure = RuntimeState.FAILED, message
         log.error("not ready: %s", message)
 
     async def score(self, request: SeedScoreRequest) -> ScoreOutcome:
+        return await self.run(contract.score_measured, request)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in an idle worker, within the queue and time bounds."""
         if self.state is not RuntimeState.READY:
             raise ModelUnavailable(self.failure or "the model is still loading")
         if self.queued >= self._settings.max_queue and self._slots.locked():
@@ -98,18 +108,18 @@ class ScoringRuntime:
                     await self._slots.acquire()
                 finally:
                     self.queued -= 1
-                return await self._run_and_release(request)
+                return await self._run_and_release(function, args)
         except TimeoutError:
             raise ScoringTimeout(f"scoring did not finish within {timeout_ms} ms") from None
 
-    async def _run_and_release(self, request: SeedScoreRequest) -> ScoreOutcome:
+    async def _run_and_release(self, function: Callable[..., T], args: tuple) -> T:
         """Run one scoring on an idle worker; the worker and the slot are given back when it is done,
         even if the caller gave up waiting."""
         self.running += 1
         try:
             index = await self._idle.get()
             worker = self._workers[index]
-            future = asyncio.get_running_loop().run_in_executor(worker, contract.score_measured, request)
+            future = asyncio.get_running_loop().run_in_executor(worker, function, *args)
         except BaseException:
             self._release()
             raise
@@ -119,7 +129,7 @@ class ScoringRuntime:
         except BrokenProcessPool:
             raise ServiceUnavailable(
                 "the scoring worker stopped while processing this request and has been replaced; "
-                "if it happens again, the ciphertext or the public keys are malformed") from None
+                "if it happens again, the request or the public keys are malformed") from None
 
     def _finished(self, index: int, worker: ProcessPoolExecutor, done: asyncio.Future) -> None:
         if not done.cancelled() and isinstance(done.exception(), BrokenProcessPool):

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=0, description="Scorings waiting for a worker; beyond that, 503.")
     scoring_timeout_ms: int = Field(60_000, ge=1, description="Longest wait for one scoring, queue included.")
 
+    native_profile: Literal["compact", "flooded"] = Field(
+        "compact", description="Native protocol parameters: `compact` (N=4096) or `flooded` (N=8192, "
+                               "40-bit statistical noise flooding of replies).")
+    native_input_scale: float = Field(
+        255.0, gt=0, description="Native protocol: the model sees integer inputs divided by this (MNIST: 255).")
+    native_input_max: int = Field(255, ge=1, le=2**20, description="Native protocol: largest |integer input|.")
+
     @field_validator("allowed_storage_accounts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -23,7 +23,7 @@ DEPLOY = PROJECT_ROOT / "deploy"
 K8S_VERSION = "1.37.0"
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 IDENTITY_VARIABLES = {"AZURE_CLIENT_ID"}  # read by azure-identity's DefaultAzureCredential
-APP_ROUTES = {route.path for route in create_app(Settings()).routes}
+APP_ROUTES = set(create_app(Settings()).openapi()["paths"])
 
 
 def kustomize_resources(folder: Path) -> list[Path]:

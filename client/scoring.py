@@ -1,0 +1,120 @@
+"""`ScoringClient`: the native protocol's Python API.
+
+    client = ScoringClient("http://127.0.0.1:8000")
+    labels, scores = client.predict(images)        # uint8 MNIST images, or features as sklearn sees them
+
+The client fetches the model's encoding parameters (`GET /v1/model`), makes a key pair, uploads
+the public key once (`POST /v1/keys`; its id is its SHA-256), then encrypts, posts and decrypts.
+The secret key never leaves the process. Samples go one request each (`batch_size=1`) or in
+batches of up to `max_batch` per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+from model.loading import labels_from_scores
+from native.encryption import ClientKeys
+from native.plan import PublicPlan
+
+OCTET_STREAM = {"content-type": "application/octet-stream"}
+
+
+class ScoringFailed(RuntimeError):
+    """The service refused or failed a request; the message is its own."""
+
+
+@dataclass
+class Traffic:
+    """Bytes and time spent, summed over the client's life, for reports."""
+
+    samples: int = 0
+    request_bytes: int = 0
+    reply_bytes: int = 0
+    server_seconds: float = 0.0
+    total_seconds: float = 0.0
+    requests: int = 0
+
+
+class ScoringClient:
+    def __init__(self, url: str, timeout: float = 120.0, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+        self.plan = PublicPlan.from_description(self._call("GET", "/v1/model").json())
+        self._keys = ClientKeys(self.plan)
+        self.key_bytes = len(self._keys.public_key)
+        self._call("POST", "/v1/keys", content=self._keys.public_key, headers=OCTET_STREAM)
+        self.traffic = Traffic()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ScoringClient":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ScoringFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", response.text)
+            except ValueError:
+                message = response.text
+            raise ScoringFailed(f"{method} {path} answered {response.status_code}: {message}")
+        return response
+
+    def integer_inputs(self, samples: np.ndarray) -> np.ndarray:
+        """uint8 images pass as they are; anything else is quantized with the model's input scale."""
+        samples = np.asarray(samples)
+        samples = samples.reshape(samples.shape[0], -1)
+        if samples.dtype == np.uint8 and self.plan.input_scale == 255 and self.plan.input_max >= 255:
+            return samples.astype(np.int64)
+        scaled = np.rint(samples.astype(np.float64) * self.plan.input_scale)
+        return np.clip(scaled, -self.plan.input_max, self.plan.input_max).astype(np.int64)
+
+    def _post(self, path: str, body: bytes, samples: int) -> bytes:
+        response = self._call("POST", path, content=body, headers=OCTET_STREAM)
+        self.traffic.requests += 1
+        self.traffic.samples += samples
+        self.traffic.request_bytes += len(body)
+        self.traffic.reply_bytes += len(response.content)
+        self.traffic.server_seconds += float(response.headers.get("x-engine-ms", "nan")) / 1000
+        return response.content
+
+    def integer_scores(self, inputs: np.ndarray, batch_size: int = 1,
+                       progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Exact integer scores (samples, n_outputs) of integer inputs (samples, n_features)."""
+        started = time.perf_counter()
+        scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=np.int64)
+        step = max(1, min(batch_size, self.plan.degree))
+        for start in range(0, inputs.shape[0], step):
+            chunk = inputs[start : start + step]
+            if step == 1:
+                reply = self._post("/v1/score", self._keys.encrypt_single(chunk[0]), 1)
+                scores[start] = self._keys.decrypt_single(reply)
+            else:
+                reply = self._post("/v1/score/batch", self._keys.encrypt_batch(chunk), len(chunk))
+                scores[start : start + len(chunk)] = self._keys.decrypt_batch(reply)
+            if progress:
+                progress(len(chunk))
+        self.traffic.total_seconds += time.perf_counter() - started
+        return scores
+
+    def predict(self, samples: np.ndarray, batch_size: int = 1,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and real-valued scores (samples, n_outputs), as the plaintext model would give them.
+
+        For regressors (LinearRegression) the scores are the predictions.
+        """
+        scores = self.integer_scores(self.integer_inputs(samples), batch_size, progress) / self.plan.score_scale
+        return labels_from_scores(scores, self.plan.classes), scores
+

@@ -1,0 +1,91 @@
+"""Parameter sets of the native protocol and their security check.
+
+Two profiles, both at >= 128-bit classical security by the HomomorphicEncryption.org standard's
+table for ternary secrets (log2 Q <= 109 at N = 4096, <= 218 at N = 8192):
+
+- `compact` (default): N = 4096, one 60-bit data prime. Small requests and replies.
+- `flooded`: N = 8192, two 60-bit data primes (plus one SEAL needs as its "special" prime, counted
+  in the security check although our keys never use it), so there is room for 40 bits of
+  statistical noise flooding on top of the scores' own noise.
+
+The plaintext modulus is not fixed here: it is the smallest batching prime that holds every
+score the quantized model can produce (see `plan`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import seal
+
+# HomomorphicEncryption.org security standard (Albrecht et al., 2018), Table 1, ternary secret,
+# 128-bit classical security: the largest log2 of the ciphertext modulus for each ring degree.
+HE_STANDARD_MAX_LOG_Q_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
+
+PRIME_BITS = 60
+FLOODING_BITS = 40  # statistical distance 2^-40 per revealed coefficient
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    degree: int
+    data_primes: int
+    extra_primes: int
+    flooding: bool
+
+
+PROFILES = {
+    "compact": Profile("compact", 4096, data_primes=1, extra_primes=0, flooding=False),
+    "flooded": Profile("flooded", 8192, data_primes=2, extra_primes=1, flooding=True),
+}
+PROFILE_IDS = {name: index for index, name in enumerate(PROFILES, start=1)}
+
+
+@dataclass(frozen=True)
+class RingParameters:
+    """Everything both ends need to build the same SEAL context and interpret the same bits."""
+
+    profile: str
+    degree: int
+    data_primes: tuple[int, ...]
+    extra_primes: tuple[int, ...]
+    plain_modulus: int
+
+    @property
+    def all_primes(self) -> tuple[int, ...]:
+        return self.data_primes + self.extra_primes
+
+    @property
+    def log_q(self) -> int:
+        """Bits of the whole coefficient modulus, the quantity the security table bounds."""
+        return sum(prime.bit_length() for prime in self.all_primes)
+
+    @property
+    def data_modulus(self) -> int:
+        return math.prod(self.data_primes)
+
+    @property
+    def coefficient_bits(self) -> tuple[int, ...]:
+        return tuple(prime.bit_length() for prime in self.data_primes)
+
+    def meets_128_bit_security(self) -> bool:
+        limit = HE_STANDARD_MAX_LOG_Q_128.get(self.degree)
+        return limit is not None and self.log_q <= limit
+
+
+@lru_cache(maxsize=None)
+def _primes(degree: int, count: int) -> tuple[int, ...]:
+    return tuple(m.value() for m in seal.CoeffModulus.Create(degree, [PRIME_BITS] * count))
+
+
+def ring_parameters(profile_name: str, plain_bits: int) -> RingParameters:
+    """The profile's primes and a batching plaintext prime of `plain_bits` bits."""
+    profile = PROFILES[profile_name]
+    primes = _primes(profile.degree, profile.data_primes + profile.extra_primes)
+    plain = seal.PlainModulus.Batching(profile.degree, plain_bits).value()
+    return RingParameters(profile=profile.name, degree=profile.degree,
+                          data_primes=primes[: profile.data_primes], extra_primes=primes[profile.data_primes :],
+                          plain_modulus=plain)

@@ -1,0 +1,119 @@
+"""NTT-domain polynomial products, done by SEAL on objects we write and read ourselves.
+
+SEAL is used only as a fast negacyclic NTT: polynomials go in as serialized ciphertexts and
+plaintexts that this module writes (SEAL 4.x layout, uncompressed), and come back out as numpy
+arrays. Keys, encryption, noise and wire formats are ours, so both ends control every coefficient.
+
+Layouts (little-endian): header = u16 0xA15E, u8 16, u8 4, u8 minor, u8 compression 0, u16 0,
+u64 total size. Ciphertext members = 32-byte parms_id, u8 is_ntt_form, u64 size, u64 degree,
+u64 primes, f64 scale (1.0), u64 correction factor (1), then an array object (header, u64 count,
+count x u64). Plaintext members = parms_id (zero unless in NTT form), u64 count, f64 scale, array.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import seal
+
+from native.params import RingParameters
+
+_HEADER = struct.Struct("<HBBBBHQ")
+_CIPHERTEXT = struct.Struct("<32sBQQQdQ")
+_PLAINTEXT = struct.Struct("<32sQd")
+_U64 = struct.Struct("<Q")
+_SEAL_VERSION = (4, 1)
+
+
+def _object(members: bytes) -> bytes:
+    return _HEADER.pack(0xA15E, _HEADER.size, *_SEAL_VERSION, 0, 0, _HEADER.size + len(members)) + members
+
+
+def _array(words: np.ndarray) -> bytes:
+    data = _U64.pack(words.size) + np.ascontiguousarray(words, dtype="<u8").tobytes()
+    return _object(data)
+
+
+class SealRing:
+    """A SEAL context for `params` at its data level, with conversions to and from numpy."""
+
+    def __init__(self, params: RingParameters) -> None:
+        self.params = params
+        parms = seal.EncryptionParameters(seal.scheme_type.bfv)
+        parms.set_poly_modulus_degree(params.degree)
+        parms.set_coeff_modulus([seal.Modulus(prime) for prime in params.all_primes])
+        parms.set_plain_modulus(seal.Modulus(params.plain_modulus))
+        self.context = seal.SEALContext(parms, True, seal.sec_level_type.tc128)
+        if not self.context.parameters_set():
+            raise ValueError(f"SEAL refuses the parameters: {self.context.parameter_error_message()}")
+        self.parms_id = struct.pack("<4Q", *self.context.first_parms_id())
+        self.evaluator = seal.Evaluator(self.context)
+        self._encoder = seal.BatchEncoder(self.context)
+        self._shape = (len(params.data_primes), params.degree)
+        self._ciphertext_offset = _HEADER.size + _CIPHERTEXT.size + _HEADER.size + _U64.size
+
+    def ciphertext(self, polys: np.ndarray, ntt_form: bool = False) -> seal.Ciphertext:
+        """A SEAL ciphertext holding `polys` (2, k, N), reduced residues."""
+        members = _CIPHERTEXT.pack(self.parms_id, int(ntt_form), polys.shape[0], self.params.degree,
+                                   self._shape[0], 1.0, 1) + _array(polys)
+        ciphertext = seal.Ciphertext()
+        ciphertext.load_bytes(self.context, _object(members))
+        return ciphertext
+
+    def polys(self, ciphertext: seal.Ciphertext) -> np.ndarray:
+        """A ciphertext's polynomials as a (size, k, N) uint64 array."""
+        raw = ciphertext.to_string()
+        words = np.frombuffer(raw, dtype="<u8", offset=self._ciphertext_offset)
+        return words.reshape(-1, *self._shape).astype(np.uint64)
+
+    def ntt_plaintext(self, poly: np.ndarray) -> seal.Plaintext:
+        """`poly` (k, N), given by its coefficients, as a plaintext in NTT form for `multiply_plain`."""
+        # SEAL refuses a ciphertext whose second polynomial is zero ("transparent"): put a one there.
+        ciphertext = self.ciphertext(np.stack([poly, np.ones_like(poly)]))
+        self.evaluator.transform_to_ntt_inplace(ciphertext)
+        return self.ntt_plaintext_from_ntt(self.polys(ciphertext)[0])
+
+    def ntt_plaintext_from_ntt(self, transformed: np.ndarray) -> seal.Plaintext:
+        """A plaintext in NTT form holding `transformed` (k, N), already in the NTT domain."""
+        members = _PLAINTEXT.pack(self.parms_id, transformed.size, 1.0) + _array(transformed)
+        plaintext = seal.Plaintext()
+        plaintext.load_bytes(self.context, _object(members))
+        return plaintext
+
+    def to_ntt(self, polys: np.ndarray) -> seal.Ciphertext:
+        ciphertext = self.ciphertext(polys)
+        self.evaluator.transform_to_ntt_inplace(ciphertext)
+        return ciphertext
+
+    def multiply_ntt(self, polys_ntt: np.ndarray, factor: seal.Plaintext) -> np.ndarray:
+        """Each of `polys_ntt` (2, k, N), given in the NTT domain, times `factor`, in coefficients."""
+        ciphertext = self.ciphertext(polys_ntt, ntt_form=True)
+        self.evaluator.multiply_plain_inplace(ciphertext, factor)
+        return self.from_ntt(ciphertext)
+
+    def multiply(self, polys: np.ndarray, factor: seal.Plaintext) -> np.ndarray:
+        """Each of `polys` (2, k, N), given by coefficients, times `factor`, in coefficients."""
+        ciphertext = self.to_ntt(polys)
+        self.evaluator.multiply_plain_inplace(ciphertext, factor)
+        return self.from_ntt(ciphertext)
+
+    def from_ntt(self, ciphertext: seal.Ciphertext) -> np.ndarray:
+        self.evaluator.transform_from_ntt_inplace(ciphertext)
+        return self.polys(ciphertext)
+
+    def batch_encode(self, slots: np.ndarray) -> np.ndarray:
+        """The plaintext polynomial (N,) whose slots are `slots` (values below t), SEAL's batching."""
+        plaintext = self._encoder.encode(np.ascontiguousarray(slots, dtype=np.uint64))
+        raw = plaintext.to_bytes()
+        words = np.frombuffer(raw, dtype="<u8", offset=_HEADER.size + _PLAINTEXT.size + _HEADER.size + _U64.size)
+        coefficients = np.zeros(self.params.degree, dtype=np.uint64)
+        coefficients[: words.size] = words
+        return coefficients
+
+    def batch_decode(self, coefficients: np.ndarray) -> np.ndarray:
+        """The slots (N,) of the plaintext polynomial `coefficients` (values below t)."""
+        members = _PLAINTEXT.pack(bytes(32), coefficients.size, 1.0) + _array(coefficients)
+        plaintext = seal.Plaintext()
+        plaintext.load_bytes(self.context, _object(members))
+        return np.asarray(self._encoder.decode_uint64(plaintext), dtype=np.uint64)

@@ -1,0 +1,144 @@
+"""Binary messages of the native protocol (all integers little-endian).
+
+    public key  b"EIK1" u8 profile  u8 0 u16 0 | 32-byte seed | pk0: k x N coefficients
+    request     b"EIQ1" u8 kind     u8 profile u16 0 | u32 images | u32 ciphertexts | 32-byte key id
+                | 32-byte seed | c0 of each ciphertext: k x N coefficients
+    reply       b"EIR1" u8 kind     u8 bits u16 0 | u32 images | u32 values | values
+
+Coefficients modulo the data primes are packed at the largest prime's bit width; reply values at
+`bits` (see `bitpack`). A ciphertext's second polynomial is never sent: it is the uniform NTT-domain
+polynomial `ring.expand_uniform(seed, index)`. The key id is the SHA-256 of the public key's bytes.
+
+Reply values: single image, for each group: c0 at the group's result positions, then c1 (N).
+Batch, for each output: c0 (N), then c1 (N). All modulo 2^bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from native import bitpack
+from native.params import PROFILE_IDS, RingParameters
+
+KEY_MAGIC, REQUEST_MAGIC, REPLY_MAGIC = b"EIK1", b"EIQ1", b"EIR1"
+_KEY_HEADER = struct.Struct("<4sBBH32s")
+_REQUEST_HEADER = struct.Struct("<4sBBHII32s32s")
+_REPLY_HEADER = struct.Struct("<4sBBHII")
+
+
+class Kind(IntEnum):
+    SINGLE = 1
+    BATCH = 2
+
+
+class WireError(ValueError):
+    """The bytes are not a well-formed message for this model and parameter set."""
+
+
+def key_id(public_key: bytes) -> str:
+    return hashlib.sha256(public_key).hexdigest()
+
+
+def _coefficient_width(params: RingParameters) -> int:
+    return max(params.coefficient_bits)
+
+
+def _read_residues(data: memoryview, polys: int, params: RingParameters) -> np.ndarray:
+    k, degree = len(params.data_primes), params.degree
+    try:
+        values = bitpack.unpack(data, polys * k * degree, _coefficient_width(params))
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
+    residues = values.reshape(polys, k, degree)
+    if (residues >= np.array(params.data_primes, dtype=np.uint64)[None, :, None]).any():
+        raise WireError("coefficients are not reduced modulo the data primes")
+    return residues
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    seed: bytes
+    pk0: np.ndarray  # (k, N), coefficient domain
+
+
+def write_public_key(key: PublicKey, params: RingParameters) -> bytes:
+    header = _KEY_HEADER.pack(KEY_MAGIC, PROFILE_IDS[params.profile], 0, 0, key.seed)
+    return header + bitpack.pack(key.pk0, _coefficient_width(params))
+
+
+def public_key_size(params: RingParameters) -> int:
+    return _KEY_HEADER.size + bitpack.packed_size(len(params.data_primes) * params.degree, _coefficient_width(params))
+
+
+def read_public_key(data: bytes, params: RingParameters) -> PublicKey:
+    if len(data) != public_key_size(params):
+        raise WireError(f"a public key for profile {params.profile} is {public_key_size(params)} bytes, not {len(data)}")
+    magic, profile, _, _, seed = _KEY_HEADER.unpack_from(data)
+    if magic != KEY_MAGIC or profile != PROFILE_IDS[params.profile]:
+        raise WireError(f"not a public key of the native protocol's {params.profile} profile")
+    return PublicKey(seed=seed, pk0=_read_residues(memoryview(data)[_KEY_HEADER.size :], 1, params)[0])
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: Kind
+    images: int
+    key_id: str
+    seed: bytes
+    c0: np.ndarray  # (ciphertexts, k, N)
+
+
+def write_request(request: Request, params: RingParameters) -> bytes:
+    header = _REQUEST_HEADER.pack(REQUEST_MAGIC, request.kind, PROFILE_IDS[params.profile], 0, request.images,
+                                  request.c0.shape[0], bytes.fromhex(request.key_id), request.seed)
+    return header + bitpack.pack(request.c0, _coefficient_width(params))
+
+
+def request_size(ciphertexts: int, params: RingParameters) -> int:
+    values = ciphertexts * len(params.data_primes) * params.degree
+    return _REQUEST_HEADER.size + bitpack.packed_size(values, _coefficient_width(params))
+
+
+def read_request(data: bytes, kind: Kind, ciphertexts: int, max_images: int, params: RingParameters) -> Request:
+    """Parse and check a request of `kind` that must hold exactly `ciphertexts` ciphertexts."""
+    if len(data) < _REQUEST_HEADER.size:
+        raise WireError(f"{len(data)} bytes is shorter than a request header ({_REQUEST_HEADER.size})")
+    magic, found_kind, profile, _, images, count, raw_key_id, seed = _REQUEST_HEADER.unpack_from(data)
+    if magic != REQUEST_MAGIC:
+        raise WireError("not a native protocol request (bad magic)")
+    if found_kind != kind:
+        raise WireError(f"request kind {found_kind} sent to the endpoint for kind {int(kind)}")
+    if profile != PROFILE_IDS[params.profile]:
+        raise WireError(f"request made for profile {profile}; this model is served with profile "
+                        f"{PROFILE_IDS[params.profile]} ({params.profile})")
+    if count != ciphertexts:
+        raise WireError(f"request holds {count} ciphertexts; this model takes {ciphertexts}")
+    if not 1 <= images <= max_images:
+        raise WireError(f"a request carries 1 to {max_images} images, not {images}")
+    if len(data) != request_size(ciphertexts, params):
+        raise WireError(f"request is {len(data)} bytes; {request_size(ciphertexts, params)} expected")
+    c0 = _read_residues(memoryview(data)[_REQUEST_HEADER.size :], ciphertexts, params)
+    return Request(kind=Kind(found_kind), images=images, key_id=raw_key_id.hex(), seed=seed, c0=c0)
+
+
+def write_reply(kind: Kind, images: int, bits: int, values: np.ndarray) -> bytes:
+    return _REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, values.size) + bitpack.pack(values, bits)
+
+
+def read_reply(data: bytes, kind: Kind, bits: int, values: int) -> tuple[int, np.ndarray]:
+    """The image count and the `values` reply values (uint64 below 2^bits)."""
+    if len(data) < _REPLY_HEADER.size:
+        raise WireError("reply is shorter than its header")
+    magic, found_kind, found_bits, _, images, count = _REPLY_HEADER.unpack_from(data)
+    if magic != REPLY_MAGIC or found_kind != kind or found_bits != bits or count != values:
+        raise WireError("reply does not match the request or the model description")
+    try:
+        return images, bitpack.unpack(memoryview(data)[_REPLY_HEADER.size :], values, bits)
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
+

@@ -1,0 +1,89 @@
+"""The native protocol (v1) in a worker process: plan, evaluator and public-key store.
+
+Built once per worker from the loaded model. Requests arrive as raw bytes and are parsed here,
+in numpy, before any coefficient reaches SEAL; public keys are fetched from Blob Storage by
+their SHA-256 (`native-v1/<key id>` in KEY_CONTAINER of the service's own account), checked and
+prepared once, and cached like the seed protocol's keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from model.loading import LinearModel
+from native.evaluation import NativeEvaluator
+from native.plan import PlanError, build_plan
+from native.wire import Kind, WireError, read_request
+from service.engines import PreparedKeys
+from service.errors import ModelUnavailable, Unprocessable
+from service.keystore import KeyStore
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "native-v1/"
+
+
+@dataclass(frozen=True)
+class NativeOutcome:
+    reply: bytes
+    engine_seconds: float
+    keys_cached: bool
+
+
+@dataclass
+class _NativeScorer:
+    evaluator: NativeEvaluator
+    keys: KeyStore
+
+
+_scorer: _NativeScorer | None = None
+_unavailable: str | None = None
+
+
+def init(settings: Settings, model: LinearModel) -> dict | None:
+    """Plan the model for the native protocol; returns the public description, or None if it cannot be served."""
+    global _scorer, _unavailable
+    try:
+        plan = build_plan(model, settings.native_profile, settings.native_input_scale, settings.native_input_max)
+    except PlanError as exc:
+        _unavailable = f"the native protocol cannot serve this model: {exc}"
+        log.warning("%s", _unavailable)
+        return None
+    evaluator = NativeEvaluator(plan)
+
+    def prepare(blob: bytes) -> PreparedKeys:
+        try:
+            key = evaluator.prepare_key(blob)
+        except WireError as exc:
+            raise Unprocessable(f"stored public key is malformed: {exc}") from None
+        return PreparedKeys(value=key, nbytes=key.nbytes)
+
+    _scorer = _NativeScorer(evaluator=evaluator, keys=KeyStore(settings, prepare))
+    log.info("native protocol ready: profile %s, t = %d, replies at %d/%d bits", plan.public.params.profile,
+             plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits)
+    return plan.public.describe()
+
+
+def score(kind: Kind, body: bytes) -> NativeOutcome:
+    """Parse a native request, fetch its public key, and score it (in a worker process)."""
+    if _scorer is None:
+        raise ModelUnavailable(_unavailable or "the native protocol is not initialised in this worker")
+    public = _scorer.evaluator.plan.public
+    ciphertexts, max_images = (1, 1) if kind is Kind.SINGLE else (public.n_features, public.degree)
+    try:
+        request = read_request(body, kind, ciphertexts, max_images, public.params)
+    except WireError as exc:
+        raise Unprocessable(f"malformed request: {exc}") from None
+    lookup = _scorer.keys.get(KEY_PREFIX + request.key_id)
+    started = time.perf_counter()
+    try:
+        if kind is Kind.SINGLE:
+            reply = _scorer.evaluator.score_single(request, lookup.keys.value)
+        else:
+            reply = _scorer.evaluator.score_batch(request, lookup.keys.value)
+    except WireError as exc:
+        raise Unprocessable(str(exc)) from None
+    return NativeOutcome(reply=reply, engine_seconds=time.perf_counter() - started, keys_cached=lookup.cached)
