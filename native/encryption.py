@@ -74,8 +74,8 @@ class ClientKeys:
         c0 = np.empty((count, len(self._primes), degree), dtype=np.uint64)
         for start in range(0, count, 2):
             stop = min(start + 2, count)
-            a_ntt = np.stack([expand_uniform(seed, index, self._primes, degree)[:] for index in range(start, stop)])
-            products = self._times_secret(a_ntt.reshape(stop - start, len(self._primes), degree))
+            a_ntt = np.stack([expand_uniform(seed, index, self._primes, degree) for index in range(start, stop)])
+            products = self._times_secret(a_ntt)
             c0[start:stop] = (self._moduli - products) % self._moduli
         noise = from_signed(random_error((count, degree)), self._primes)
         return add_mod(add_mod(c0, noise, self._moduli), self._scaled(messages), self._moduli)

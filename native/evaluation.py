@@ -24,7 +24,7 @@ from native.ring import (add_mod, add_small, combine_limbs, expand_uniform, from
                          negacyclic_rows, random_error, random_flooding, random_ternary, split_limbs,
                          switch_to_power_of_two)
 from native.seal_ring import SealRing
-from native.wire import Kind, Request, WireError, read_public_key, write_reply
+from native.wire import Kind, Request, WireError, key_id, read_public_key, write_reply
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,6 @@ class NativeEvaluator:
 
     def prepare_key(self, blob: bytes) -> NativeKey:
         """Check a public key's bytes and precompute what re-randomization needs."""
-        from native.wire import key_id
-
         params = self.plan.public.params
         key = read_public_key(blob, params)
         pk1_ntt = expand_uniform(key.seed, PUBLIC_KEY_INDEX, self._primes, params.degree)
