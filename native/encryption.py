@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from native.plan import PublicPlan
-from native.ring import (SEED_BYTES, random_bytes, expand_uniform, from_signed, mul_small, random_error, random_ternary,
-                         round_scale, moduli_column, add_mod)
+from native.ring import (SEED_BYTES, add_mod, expand_uniform, from_signed, moduli_column, random_bytes,
+                         random_error, random_ternary, round_scale, scale_messages)
 from native.seal_ring import SealRing
 from native.wire import Kind, PublicKey, Request, key_id, read_reply, write_public_key, write_request
 
@@ -36,9 +36,6 @@ class ClientKeys:
         self.key_id = key_id(self.public_key)
         # Row j holds s's negacyclic coefficients so that (c1 * s)[r_j] = row_j . c1, for single replies.
         self._secret_rows = [self._negacyclic_rows(plan.result_positions(group)) for group in range(len(plan.groups))]
-        modulus = params.data_modulus
-        self._delta = [(modulus // params.plain_modulus) % prime for prime in self._primes]
-        self._delta_rest = modulus % params.plain_modulus
 
     def _negacyclic_rows(self, positions: np.ndarray) -> np.ndarray:
         degree = self.plan.degree
@@ -59,15 +56,6 @@ class ClientKeys:
         minus_as = (self._moduli - self._times_secret(a_ntt)[0]) % self._moduli
         return add_mod(minus_as, from_signed(random_error((self.plan.degree,)), self._primes), self._moduli)
 
-    def _scaled(self, messages: np.ndarray) -> np.ndarray:
-        """round(Q * m / t) residues for messages (..., N) in [0, t)."""
-        t = self.plan.params.plain_modulus
-        messages = np.asarray(messages, dtype=np.uint64)
-        rounding = (messages * np.uint64(self._delta_rest) + np.uint64(t // 2)) // np.uint64(t)
-        out = np.stack([mul_small(np.full(messages.shape, delta, dtype=np.uint64), messages, prime)
-                        for delta, prime in zip(self._delta, self._primes)], axis=-2)
-        return add_mod(out, rounding[..., None, :] % self._moduli, self._moduli)
-
     def _encrypt(self, messages: np.ndarray, seed: bytes) -> np.ndarray:
         """c0 of each message (count, N) -> (count, k, N)."""
         count, degree = messages.shape
@@ -78,7 +66,8 @@ class ClientKeys:
             products = self._times_secret(a_ntt)
             c0[start:stop] = (self._moduli - products) % self._moduli
         noise = from_signed(random_error((count, degree)), self._primes)
-        return add_mod(add_mod(c0, noise, self._moduli), self._scaled(messages), self._moduli)
+        scaled = scale_messages(messages, self._primes, self.plan.params.plain_modulus)
+        return add_mod(add_mod(c0, noise, self._moduli), scaled, self._moduli)
 
     def _as_message(self, values: np.ndarray) -> np.ndarray:
         return np.mod(np.asarray(values, dtype=np.int64), self.plan.params.plain_modulus).astype(np.uint64)

@@ -20,9 +20,9 @@ import seal
 
 from native.encryption import PUBLIC_KEY_INDEX
 from native.plan import NativePlan
-from native.ring import (add_mod, add_small, combine_limbs, expand_uniform, from_signed, moduli_column, mul_small,
-                         negacyclic_rows, random_error, random_flooding, random_ternary, split_limbs,
-                         switch_to_power_of_two)
+from native.ring import (add_mod, add_small, combine_limbs, expand_uniform, from_signed, moduli_column,
+                         negacyclic_rows, random_error, random_flooding, random_ternary, scale_messages,
+                         split_limbs, switch_to_power_of_two)
 from native.seal_ring import SealRing
 from native.wire import Kind, Request, WireError, key_id, read_public_key, write_reply
 
@@ -97,8 +97,6 @@ class NativeEvaluator:
         self._primes = public.params.data_primes
         self._moduli = moduli_column(self._primes)
         self._positions = public.result_positions(0)  # the same local positions in every group
-        t, modulus = public.params.plain_modulus, public.params.data_modulus
-        self._delta = np.array([[(modulus // t) % p] for p in self._primes], dtype=np.uint64)
         weights = [plan.group_weight_poly(group) for group in range(len(public.groups))]
         self._weight_ntt = [self.ring.ntt_plaintext(from_signed(w, self._primes)) for w in weights]
         self._weight_rows = [negacyclic_rows(w, self._positions[: len(group)]).astype(np.float64)
@@ -109,11 +107,9 @@ class NativeEvaluator:
         self.masks = MaskPool(self.ring, mask_pool_size, background_masks)
 
     def _scaled(self, values: np.ndarray) -> np.ndarray:
-        """round(Q * v / t) residues (k, len(v)) for small signed integers v (intercepts)."""
-        public = self.plan.public
-        t, modulus = public.params.plain_modulus, public.params.data_modulus
-        return np.array([[(modulus * (int(v) % t) + t // 2) // t % p for v in values] for p in self._primes],
-                        dtype=np.uint64)
+        """round(Q * v / t) residues (k, len(v)) for signed integers v (intercepts)."""
+        t = self.plan.public.params.plain_modulus
+        return scale_messages(np.mod(values, t), self._primes, t)
 
     def prepare_key(self, blob: bytes) -> NativeKey:
         """Check a public key's bytes and precompute what re-randomization needs."""

@@ -78,6 +78,21 @@ class _KeyStream(threading.local):
 random_bytes = _KeyStream().read
 
 
+def scale_messages(messages: np.ndarray, primes: Sequence[int], plain_modulus: int) -> np.ndarray:
+    """round(Q * m / t) as residues (..., k, N) for messages (..., N) in [0, t), t < 2^32.
+
+    Q * m / t = floor(Q / t) * m + (Q mod t) * m / t: the first term is a product modulo each prime
+    with a factor below 2^32, the second's rounding fits in 64 bits.
+    """
+    modulus = int(np.prod([int(p) for p in primes], dtype=object))
+    messages = np.asarray(messages, dtype=_U64)
+    rounding = (messages * _U64(modulus % plain_modulus) + _U64(plain_modulus // 2)) // _U64(plain_modulus)
+    scaled = np.stack([mul_small(np.full(messages.shape, (modulus // plain_modulus) % prime, dtype=_U64),
+                                 messages, prime) for prime in primes], axis=-2)
+    moduli = moduli_column(primes)
+    return add_mod(scaled, rounding[..., None, :] % moduli, moduli)
+
+
 def random_ternary(count: int) -> np.ndarray:
     """Uniform coefficients in {-1, 0, 1} (bytes >= 243 are rejected)."""
     out = np.empty(0, dtype=np.int64)
