@@ -9,7 +9,7 @@ import pytest
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.mnist import load_evaluation_images
-from bench.processes import ServiceProcess, running_azurite, running_service
+from bench.processes import TEST_API_KEY, ServiceProcess, running_azurite, running_service
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def seed_session(service: ServiceProcess, azurite: str) -> Iterator[object]:
     """The unmodified seed client with its public keys uploaded to Azurite."""
     from client.seed import SeedSession
 
-    with SeedSession(url=service.url, conn_str=azurite, container="public-keys") as session:
+    with SeedSession(url=service.url, conn_str=azurite, container="public-keys", api_key=TEST_API_KEY) as session:
         yield session
 
 

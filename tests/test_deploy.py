@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bench.processes import PROJECT_ROOT
+from bench.processes import PROJECT_ROOT, authenticated_settings
 from service.app import create_app
 from service.settings import Settings
 
@@ -23,7 +23,7 @@ DEPLOY = PROJECT_ROOT / "deploy"
 K8S_VERSION = "1.37.0"
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 IDENTITY_VARIABLES = {"AZURE_CLIENT_ID"}  # read by azure-identity's DefaultAzureCredential
-APP_ROUTES = set(create_app(Settings()).openapi()["paths"])
+APP_ROUTES = set(create_app(authenticated_settings()).openapi()["paths"])
 
 
 def kustomize_resources(folder: Path) -> list[Path]:

@@ -15,7 +15,7 @@ import joblib
 import numpy as np
 import pytest
 
-from bench.processes import PROJECT_ROOT, running_service
+from bench.processes import PROJECT_ROOT, TEST_API_KEY, running_service
 from model import DEFAULT_MODEL_FILE
 
 def score_concurrently(session, images: np.ndarray, url: str | None = None) -> np.ndarray:
@@ -57,7 +57,8 @@ def test_demo_cli_runs_the_notebook_flow(service, azurite: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "client", "demo", "--url", service.url, "--count", "3", "--container", "demo-keys"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite, "COLUMNS": "120"})
+        env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite, "COLUMNS": "120",
+             "SCORING_API_KEY": TEST_API_KEY})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3/3 agree" in result.stdout
 
@@ -90,6 +91,7 @@ def test_seed_tutorial_model_through_azureml_model_dir(azurite: str, mnist_test_
     env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "AZUREML_MODEL_DIR": model_dir}
     with running_service(env, tmp_path / "seed-model.log") as service:
         assert "was pickled by scikit-learn 0.22" in service.log()
-        with SeedSession(url=service.url, conn_str=azurite, container="seed-model-keys") as session:
+        with SeedSession(url=service.url, conn_str=azurite, container="seed-model-keys",
+                         api_key=TEST_API_KEY) as session:
             images, _, _ = mnist_test_images
             assert_matches_sklearn(estimator, images[:4], score_concurrently(session, images[:4]))

@@ -48,7 +48,7 @@ def test_queue_bound_and_timeout_answer_503_and_504_and_liveness_stays_up(azurit
     body = seed_session.request_body(np.linspace(0, 1, 784))
     with running_service(env, tmp_path / "limits.log") as service:
         def post() -> httpx.Response:
-            return httpx.post(f"{service.url}/score", content=body, timeout=60,
+            return service.http.post("/score", content=body, timeout=60,
                               headers={"Content-Type": "application/json"})
 
         with ThreadPoolExecutor(3) as pool:
@@ -77,7 +77,7 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
     body = seed_session.request_body(np.linspace(0, 1, 784))
 
     def post() -> httpx.Response:
-        return httpx.post(f"{eiserver_service.url}/score", content=body, timeout=120,
+        return eiserver_service.http.post("/score", content=body, timeout=120,
                           headers={"Content-Type": "application/json"})
 
     with ThreadPoolExecutor(2) as pool:
@@ -104,8 +104,8 @@ def test_graceful_shutdown_finishes_the_requests_in_flight(azurite, seed_session
     body = seed_session.request_body(np.linspace(0, 1, 784))
     with running_service(env, tmp_path / "shutdown.log") as service:
         result: dict[str, httpx.Response] = {}
-        sender = threading.Thread(target=lambda: result.update(response=httpx.post(
-            f"{service.url}/score", content=body, timeout=120, headers={"Content-Type": "application/json"})))
+        sender = threading.Thread(target=lambda: result.update(response=service.http.post(
+            "/score", content=body, timeout=120, headers={"Content-Type": "application/json"})))
         sender.start()
         time.sleep(2)
         service.process.send_signal(signal.SIGTERM)
