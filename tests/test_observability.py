@@ -34,7 +34,7 @@ def test_metrics_count_requests_scoring_and_key_cache(service, seed_session) -> 
     assert metric_value(text, "scoring_key_cache_lookups_total", 'result="hit"') >= 1
     assert metric_value(text, "scoring_queue_depth") == 0
     assert metric_value(text, "scoring_in_flight") == 0
-    assert any(line.startswith("scoring_key_cache_bytes{worker=") and float(line.split()[-1]) > 1e6
+    assert any(line.startswith('scoring_key_cache_bytes{engine="seal",worker=') and float(line.split()[-1]) > 1e6
                for line in text.splitlines())
 
 
