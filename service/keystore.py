@@ -32,7 +32,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
-from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient
+from azure.storage.blob import BlobClient, BlobProperties
 from cachetools import LRUCache
 
 from service.engines import PreparedKeys

@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.seal_format import HEADER
-from service.settings import Settings
 from bench.processes import PROJECT_ROOT, AZURITE_KEY, TEST_AUTH_ENV, TEST_HEADERS, authenticated_settings
 
 
