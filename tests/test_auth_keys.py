@@ -109,3 +109,44 @@ def test_api_docs_can_be_open_protected_or_off(docs: str, anonymous: int, authen
     for path in ("/swagger.json", "/docs"):
         assert client.get(path).status_code == anonymous
         assert client.get(path, headers=TEST_HEADERS).status_code == authenticated
+
+
+def test_the_unmodified_seed_client_flow_works_with_a_key_and_is_refused_without(service, seed_client,
+                                                                                   azurite: str) -> None:
+    """The README's notebook flow: the seed client encrypts, the caller's own HTTP call adds the header."""
+    from azure.storage.blob import BlobServiceClient
+
+    edp, key_id, public_keys = seed_client
+    blobs = BlobServiceClient.from_connection_string(azurite).get_container_client("readme-flow")
+    if not blobs.exists():
+        blobs.create_container()
+    blobs.upload_blob(key_id, public_keys, overwrite=True)
+    data = json.dumps({"data": edp.encrypt([0.5] * 784), "key_id": key_id, "conn_str": azurite,
+                       "container": "readme-flow"})
+    refused = httpx.post(f"{service.url}/score", content=data, headers={"Content-Type": "application/json"})
+    assert_401(refused)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TEST_API_KEY}"}
+    eresult = httpx.post(f"{service.url}/score", content=data, headers=headers, timeout=600).json()
+    assert len(edp.decrypt(eresult)) == 10
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_python_m_client_predict_sends_the_api_key(service, how: str) -> None:
+    command = [sys.executable, "-m", "client", "predict", "--url", service.url, "--limit", "3", "--json"]
+    env = {name: value for name, value in os.environ.items() if name != "SCORING_API_KEY"}
+    if how == "option":
+        command += ["--api-key", TEST_API_KEY]
+    else:
+        env["SCORING_API_KEY"] = TEST_API_KEY
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["agreement_with_plaintext_model"] == 1.0
+    assert TEST_API_KEY not in result.stdout + result.stderr
+
+
+def test_python_m_client_predict_without_a_key_reports_the_401(service) -> None:
+    env = {name: value for name, value in os.environ.items() if name != "SCORING_API_KEY"}
+    result = subprocess.run([sys.executable, "-m", "client", "predict", "--url", service.url, "--limit", "1"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, env={**env, "COLUMNS": "200"},
+                            timeout=300)
+    assert result.returncode == 1 and "401" in result.stdout
