@@ -158,3 +158,16 @@ def test_metrics_label_v1_routes_refusals_native_scoring_and_images_per_identity
     assert metric_value(text, "scoring_images_total", 'identity="alice"') >= 1
     assert "other" not in {line.split('identity="')[1].split('"')[0]
                            for line in text.splitlines() if line.startswith("scoring_images_total{")}
+
+
+def test_unreachable_quota_counters_fail_closed_with_503() -> None:
+    import asyncio
+
+    from service.errors import ServiceUnavailable
+    from service.http.auth import Identity
+    from service.http.metering import ImageQuota
+    from service.settings import Settings
+
+    quota = ImageQuota(Settings(rate_limit="5/hour", rate_limit_storage_uri=f"redis://127.0.0.1:{free_port()}"))
+    with pytest.raises(ServiceUnavailable, match="quota counters cannot be reached"):
+        asyncio.run(quota.charge(Identity("someone", may_batch=False), 1))

@@ -46,11 +46,13 @@ class AuthConfigError(ValueError):
 
 
 class AuthFailed(Exception):
-    """A request's credentials are missing or not accepted; `message` names no credential."""
+    """A request's credentials are missing or not accepted; `message` names no credential.
 
-    def __init__(self, message: str, status_code: int = 401) -> None:
+    `error` is the RFC 6750 error code for `WWW-Authenticate` (none when credentials are missing)."""
+
+    def __init__(self, message: str, status_code: int = 401, error: str | None = "invalid_token") -> None:
         super().__init__(message)
-        self.message, self.status_code = message, status_code
+        self.message, self.status_code, self.error = message, status_code, error
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class JwksCache:
                 keys = jwt.PyJWKSet.from_dict(json.loads(response.read())).keys
         except (OSError, ValueError, jwt.PyJWKSetError) as exc:
             log.error("cannot fetch the token signing keys from %s: %s", self._url, exc)
-            raise AuthFailed("token signing keys are unavailable; try again later", 503) from None
+            raise AuthFailed("token signing keys are unavailable; try again later", 503, error=None) from None
         log.info("fetched %d token signing keys from %s", len(keys), self._url)
         return {key.key_id: key for key in keys if key.key_id}
 
@@ -189,7 +191,7 @@ class EntraTokens:
         except jwt.InvalidTokenError as exc:
             raise AuthFailed(f"the token is not valid ({type(exc).__name__})") from None
         if self._role and self._role not in (claims.get("roles") or []):
-            raise AuthFailed(f"the token lacks the app role '{self._role}'", 403)
+            raise AuthFailed(f"the token lacks the app role '{self._role}'", 403, error="insufficient_scope")
         identity = claims.get("oid") or claims.get("appid")
         if not isinstance(identity, str) or not identity:
             raise AuthFailed("the token names no object id (oid) or application id (appid)")
@@ -212,8 +214,7 @@ def authenticator(settings: Settings) -> Authenticate | None:
 
 
 def _refusal(error: AuthFailed) -> JSONResponse:
-    challenge = 'Bearer realm="scoring"' if error.status_code != 401 or "missing" in error.message \
-        else 'Bearer realm="scoring", error="invalid_token"'
+    challenge = 'Bearer realm="scoring"' + (f', error="{error.error}"' if error.error else "")
     headers = {"WWW-Authenticate": challenge}
     if error.status_code == 503:
         headers["Retry-After"] = "5"
@@ -249,7 +250,7 @@ class Authentication:
             return ANONYMOUS
         scheme, _, credential = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            raise AuthFailed("credentials missing: send Authorization: Bearer <API key or token>")
+            raise AuthFailed("credentials missing: send Authorization: Bearer <API key or token>", error=None)
         return await self.authenticate(credential.strip())
 
 

@@ -14,11 +14,12 @@ import math
 import time
 
 from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.concurrency import run_in_threadpool
 
-from service.errors import Forbidden, ScoringError
+from service.errors import Forbidden, ScoringError, ServiceUnavailable
 from service.http.auth import Identity
 from service.settings import Settings
 
@@ -38,11 +39,17 @@ class ImageQuota:
 
     def __init__(self, settings: Settings) -> None:
         self._limits: list[RateLimitItem] = parse_many(settings.rate_limit) if settings.rate_limit else []
-        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(settings.rate_limit_storage_uri))
+        storage = storage_from_string(settings.rate_limit_storage_uri, wrap_exceptions=True)
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
 
     async def charge(self, identity: Identity, images: int) -> None:
-        if self._limits:
+        """Count `images` against the identity's limits; fails closed (503) if the counters are unreachable."""
+        if not self._limits:
+            return
+        try:
             await run_in_threadpool(self._charge, identity.namespace, images)
+        except StorageError:
+            raise ServiceUnavailable("the quota counters cannot be reached; try again later") from None
 
     def _charge(self, who: str, images: int) -> None:
         # Test every limit first, so a request refused by the daily limit does not eat the hourly one.
