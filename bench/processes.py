@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,6 +49,15 @@ def free_port() -> int:
 def azurite_connection_string(port: int) -> str:
     return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
             f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail after `timeout_s` (a generous bound, not an expected time)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not reached within {timeout_s} s")
+        time.sleep(0.1)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float) -> None:
@@ -134,6 +143,13 @@ class ServiceProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"service not ready within {timeout_s} s:\n{self.log()}")
+
+    def metric(self, name: str) -> float:
+        """The current value of the unlabelled Prometheus sample `name`, read from `/metrics`."""
+        for line in self.http.get("/metrics", timeout=10).text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        raise KeyError(f"no sample {name} in /metrics")
 
     def log(self) -> str:
         self._log.flush()

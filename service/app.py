@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
