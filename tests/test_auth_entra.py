@@ -18,7 +18,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.processes import ServiceProcess, running_service
-from service.http.auth import AuthFailed, JwksCache
+from service.http.auth import AuthConfigError, AuthFailed, EntraTokens, JwksCache, authenticator
+from service.settings import Settings
 from tests.unsent_body import send_without_body, status_of
 
 AUDIENCE = "api://encrypted-scoring"
@@ -148,3 +149,21 @@ def test_unknown_kids_refetch_the_signing_keys_at_most_once_per_interval(tenant:
             del tenant.keys["k2"]
 
     asyncio.run(run())
+
+
+def test_the_identity_is_the_tokens_oid_else_its_appid(tenant: Tenant) -> None:
+    tokens = EntraTokens(Settings(auth_mode="entra", entra_issuer=ISSUER, entra_audience=AUDIENCE,
+                                  entra_jwks_url=tenant.url))
+
+    async def identities() -> list[str]:
+        return [await tokens(tenant.token(oid="object-1", appid="app-1")),
+                await tokens(tenant.token(oid=None, appid="app-2"))]
+
+    assert asyncio.run(identities()) == ["object-1", "app-2"]
+    with pytest.raises(AuthFailed, match="names no object id"):
+        asyncio.run(tokens(tenant.token(oid=None)))
+
+
+def test_entra_mode_without_audience_or_tenant_refuses_to_start() -> None:
+    with pytest.raises(AuthConfigError, match="ENTRA_AUDIENCE and ENTRA_TENANT_ID"):
+        authenticator(Settings(auth_mode="entra", entra_tenant_id="t"))

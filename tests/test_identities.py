@@ -4,6 +4,7 @@ image quotas shared by two service processes through Redis, native keys owned pe
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from collections.abc import Iterator
@@ -16,6 +17,10 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.processes import ServiceProcess, free_port, running_redis, running_service
 from client.scoring import ScoringClient, ScoringFailed
+from service.errors import ServiceUnavailable
+from service.http.auth import Identity
+from service.http.metering import ImageQuota
+from service.settings import Settings
 from tests.test_observability import metric_value
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -161,13 +166,6 @@ def test_metrics_label_v1_routes_refusals_native_scoring_and_images_per_identity
 
 
 def test_unreachable_quota_counters_fail_closed_with_503() -> None:
-    import asyncio
-
-    from service.errors import ServiceUnavailable
-    from service.http.auth import Identity
-    from service.http.metering import ImageQuota
-    from service.settings import Settings
-
     quota = ImageQuota(Settings(rate_limit="5/hour", rate_limit_storage_uri=f"redis://127.0.0.1:{free_port()}"))
     with pytest.raises(ServiceUnavailable, match="quota counters cannot be reached"):
         asyncio.run(quota.charge(Identity("someone", may_batch=False), 1))
