@@ -23,7 +23,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 from azure.storage.blob import BlobServiceClient
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from service.engines import PreparedKeys
 from service.errors import Forbidden, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
@@ -43,20 +43,74 @@ class KeyLookup:
     cached: bool
 
 
-class KeyStore:
-    """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads."""
+CacheKey = tuple[str, str, str, str, str]  # (protocol, account host, account name, container, key id)
 
-    def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys]) -> None:
+
+class KeyCache:
+    """One LRU of prepared keys per worker, bounded by bytes (`KEY_CACHE_BYTES`), shared by both
+    protocols' key stores so the bound is the worker's, not each protocol's."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lock = threading.Lock()
+        self._keys: LRUCache[CacheKey, PreparedKeys] = LRUCache(maxsize=max_bytes, getsizeof=lambda k: k.nbytes)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._keys.currsize)
+
+    def get(self, key: CacheKey) -> PreparedKeys | None:
+        with self._lock:
+            return self._keys.get(key)
+
+    def put(self, key: CacheKey, keys: PreparedKeys) -> None:
+        if keys.nbytes <= self._keys.maxsize:
+            with self._lock:
+                self._keys[key] = keys
+
+
+class MissingKeys:
+    """Key ids storage just said do not exist, remembered `MISSING_KEY_TTL_S` seconds (bounded in
+    count), so a client repeating an unknown id does not hold a worker for a storage round trip
+    each time. Short, because a key may be uploaded right after."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float) -> None:
+        self._lock = threading.Lock()
+        self._missing: TTLCache[CacheKey, str] | None = (
+            TTLCache(maxsize=self.MAX_ENTRIES, ttl=ttl_s) if ttl_s > 0 else None)
+
+    def check(self, key: CacheKey) -> None:
+        """Raise the remembered 404 for `key`, if any."""
+        if self._missing is not None:
+            with self._lock:
+                message = self._missing.get(key)
+            if message is not None:
+                raise NotFound(message)
+
+    def remember(self, key: CacheKey, error: NotFound) -> None:
+        if self._missing is not None:
+            with self._lock:
+                self._missing[key] = error.message
+
+
+class KeyStore:
+    """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads.
+
+    `protocol` names the key store in the shared `cache`, whose prepared keys differ by protocol.
+    """
+
+    def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys], cache: KeyCache,
+                 protocol: str) -> None:
         self._settings = settings
         self._prepare = prepare
-        self._lock = threading.Lock()
-        self._keys: LRUCache[tuple[str, str, str, str], PreparedKeys] = LRUCache(
-            maxsize=settings.key_cache_bytes, getsizeof=lambda keys: keys.nbytes)
+        self._cache, self._protocol = cache, protocol
+        self._missing = MissingKeys(settings.missing_key_ttl_s)
         self._storage = StorageAccess(settings)
 
     @property
     def cached_bytes(self) -> int:
-        return int(self._keys.currsize)
+        return self._cache.nbytes
 
     def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> KeyLookup:
         """The prepared keys of blob `key_id` in `container` (defaults from the settings).
@@ -65,21 +119,23 @@ class KeyStore:
         """
         container = container or self._settings.key_container
         service = self._storage.client_for(conn_str)
-        cache_key = (service.primary_hostname, service.account_name or "", container, key_id)
-        with self._lock:
-            cached = self._keys.get(cache_key)
+        cache_key = (self._protocol, service.primary_hostname, service.account_name or "", container, key_id)
+        cached = self._cache.get(cache_key)
         if cached is not None:
             return KeyLookup(cached, cached=True)
-        blob = self._download(service, container, key_id)
+        self._missing.check(cache_key)
+        try:
+            blob = self._download(service, container, key_id)
+        except NotFound as exc:
+            self._missing.remember(cache_key, exc)
+            raise
         try:
             keys = self._prepare(blob)
         except SealFormatError as exc:
             raise Unprocessable(f"public keys '{key_id}' are malformed: {exc}") from None
         log.info("prepared public keys %s from container %s (%d bytes downloaded, %d in memory)",
                  key_id, container, len(blob), keys.nbytes)
-        if keys.nbytes <= self._keys.maxsize:
-            with self._lock:
-                self._keys[cache_key] = keys
+        self._cache.put(cache_key, keys)
         return KeyLookup(keys, cached=False)
 
     def _download(self, service: BlobServiceClient, container: str, key_id: str) -> bytes:

@@ -14,9 +14,21 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from native.plan import PublicPlan
-from native.wire import Kind, WireError, key_id, public_key_size, read_public_key, request_size
+from native.wire import (
+    KEY_HEADER_SIZE,
+    REQUEST_HEADER_SIZE,
+    Kind,
+    WireError,
+    check_public_key_header,
+    check_request_header,
+    key_id,
+    public_key_size,
+    read_public_key,
+    request_size,
+)
 from service import native_scoring
 from service.errors import ModelUnavailable, NotFound, Unprocessable
+from service.http.bodies import BodyRule
 from service.keystore import store_public_key
 from service.runtime import RuntimeState, ScoringRuntime
 from service.settings import Settings
@@ -46,13 +58,33 @@ class NativeProtocol:
             self._plan = PublicPlan.from_description(self._runtime.native_description)
         return self._plan
 
-    def body_limit(self, path: str) -> int | None:
-        """The exact size a native body can have on `path`, or None for other paths."""
+    def body_rule(self, path: str) -> BodyRule | None:
+        """The exact size a native body can have on `path` and the check of its header, for
+        `BoundedBodies`; None for other paths."""
         if not path.startswith("/v1/") or self._runtime.native_description is None:
             return None
         params = self.plan.params
-        return {"/v1/keys": public_key_size(params), "/v1/score": request_size(1, params),
-                "/v1/score/batch": request_size(self.plan.n_features, params)}.get(path)
+        if path == "/v1/keys":
+            return BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)
+        kind = {"/v1/score": Kind.SINGLE, "/v1/score/batch": Kind.BATCH}.get(path)
+        if kind is None:
+            return None
+        ciphertexts, max_images = native_scoring.request_shape(kind, self.plan)
+        return BodyRule(request_size(ciphertexts, params), REQUEST_HEADER_SIZE,
+                        lambda head, size: self._check_request_head(kind, head, size))
+
+    def _check_key_head(self, head: bytes, size: int) -> None:
+        try:
+            check_public_key_header(head, size, self.plan.params)
+        except WireError as exc:
+            raise Unprocessable(f"malformed public key: {exc}") from None
+
+    def _check_request_head(self, kind: Kind, head: bytes, size: int) -> None:
+        ciphertexts, max_images = native_scoring.request_shape(kind, self.plan)
+        try:
+            check_request_header(head, size, kind, ciphertexts, max_images, self.plan.params)
+        except WireError as exc:
+            raise Unprocessable(f"malformed request: {exc}") from None
 
     def storage(self) -> StorageAccess:
         if self._storage is None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from model.loading import LinearModel
 from native.evaluation import NativeEvaluator
-from native.plan import PlanError, build_plan
+from native.plan import PlanError, PublicPlan, build_plan
 from native.wire import Kind, WireError, read_request
 from service.engines import PreparedKeys
 from service.errors import ModelUnavailable, Unprocessable
-from service.keystore import KeyStore
+from service.keystore import KeyCache, KeyStore
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ _scorer: _NativeScorer | None = None
 _unavailable: str | None = None
 
 
-def init(settings: Settings, model: LinearModel) -> dict | None:
+def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | None:
     """Plan the model for the native protocol; returns the public description, or None if it cannot be served."""
     global _scorer, _unavailable
     try:
@@ -61,10 +61,16 @@ def init(settings: Settings, model: LinearModel) -> dict | None:
             raise Unprocessable(f"stored public key is malformed: {exc}") from None
         return PreparedKeys(value=key, nbytes=key.nbytes)
 
-    _scorer = _NativeScorer(evaluator=evaluator, keys=KeyStore(settings, prepare))
+    _scorer = _NativeScorer(evaluator=evaluator, keys=KeyStore(settings, prepare, key_cache, "native"))
     log.info("native protocol ready: profile %s, t = %d, replies at %d/%d bits", plan.public.params.profile,
              plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits)
     return plan.public.describe()
+
+
+def request_shape(kind: Kind, plan: PublicPlan) -> tuple[int, int]:
+    """(ciphertexts, most images) a request of `kind` holds for this model; the web process checks
+    a body's header with it, the worker the whole body."""
+    return (1, 1) if kind is Kind.SINGLE else (plan.n_features, plan.degree)
 
 
 def score(kind: Kind, body: bytes) -> NativeOutcome:
@@ -72,7 +78,7 @@ def score(kind: Kind, body: bytes) -> NativeOutcome:
     if _scorer is None:
         raise ModelUnavailable(_unavailable or "the native protocol is not initialised in this worker")
     public = _scorer.evaluator.plan.public
-    ciphertexts, max_images = (1, 1) if kind is Kind.SINGLE else (public.n_features, public.degree)
+    ciphertexts, max_images = request_shape(kind, public)
     try:
         request = read_request(body, kind, ciphertexts, max_images, public.params)
     except WireError as exc:

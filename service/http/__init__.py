@@ -1,0 +1,1 @@
+"""HTTP-level mechanisms of the web process, between uvicorn and the routes."""
