@@ -98,6 +98,46 @@ class ServiceProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def tree(self) -> dict[int, bytes]:
+        """The service's own processes: pid -> command line, for the web process and its children
+        (scoring workers and multiprocessing's resource tracker)."""
+        processes = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except (OSError, IndexError, ValueError):
+                continue
+            if int(entry.name) == self.process.pid or parent == self.process.pid:
+                processes[int(entry.name)] = command
+        return processes
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the scoring worker processes (spawned children, not the resource tracker)."""
+        return [pid for pid, command in self.tree().items() if pid != self.process.pid and b"spawn_main" in command]
+
+    def memory_mib(self, field: str = "VmRSS") -> float:
+        """Resident memory of the process tree in MiB: now (`VmRSS`), or the sum of each process's
+        peak since `reset_peak_memory` (`VmHWM`, a bound on the tree's peak that no sampling misses)."""
+        total_kib = 0
+        for pid in self.tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total_kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field)), 0)
+        return total_kib / 1024
+
+    def reset_peak_memory(self) -> None:
+        """Restart every process's `VmHWM` from its current resident size (Linux `clear_refs`)."""
+        for pid in self.tree():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                continue
+
     def stop(self) -> None:
         stop_process(self.process, grace_s=60)
         self._log.close()

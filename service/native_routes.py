@@ -28,7 +28,7 @@ from native.wire import (
 )
 from service import native_scoring
 from service.errors import ModelUnavailable, NotFound, Unprocessable
-from service.http.bodies import BodyRule
+from service.http.bodies import BodyRule, read_body
 from service.keystore import store_public_key
 from service.runtime import RuntimeState, ScoringRuntime
 from service.settings import Settings
@@ -102,7 +102,7 @@ def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: S
     @router.post("/keys", status_code=201, openapi_extra=BINARY_BODY,
                  summary="Store a public key; its id is the SHA-256 of its bytes")
     async def register_key(request: Request) -> dict:
-        body = await request.body()
+        body = bytes(await read_body(request))  # small; the Blob SDK wants bytes
         try:
             read_public_key(body, protocol.plan.params)
         except WireError as exc:
@@ -113,7 +113,7 @@ def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: S
         return {"key_id": identifier, "bytes": len(body)}
 
     async def score(kind: Kind, request: Request) -> Response:
-        body = await request.body()
+        body = await read_body(request)
         protocol.plan  # noqa: B018 - answers 503/404 before the body is shipped to a worker
         started = time.perf_counter()
         outcome = await runtime.run(native_scoring.score, kind, body)

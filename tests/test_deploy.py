@@ -77,6 +77,30 @@ def test_deployment_probes_resources_and_security_fit_the_service() -> None:
     assert docs["Service"]["spec"]["selector"].items() <= pod_labels(docs).items()
 
 
+def readme_replica_budget_mib(workers: int) -> float:
+    """The worst-case memory the README states for a replica with `workers` workers at the defaults."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    found = re.search(rf"^\| {workers} \| [^|]+ \| \*\*([\d,]+) MiB\*\*", readme, re.MULTILINE)
+    assert found, f"README states no worst-case memory for {workers} workers"
+    return float(found.group(1).replace(",", ""))
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_memory_limits_are_above_the_worst_case_the_readme_states() -> None:
+    docs = documents()
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    workers = int(docs["ConfigMap"]["data"]["WORKER_COUNT"])
+    assert mebibytes(container["resources"]["limits"]["memory"]) > readme_replica_budget_mib(workers)
+    aci = yaml.safe_load(Template((DEPLOY / "aci" / "aci.yaml").read_text()).safe_substitute())
+    service = next(c["properties"] for c in aci["properties"]["containers"] if c["name"] == "encrypted-scoring")
+    aci_workers = int(next(v["value"] for v in service["environmentVariables"] if v["name"] == "WORKER_COUNT"))
+    assert service["resources"]["requests"]["memoryInGB"] * 1000**3 / 1024**2 > readme_replica_budget_mib(aci_workers)
+
+
 def pod_labels(docs: dict[str, dict]) -> dict[str, str]:
     return docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
 
