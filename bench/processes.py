@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -70,11 +72,16 @@ def running_azurite() -> Iterator[str]:
 
 
 class ServiceProcess:
-    """`python -m service` in a subprocess, with its output kept for assertions."""
+    """`python -m service` in a subprocess, with its output kept for assertions.
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    With `TLS_CERT_FILE` in `env` it serves HTTPS; `ca_file` is then the CA its certificate is
+    checked against (`verify`, for httpx).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, ca_file: Path | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if 'TLS_CERT_FILE' in env else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         self.log_path = log_path
         full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **env}
         self._log = open(log_path, "wb")
@@ -87,7 +94,7 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"service exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/ready", timeout=2, verify=self.verify).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -144,10 +151,59 @@ class ServiceProcess:
 
 
 @contextmanager
-def running_service(env: dict[str, str], log_path: Path) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(env, log_path)
+def running_service(env: dict[str, str], log_path: Path, ca_file: Path | None = None) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(env, log_path, ca_file)
     try:
         service.wait_ready()
         yield service
     finally:
         service.stop()
+
+
+CADDYFILE = """{{
+    admin off
+    skip_install_trust
+    auto_https disable_redirects
+    storage file_system {data}
+}}
+https://127.0.0.1:{port} {{
+    bind 127.0.0.1
+    tls internal
+    reverse_proxy {upstream}
+}}
+"""
+
+
+@contextmanager
+def running_caddy(upstream: str, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Caddy terminating HTTPS on a free loopback port in front of `upstream` (host:port), with
+    certificates from its own local CA (`tls internal`); yields its URL and that CA's root
+    certificate. Admin API off, state in `workdir`, nothing installed in the system trust store."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        raise RuntimeError("caddy is not installed (apt-get install caddy; .ci/run does)")
+    port = free_port()
+    data = workdir / "caddy-data"
+    config = workdir / "Caddyfile"
+    config.write_text(CADDYFILE.format(data=data, port=port, upstream=upstream))
+    env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "xdg-data"),
+           "XDG_CONFIG_HOME": str(workdir / "xdg-config")}
+    log = open(workdir / "caddy.log", "wb")
+    process = subprocess.Popen([caddy, "run", "--config", str(config), "--adapter", "caddyfile"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, process, 60)
+        root = data / "pki" / "authorities" / "local" / "root.crt"
+        _wait_for_file(root, process, 60)
+        yield f"https://127.0.0.1:{port}", root
+    finally:
+        stop_process(process, grace_s=10)
+        log.close()
+
+
+def _wait_for_file(path: Path, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{path} was not written")
+        time.sleep(0.1)
