@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +29,15 @@ def free_port() -> int:
 def azurite_connection_string(port: int) -> str:
     return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
             f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail after `timeout_s` (a generous bound, not an expected time)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not reached within {timeout_s} s")
+        time.sleep(0.1)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float) -> None:
@@ -100,6 +109,17 @@ class ServiceProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"service not ready within {timeout_s} s:\n{self.log()}")
+
+    def metric(self, name: str, default: float | None = None, **labels: str) -> float:
+        """The current value of the Prometheus sample `name{labels}`, read from `/metrics`; `default`
+        when there is none (a labelled counter appears only once counted), else KeyError."""
+        selector = "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}" if labels else ""
+        for line in httpx.get(f"{self.url}/metrics", timeout=10, verify=self.verify).text.splitlines():
+            if line.startswith(f"{name}{selector} "):
+                return float(line.split()[1])
+        if default is not None:
+            return default
+        raise KeyError(f"no sample {name}{selector} in /metrics")
 
     def log(self) -> str:
         self._log.flush()

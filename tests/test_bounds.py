@@ -15,7 +15,6 @@ import re
 import select
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.processes import ServiceProcess, running_service
+from bench.processes import ServiceProcess, running_service, wait_until
 from native.encryption import ClientKeys
 from native.plan import PublicPlan
 from native.wire import REQUEST_HEADER_SIZE
@@ -80,14 +79,6 @@ class RawRequest:
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
-
-
-def metric(service: ServiceProcess, name: str, **labels: str) -> float:
-    text = httpx.get(f"{service.url}/metrics", timeout=30).text
-    selector = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    pattern = rf"^{re.escape(name)}{re.escape('{' + selector + '}') if selector else ''} (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +147,7 @@ def test_32_maximum_batches_at_once_stay_within_the_memory_budget(bounded_servic
         threads.append(thread)
     bodies_almost_sent.wait()
     # During: all accepted bodies are held (all but one byte each); a valid request is still answered.
-    assert metric(service, "scoring_body_bytes_reserved") == accepted_count * len(batch)
+    assert service.metric("scoring_body_bytes_reserved") == accepted_count * len(batch)
     assert score_one(service, keys, images[0]) == expected_label
     finish.set()
     for thread in threads:
@@ -168,8 +159,8 @@ def test_32_maximum_batches_at_once_stay_within_the_memory_budget(bounded_servic
           f"(+{peak_mib - idle_mib:.0f}); {accepted_count} accepted, {32 - accepted_count} refused")
     assert peak_mib - idle_mib <= 512
     assert peak_mib <= readme_replica_budget_mib(2)
-    assert metric(service, "scoring_bodies_refused_total", reason="queue_bytes") >= 32 - accepted_count
-    assert metric(service, "scoring_body_bytes_reserved") == 0
+    assert service.metric("scoring_bodies_refused_total", reason="queue_bytes") >= 32 - accepted_count
+    assert service.metric("scoring_body_bytes_reserved") == 0
 
 
 def test_a_malformed_batch_is_refused_from_its_first_bytes(bounded_service, client_keys, mnist_test_images) -> None:
@@ -302,7 +293,7 @@ def test_connections_that_never_finish_a_request_head_are_closed(impatient_servi
 
 def test_a_client_that_leaves_mid_body_is_one_info_line(impatient_service, impatient_plan) -> None:
     body, _ = single_request(impatient_plan)
-    before = metric(impatient_service, "scoring_client_gone_total", stage="body")
+    before = impatient_service.metric("scoring_client_gone_total", 0.0, stage="body")
     request = RawRequest(impatient_service.url, "/v1/score", len(body))
     request.send(body[: len(body) // 2])
     request.close()
@@ -310,15 +301,11 @@ def test_a_client_that_leaves_mid_body_is_one_info_line(impatient_service, impat
     log = impatient_service.log()
     assert "client went away after 15400 of 30800 body bytes of POST /v1/score" in log
     assert "Traceback" not in log and "ERROR" not in log
-    assert metric(impatient_service, "scoring_http_requests_total", route="other", status="499") >= 1
+    assert impatient_service.metric("scoring_http_requests_total", route="other", status="499") >= 1
 
 
 def wait_for_metric(service: ServiceProcess, name: str, value: float, **labels: str) -> None:
-    """Poll until the metric reaches `value` (a state, with a generous bound)."""
-    deadline = time.monotonic() + GENEROUS_S
-    while metric(service, name, **labels) != value:
-        assert time.monotonic() < deadline, f"{name}{labels} never reached {value}"
-        time.sleep(0.1)
+    wait_until(lambda: service.metric(name, 0.0, **labels) == value, GENEROUS_S, f"{name}{labels} == {value}")
 
 
 def test_a_request_whose_client_went_away_is_not_scored(impatient_service, impatient_plan, held_storage) -> None:
@@ -335,7 +322,7 @@ def test_a_request_whose_client_went_away_is_not_scored(impatient_service, impat
         wait_for_metric(impatient_service, "scoring_queue_depth", 1)
         b.close()
         wait_for_metric(impatient_service, "scoring_client_gone_total", 1, stage="waiting")
-        assert metric(impatient_service, "scoring_queue_depth") == 0
+        assert impatient_service.metric("scoring_queue_depth") == 0
         held_storage.release()
         assert a.read().status == 404
     finally:

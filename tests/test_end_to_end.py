@@ -79,15 +79,12 @@ def test_contract_works_as_an_azureml_entry_script(engine: str, seed_session, az
     assert_matches_sklearn(bundled_estimator, images[3:4], seed_session.encryptor.decrypt(reply)[None, :])
 
 
-@pytest.mark.skipif(not os.environ.get("SEED_MODEL_DIR"),
-                    reason="set SEED_MODEL_DIR to the folder of the seed tutorial's sklearn_mnist_model.pkl "
-                           "(scikit-learn 0.22 pickle) to run the seed model end to end")
-def test_seed_tutorial_model_through_azureml_model_dir(azurite: str, mnist_test_images, tmp_path: Path) -> None:
+def test_seed_tutorial_model_through_azureml_model_dir(azurite: str, mnist_test_images, seed_model_dir: Path,
+                                                       tmp_path: Path) -> None:
     from client.seed import SeedSession
 
-    model_dir = os.environ["SEED_MODEL_DIR"]
-    estimator = joblib.load(Path(model_dir) / DEFAULT_MODEL_FILE)
-    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "AZUREML_MODEL_DIR": model_dir}
+    estimator = joblib.load(seed_model_dir / DEFAULT_MODEL_FILE)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "AZUREML_MODEL_DIR": str(seed_model_dir)}
     with running_service(env, tmp_path / "seed-model.log") as service:
         assert "was pickled by scikit-learn 0.22" in service.log()
         with SeedSession(url=service.url, conn_str=azurite, container="seed-model-keys") as session:

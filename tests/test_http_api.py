@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.seal_format import HEADER
 from service.settings import Settings
-from bench.processes import PROJECT_ROOT, AZURITE_KEY
+from bench.processes import PROJECT_ROOT, AZURITE_KEY, wait_until
 
 
 def post_score(url: str, body: object, **kwargs) -> httpx.Response:
@@ -161,11 +161,8 @@ def test_model_that_fails_to_load_keeps_the_service_unready_with_the_reason(tmp_
     (tmp_path / "broken.pkl").write_bytes(b"not a pickle")
     settings = Settings(azureml_model_dir=tmp_path, model_file="broken.pkl", worker_count=1)
     with TestClient(create_app(settings)) as client:
-        for _ in range(600):
-            response = client.get("/ready")
-            if "could not be loaded" in response.text:
-                break
-            __import__("time").sleep(0.1)
+        wait_until(lambda: "could not be loaded" in client.get("/ready").text, 300, "the load failure")
+        response = client.get("/ready")
         assert_error(response, 503, "cannot unpickle")
         assert response.headers["retry-after"]
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import numpy as np
 
-from bench.processes import AZURITE_KEY, running_service
+from bench.processes import AZURITE_KEY, running_service, wait_until
 
 
 def metric_value(text: str, name: str, labels: str = "") -> float:
@@ -60,10 +59,7 @@ def test_json_access_logs_carry_the_request_id_and_no_secrets(azurite, seed_sess
                               headers={"Content-Type": "application/json", "x-request-id": "trace-me"})
         assert response.status_code == 200
         # The access line is written just after the response is sent: wait for it (bounded).
-        for _ in range(100):
-            if "trace-me" in service.log():
-                break
-            time.sleep(0.1)
+        wait_until(lambda: "trace-me" in service.log(), 120, "the access log line")
     log = service.log_path.read_text()  # read once the service has stopped: every line is written
     records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     access = [r for r in records if r.get("request_id") == "trace-me"]
