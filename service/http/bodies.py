@@ -26,16 +26,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ScoringError
+from service.errors import PayloadTooLarge, RequestTimeout, ScoringError
 from service.http.responses import error_response
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; recorded, never sent
-
-
-class RequestTimeout(ScoringError):
-    status_code = 408
 
 
 @dataclass(frozen=True)
