@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from model.loading import LinearModel, load_linear_model
-from service import native_scoring
+from service import native_scoring, worker_deadline
 from service.engines import ScoringEngine, create_engine
 from service.errors import ModelUnavailable, describe_validation_errors
 from service.keystore import KeyCache, KeyStore
@@ -115,6 +115,7 @@ def score_measured(request: SeedScoreRequest) -> ScoreOutcome:
     if _scorer is None:
         raise ModelUnavailable(_init_error or "init() has not run: no model is loaded")
     lookup = _scorer.keys.get(request.key_id, request.container, request.conn_str)
+    worker_deadline.check()
     started = time.perf_counter()
     reply = _scorer.engine.predict(request.data, lookup.keys)
     return ScoreOutcome(reply=reply, engine_seconds=time.perf_counter() - started, keys_cached=lookup.cached,

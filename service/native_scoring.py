@@ -16,6 +16,7 @@ from model.loading import LinearModel
 from native.evaluation import NativeEvaluator
 from native.plan import PlanError, PublicPlan, build_plan
 from native.wire import Kind, WireError, read_request
+from service import worker_deadline
 from service.engines import PreparedKeys
 from service.errors import ModelUnavailable, Unprocessable
 from service.keystore import KeyCache, KeyStore
@@ -84,6 +85,7 @@ def score(kind: Kind, body: bytes) -> NativeOutcome:
     except WireError as exc:
         raise Unprocessable(f"malformed request: {exc}") from None
     lookup = _scorer.keys.get(KEY_PREFIX + request.key_id)
+    worker_deadline.check()
     started = time.perf_counter()
     try:
         if kind is Kind.SINGLE:

@@ -22,11 +22,13 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+from azure.storage.blob import BlobServiceClient
 
-from bench.processes import ServiceProcess, running_service, wait_until
+from bench.processes import ServiceProcess, azurite_connection_string, running_service, wait_until
 from native.encryption import ClientKeys
 from native.plan import PublicPlan
 from native.wire import REQUEST_HEADER_SIZE
+from service.native_scoring import KEY_PREFIX
 from service.settings import Settings
 from tests.test_deploy import readme_replica_budget_mib
 
@@ -178,10 +180,13 @@ def test_a_malformed_batch_is_refused_from_its_first_bytes(bounded_service, clie
 
 class HeldStorage:
     """A blob endpoint on loopback that records each request line and holds every request until
-    `release()`, then answers 404 BlobNotFound: a worker is busy on storage for exactly as long
-    as the test wants, and the test sees which key ids a worker looked up."""
+    `release()`; then it answers 404 BlobNotFound, or, given the `upstream` Azurite, relays each
+    request there. A worker is busy on storage for exactly as long as the test wants, and the
+    test sees which key ids a worker looked up."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream: str | None = None) -> None:
+        endpoint = urlsplit(upstream.split("BlobEndpoint=")[1]) if upstream else None
+        self.upstream = (endpoint.hostname, endpoint.port) if endpoint else None
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.request_lines: list[str] = []
@@ -190,8 +195,7 @@ class HeldStorage:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={'a2V5' * 22}==;"
-                f"BlobEndpoint=http://127.0.0.1:{self.port}/devstoreaccount1;")
+        return azurite_connection_string(self.port)
 
     def _serve(self) -> None:
         while True:
@@ -207,11 +211,20 @@ class HeldStorage:
                 with self.seen:
                     self.request_lines.append(line.decode("latin-1").strip())
                     self.seen.notify_all()
-                while reader.readline() not in (b"\r\n", b""):
-                    pass
+                head = [line]
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    if not header.lower().startswith(b"connection:"):
+                        head.append(header)
                 self.released.wait()
-                connection.sendall(b"HTTP/1.1 404 The specified blob does not exist.\r\n"
-                                   b"x-ms-error-code: BlobNotFound\r\nContent-Length: 0\r\n\r\n")
+                if self.upstream is None:
+                    connection.sendall(b"HTTP/1.1 404 The specified blob does not exist.\r\n"
+                                       b"x-ms-error-code: BlobNotFound\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                with socket.create_connection(self.upstream) as upstream:  # HEAD/GET only: no bodies
+                    upstream.sendall(b"".join(head) + b"Connection: close\r\n\r\n")
+                    while chunk := upstream.recv(65536):
+                        connection.sendall(chunk)
+                return
 
     def wait_for(self, text: str) -> None:
         with self.seen:
@@ -333,3 +346,33 @@ def test_a_request_whose_client_went_away_is_not_scored(impatient_service, impat
     looked_up = " ".join(held_storage.request_lines)
     assert key_a in looked_up and key_c in looked_up and key_b not in looked_up
     assert "client went away before its answer to POST /v1/score; its request was dropped" in impatient_service.log()
+
+
+def test_a_scoring_whose_request_timed_out_is_dropped_before_evaluation(azurite: str, tmp_path) -> None:
+    """The worker is held on storage past SCORING_TIMEOUT_MS: the client gets its 504, and when the
+    keys arrive the worker drops the scoring instead of evaluating it for nobody."""
+    storage = HeldStorage(upstream=azurite)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": storage.connection_string(), "WORKER_COUNT": "1",
+           "SCORING_TIMEOUT_MS": "10000", "STORAGE_TIMEOUT_S": str(GENEROUS_S)}
+    try:
+        with running_service(env, tmp_path / "timeout.log") as service:
+            plan = PublicPlan.from_description(httpx.get(f"{service.url}/v1/model", timeout=30).json())
+            keys = ClientKeys(plan)
+            container = BlobServiceClient.from_connection_string(azurite).get_container_client("public-keys")
+            if not container.exists():
+                container.create_container()
+            container.upload_blob(KEY_PREFIX + keys.key_id, keys.public_key, overwrite=True)  # not through the hold
+            body = keys.encrypt_single(np.zeros(plan.n_features, dtype=np.int64))
+            request = RawRequest(service.url, "/v1/score", len(body))
+            try:
+                request.send(body)
+                storage.wait_for(keys.key_id)
+                assert request.read().status == 504
+            finally:
+                request.close()
+            storage.release()
+            wait_until(lambda: "scoring dropped before evaluation" in service.log(), GENEROUS_S, "the drop")
+            again = httpx.post(f"{service.url}/v1/score", content=body, headers=BINARY, timeout=GENEROUS_S)
+            assert again.status_code == 200, again.text  # the same worker, the keys now cached
+    finally:
+        storage.close()
