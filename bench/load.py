@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.processes import TEST_API_KEY, TEST_HEADERS, ServiceProcess, running_azurite, running_service
+from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
@@ -32,23 +32,6 @@ from service.seal_format import HEADER
 
 VALID_EVERY = 5
 OVERSIZED_EVERY = 500
-
-
-def rss_mib(service: ServiceProcess) -> float:
-    """Resident memory of the service's process tree (web process and workers), in MiB."""
-    total_kib = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if int(entry.name) == service.process.pid or parent == service.process.pid:
-            total_kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")), 0)
-    return total_kib / 1024
 
 
 def malformed_bodies(valid: dict) -> dict[str, bytes]:
@@ -125,11 +108,11 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     kind = kinds[index % len(kinds)]
                     plan.append((kind, malformed[kind]))
-            rss_before = rss_mib(service)
+            rss_before = service.memory_mib()
             started = time.perf_counter()
             results = asyncio.run(drive(service.url, plan, args.concurrency))
             elapsed = time.perf_counter() - started
-            rss_after = rss_mib(service)
+            rss_after = service.memory_mib()
             alive = service.process.poll() is None
             # Decrypt a sample of the valid replies and compare with the plaintext model.
             checked = wrong = 0

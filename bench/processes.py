@@ -8,7 +8,9 @@ that sends them. `authenticated_settings()` is the same for an in-process `creat
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +26,8 @@ from service.settings import Settings
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 AZURITE_BLOB = PROJECT_ROOT / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
 REDIS_SERVER = "redis-server"
 
 # The credential of services started for tests and benchmarks (never of a deployment).
@@ -118,18 +122,21 @@ class ServiceProcess:
     """`python -m service` in a subprocess, with its output kept for assertions.
 
     It accepts `TEST_API_KEY` unless `env` sets other credentials; `headers` and `http` carry it.
+    With `TLS_CERT_FILE` in `env` it serves HTTPS; `ca_file` is then the CA its certificate is
+    checked against (`verify`, for httpx).
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, ca_file: Path | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if 'TLS_CERT_FILE' in env else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         self.log_path = log_path
         self.headers = dict(TEST_HEADERS)
         full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **TEST_AUTH_ENV, **env}
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "service"], cwd=PROJECT_ROOT, env=full_env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=60)
+        self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=60, verify=self.verify)
 
     def wait_ready(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
@@ -137,23 +144,67 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"service exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/ready", timeout=2, verify=self.verify).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"service not ready within {timeout_s} s:\n{self.log()}")
 
-    def metric(self, name: str) -> float:
-        """The current value of the unlabelled Prometheus sample `name`, read from `/metrics`."""
+    def metric(self, name: str, default: float | None = None, **labels: str) -> float:
+        """The current value of the Prometheus sample `name{labels}`, read from `/metrics`; `default`
+        when there is none (a labelled counter appears only once counted), else KeyError."""
+        selector = "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}" if labels else ""
         for line in self.http.get("/metrics", timeout=10).text.splitlines():
-            if line.startswith(f"{name} "):
+            if line.startswith(f"{name}{selector} "):
                 return float(line.split()[1])
-        raise KeyError(f"no sample {name} in /metrics")
+        if default is not None:
+            return default
+        raise KeyError(f"no sample {name}{selector} in /metrics")
 
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def tree(self) -> dict[int, bytes]:
+        """The service's own processes: pid -> command line, for the web process and its children
+        (scoring workers and multiprocessing's resource tracker)."""
+        processes = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except (OSError, IndexError, ValueError):
+                continue
+            if int(entry.name) == self.process.pid or parent == self.process.pid:
+                processes[int(entry.name)] = command
+        return processes
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the scoring worker processes (spawned children, not the resource tracker)."""
+        return [pid for pid, command in self.tree().items() if pid != self.process.pid and b"spawn_main" in command]
+
+    def memory_mib(self, field: str = "VmRSS") -> float:
+        """Resident memory of the process tree in MiB: now (`VmRSS`), or the sum of each process's
+        peak since `reset_peak_memory` (`VmHWM`, a bound on the tree's peak that no sampling misses)."""
+        total_kib = 0
+        for pid in self.tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total_kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field)), 0)
+        return total_kib / 1024
+
+    def reset_peak_memory(self) -> None:
+        """Restart every process's `VmHWM` from its current resident size (Linux `clear_refs`)."""
+        for pid in self.tree():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                continue
 
     def stop(self) -> None:
         self.http.close()
@@ -162,10 +213,59 @@ class ServiceProcess:
 
 
 @contextmanager
-def running_service(env: dict[str, str], log_path: Path) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(env, log_path)
+def running_service(env: dict[str, str], log_path: Path, ca_file: Path | None = None) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(env, log_path, ca_file)
     try:
         service.wait_ready()
         yield service
     finally:
         service.stop()
+
+
+CADDYFILE = """{{
+    admin off
+    skip_install_trust
+    auto_https disable_redirects
+    storage file_system {data}
+}}
+https://127.0.0.1:{port} {{
+    bind 127.0.0.1
+    tls internal
+    reverse_proxy {upstream}
+}}
+"""
+
+
+@contextmanager
+def running_caddy(upstream: str, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Caddy terminating HTTPS on a free loopback port in front of `upstream` (host:port), with
+    certificates from its own local CA (`tls internal`); yields its URL and that CA's root
+    certificate. Admin API off, state in `workdir`, nothing installed in the system trust store."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        raise RuntimeError("caddy is not installed (apt-get install caddy; .ci/run does)")
+    port = free_port()
+    data = workdir / "caddy-data"
+    config = workdir / "Caddyfile"
+    config.write_text(CADDYFILE.format(data=data, port=port, upstream=upstream))
+    env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "xdg-data"),
+           "XDG_CONFIG_HOME": str(workdir / "xdg-config")}
+    log = open(workdir / "caddy.log", "wb")
+    process = subprocess.Popen([caddy, "run", "--config", str(config), "--adapter", "caddyfile"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, process, 60)
+        root = data / "pki" / "authorities" / "local" / "root.crt"
+        _wait_for_file(root, process, 60)
+        yield f"https://127.0.0.1:{port}", root
+    finally:
+        stop_process(process, grace_s=10)
+        log.close()
+
+
+def _wait_for_file(path: Path, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{path} was not written")
+        time.sleep(0.1)

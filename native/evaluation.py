@@ -26,6 +26,8 @@ from native.ring import (add_mod, add_small, combine_limbs, expand_uniform, from
 from native.seal_ring import SealRing
 from native.wire import Kind, Request, WireError, key_id, read_public_key, write_reply
 
+_FEATURES_PER_SLICE = 64  # batch dot products: 3 x 64 x N float64 limbs (6 MB for N = 4096) at a time
+
 
 @dataclass(frozen=True)
 class NativeKey:
@@ -167,6 +169,16 @@ class NativeEvaluator:
         self.masks.replenish()
         return write_reply(Kind.SINGLE, 1, public.single_reply_bits, np.concatenate(parts))
 
+    def _weighted_limbs(self, residues: np.ndarray) -> np.ndarray:
+        """`weights @ split_limbs(residues)` (3, outputs, N), a slice of features at a time: a whole
+        batch's limbs would be 3 float64 copies of it (77 MB for N = 4096) in every worker. Exact:
+        every partial sum is an integer below 2^53, whatever the slices."""
+        total = np.zeros((3, self._batch_weights.shape[0], residues.shape[-1]))
+        for start in range(0, residues.shape[0], _FEATURES_PER_SLICE):
+            stop = start + _FEATURES_PER_SLICE
+            total += self._batch_weights[:, start:stop] @ split_limbs(residues[start:stop])
+        return total
+
     def score_batch(self, request: Request, key: NativeKey) -> bytes:
         self._check_key(request, key)
         public, ring, evaluator = self.plan.public, self.ring, self.ring.evaluator
@@ -175,8 +187,7 @@ class NativeEvaluator:
         sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
         for row, prime in enumerate(self._primes):
             for poly, source in enumerate((request.c0, a_ntt)):
-                limbs = split_limbs(source[:, row])  # (3, features, N)
-                sums[poly, :, row] = combine_limbs(self._batch_weights @ limbs, prime)
+                sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime)
         sums[0, :, :, 0] = add_mod(sums[0, :, :, 0], self._batch_intercepts.T, self._moduli[:, 0])
         replies = []
         for output in range(public.n_outputs):

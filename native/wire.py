@@ -75,12 +75,22 @@ def public_key_size(params: RingParameters) -> int:
     return _KEY_HEADER.size + bitpack.packed_size(len(params.data_primes) * params.degree, _coefficient_width(params))
 
 
-def read_public_key(data: bytes, params: RingParameters) -> PublicKey:
-    if len(data) != public_key_size(params):
-        raise WireError(f"a public key for profile {params.profile} is {public_key_size(params)} bytes, not {len(data)}")
-    magic, profile, _, _, seed = _KEY_HEADER.unpack_from(data)
+KEY_HEADER_SIZE = _KEY_HEADER.size
+
+
+def check_public_key_header(head: bytes, size: int, params: RingParameters) -> bytes:
+    """Check a public key's header (its first `KEY_HEADER_SIZE` bytes) against its total `size`;
+    returns the seed. The web process calls it before the rest of an upload is read."""
+    if size != public_key_size(params) or len(head) < _KEY_HEADER.size:
+        raise WireError(f"a public key for profile {params.profile} is {public_key_size(params)} bytes, not {size}")
+    magic, profile, _, _, seed = _KEY_HEADER.unpack_from(head)
     if magic != KEY_MAGIC or profile != PROFILE_IDS[params.profile]:
         raise WireError(f"not a public key of the native protocol's {params.profile} profile")
+    return seed
+
+
+def read_public_key(data: bytes, params: RingParameters) -> PublicKey:
+    seed = check_public_key_header(data, len(data), params)
     return PublicKey(seed=seed, pk0=_read_residues(memoryview(data)[_KEY_HEADER.size :], 1, params)[0])
 
 
@@ -104,19 +114,27 @@ def request_size(ciphertexts: int, params: RingParameters) -> int:
     return _REQUEST_HEADER.size + bitpack.packed_size(values, _coefficient_width(params))
 
 
-def request_image_count(data: bytes) -> int | None:
-    """The image count a request's header declares (None if shorter than a header): what metering
-    charges before the request is parsed in a worker."""
-    if len(data) < _REQUEST_HEADER.size:
-        return None
-    return _REQUEST_HEADER.unpack_from(data)[4]
+REQUEST_HEADER_SIZE = _REQUEST_HEADER.size
 
 
-def read_request(data: bytes, kind: Kind, ciphertexts: int, max_images: int, params: RingParameters) -> Request:
-    """Parse and check a request of `kind` that must hold exactly `ciphertexts` ciphertexts."""
-    if len(data) < _REQUEST_HEADER.size:
-        raise WireError(f"{len(data)} bytes is shorter than a request header ({_REQUEST_HEADER.size})")
-    magic, found_kind, profile, _, images, count, raw_key_id, seed = _REQUEST_HEADER.unpack_from(data)
+@dataclass(frozen=True)
+class RequestHeader:
+    kind: Kind
+    images: int
+    key_id: str
+    seed: bytes
+
+
+def check_request_header(head: bytes, size: int, kind: Kind, ciphertexts: int, max_images: int,
+                         params: RingParameters) -> RequestHeader:
+    """Check a request's header (its first `REQUEST_HEADER_SIZE` bytes) against its total `size`.
+
+    The web process calls it as soon as those bytes arrive, so a body that cannot be a request for
+    this model is refused before the rest of it is read.
+    """
+    if len(head) < _REQUEST_HEADER.size:
+        raise WireError(f"{len(head)} bytes is shorter than a request header ({_REQUEST_HEADER.size})")
+    magic, found_kind, profile, _, images, count, raw_key_id, seed = _REQUEST_HEADER.unpack_from(head)
     if magic != REQUEST_MAGIC:
         raise WireError("not a native protocol request (bad magic)")
     if found_kind != kind:
@@ -128,10 +146,16 @@ def read_request(data: bytes, kind: Kind, ciphertexts: int, max_images: int, par
         raise WireError(f"request holds {count} ciphertexts; this model takes {ciphertexts}")
     if not 1 <= images <= max_images:
         raise WireError(f"a request carries 1 to {max_images} images, not {images}")
-    if len(data) != request_size(ciphertexts, params):
-        raise WireError(f"request is {len(data)} bytes; {request_size(ciphertexts, params)} expected")
+    if size != request_size(ciphertexts, params):
+        raise WireError(f"request is {size} bytes; {request_size(ciphertexts, params)} expected")
+    return RequestHeader(kind=Kind(found_kind), images=images, key_id=raw_key_id.hex(), seed=seed)
+
+
+def read_request(data: bytes, kind: Kind, ciphertexts: int, max_images: int, params: RingParameters) -> Request:
+    """Parse and check a request of `kind` that must hold exactly `ciphertexts` ciphertexts."""
+    header = check_request_header(data, len(data), kind, ciphertexts, max_images, params)
     c0 = _read_residues(memoryview(data)[_REQUEST_HEADER.size :], ciphertexts, params)
-    return Request(kind=Kind(found_kind), images=images, key_id=raw_key_id.hex(), seed=seed, c0=c0)
+    return Request(kind=header.kind, images=header.images, key_id=header.key_id, seed=header.seed, c0=c0)
 
 
 def write_reply(kind: Kind, images: int, bits: int, values: np.ndarray) -> bytes:

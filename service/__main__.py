@@ -10,6 +10,7 @@ import uvicorn
 from model.loading import ModelLoadError, load_linear_model
 from service.app import create_app
 from service.http.auth import AuthConfigError
+from service.http.connections import with_head_deadline
 from service.logs import configure_logging
 from service.settings import Settings
 
@@ -25,8 +26,13 @@ def main() -> None:
         logging.getLogger("service").error("cannot start: %s", exc)
         sys.exit(2)
     # Access lines come from RequestTracking (with request ids); uvicorn keeps the logging set up here.
+    # Connections are bounded here (count, head size and time, keep-alive); bodies in BoundedBodies.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                log_config=None, access_log=False, timeout_graceful_shutdown=60)
+                log_config=None, access_log=False, timeout_graceful_shutdown=60,
+                http=with_head_deadline(settings.header_timeout_s), limit_concurrency=settings.max_connections,
+                timeout_keep_alive=settings.keep_alive_timeout_s,
+                h11_max_incomplete_event_size=settings.max_header_bytes,
+                ssl_certfile=settings.tls_cert_file, ssl_keyfile=settings.tls_key_file)
 
 
 if __name__ == "__main__":

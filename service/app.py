@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -17,12 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.contract import SeedScoreRequest
 from service.errors import ScoringError, describe_validation_errors
 from service.http.auth import Authentication, Identity, authenticator, caller, configured_api_keys
+from service.http.bodies import BodyBudget, BodyMetrics, BoundedBodies
 from service.http.metering import ImageQuota
+from service.http.responses import error_response
 from service.native_routes import NativeProtocol, native_router
 from service.observability import Metrics, RequestTracking
 from service.runtime import RuntimeState, ScoringRuntime
@@ -46,44 +47,6 @@ _ERROR_RESPONSES = {
         504: "Not scored within SCORING_TIMEOUT_MS",
     }.items()
 }
-
-
-def _message(status_code: int, message: str, retry_after: int | None = None) -> JSONResponse:
-    if retry_after is None and status_code == 503:
-        retry_after = 5
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"message": message}, status_code=status_code, headers=headers)
-
-
-class BodySizeLimit:
-    """Refuse request bodies over the limit with 413, before they are buffered or parsed.
-
-    The limit is `max_bytes`, or what `limit_for(path)` says for paths with bodies of a known size.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int, limit_for: Callable[[str], int | None]) -> None:
-        self.app, self.max_bytes, self.limit_for = app, max_bytes, limit_for
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"]) or self.max_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _message(413, f"request body over the limit of {limit} bytes")(scope, receive, send)
-            return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise StarletteHTTPException(413, f"request body over the limit of {limit} bytes")
-            return message
-
-        await self.app(scope, limited_receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -123,7 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     native = NativeProtocol(runtime, settings)
     app.include_router(native_router(native, runtime, settings, metrics, quota))
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, limit_for=native.body_limit)
+    budget = BodyBudget(settings.max_queue_bytes)
+    app.add_middleware(BoundedBodies, default_limit=settings.max_request_bytes, rule_for=native.body_rule,
+                       budget=budget, metrics=BodyMetrics(metrics.registry, budget),
+                       stall_timeout_s=settings.body_timeout_s, min_bytes_per_s=settings.body_min_bytes_per_s)
     # Credentials before anything reads or limits the body; health probes (and docs if API_DOCS=open) stay open.
     docs = {"/docs", "/docs/oauth2-redirect", "/swagger.json"} if docs_open else set()
     open_paths = frozenset({"/", "/ready", *docs})
@@ -133,21 +99,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ScoringError)
     async def scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
-        return _message(exc.status_code, exc.message, getattr(exc, "retry_after", None))
+        return error_response(exc.status_code, exc.message, retry_after=getattr(exc, "retry_after", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         error = describe_validation_errors(exc.errors())
-        return _message(error.status_code, error.message)
+        return error_response(error.status_code, error.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _message(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _message(500, "internal error; the service log has the details")
+        return error_response(500, "internal error; the service log has the details")
 
     @app.get("/", response_class=PlainTextResponse, summary="Liveness")
     async def liveness() -> str:
@@ -158,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readiness() -> JSONResponse:
         if runtime.state is RuntimeState.READY:
             return JSONResponse({"status": "ready", "workers": runtime.worker_count})
-        return _message(503, runtime.failure or "the model is still loading")
+        return error_response(503, runtime.failure or "the model is still loading")
 
     @app.post("/score", summary="Score encrypted input (Azure ML encrypted-inference contract)",
               response_description="Encrypted scores: one base64 SEAL ciphertext per model output, "

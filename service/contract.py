@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from model.loading import LinearModel, load_linear_model
-from service import native_scoring
+from service import native_scoring, worker_deadline
 from service.engines import ScoringEngine, create_engine
 from service.errors import ModelUnavailable, describe_validation_errors
-from service.keystore import KeyStore
+from service.keystore import KeyCache, KeyStore
 from service.logs import configure_logging
 from service.engines.seal_wire import read_client_ciphertext
 from service.engines.seed_params import MAX_INFLATED_CIPHERTEXT
@@ -65,6 +65,7 @@ class _Scorer:
     model: LinearModel
     engine: ScoringEngine
     keys: KeyStore
+    key_cache: KeyCache  # shared with the native protocol's key store: one byte bound per worker
 
 
 _scorer: _Scorer | None = None
@@ -78,7 +79,9 @@ def init(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     model = load_linear_model(settings.model_path)
     engine = create_engine(settings.scoring_engine, model)
-    _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys))
+    cache = KeyCache(settings.key_cache_bytes)
+    _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys, cache, "seed"),
+                      key_cache=cache)
     log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs, model.n_features)
 
 
@@ -112,6 +115,7 @@ def score_measured(request: SeedScoreRequest) -> ScoreOutcome:
     if _scorer is None:
         raise ModelUnavailable(_init_error or "init() has not run: no model is loaded")
     lookup = _scorer.keys.get(request.key_id, request.container, request.conn_str)
+    worker_deadline.check()
     started = time.perf_counter()
     reply = _scorer.engine.predict(request.data, lookup.keys)
     return ScoreOutcome(reply=reply, engine_seconds=time.perf_counter() - started, keys_cached=lookup.cached,
@@ -133,7 +137,7 @@ def init_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         init(settings)
-        _native_description = native_scoring.init(settings, _scorer.model)
+        _native_description = native_scoring.init(settings, _scorer.model, _scorer.key_cache)
     except Exception as exc:  # noqa: BLE001 - reported to the web process through worker_report()
         _init_error = f"the model could not be loaded: {exc}"
         log.error("%s", _init_error)

@@ -32,6 +32,10 @@ class NotFound(ScoringError):
     status_code = 404
 
 
+class RequestTimeout(ScoringError):
+    status_code = 408
+
+
 class PayloadTooLarge(ScoringError):
     status_code = 413
 

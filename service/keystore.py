@@ -11,6 +11,10 @@ name. So a cached entry remembers the blob's ETag and is revalidated with a cond
 deleted key is never used stale. Stores whose names are content hashes (the native protocol's)
 may revalidate less often (`revalidate_after_s`); a store with `ttl_s` refuses keys whose blob was
 last modified longer ago than that (410), checked at every use.
+
+Both protocols' stores in a worker share one `KeyCache`, so `KEY_CACHE_BYTES` bounds the worker,
+not each protocol; key ids that storage just said do not exist are remembered briefly
+(`MissingKeys`), so a client repeating an unknown id does not hold a worker for a round trip each time.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 from azure.storage.blob import BlobClient, BlobProperties
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from service.engines import PreparedKeys
 from service.errors import Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
@@ -63,22 +67,79 @@ class _Entry:
     checked_at: float = field(default_factory=time.monotonic)
 
 
-class KeyStore:
-    """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads."""
+CacheKey = tuple[str, str, str, str, str]  # (protocol, account host, account name, container, key id)
 
-    def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys],
-                 revalidate_after_s: float = 0.0, ttl_s: float | None = None) -> None:
+
+class KeyCache:
+    """One LRU of prepared keys per worker, bounded by bytes (`KEY_CACHE_BYTES`), shared by both
+    protocols' key stores so the bound is the worker's, not each protocol's."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lock = threading.Lock()
+        self._keys: LRUCache[CacheKey, _Entry] = LRUCache(maxsize=max_bytes, getsizeof=lambda entry: entry.keys.nbytes)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._keys.currsize)
+
+    def get(self, key: CacheKey) -> _Entry | None:
+        with self._lock:
+            return self._keys.get(key)
+
+    def put(self, key: CacheKey, entry: _Entry) -> None:
+        if entry.keys.nbytes <= self._keys.maxsize:
+            with self._lock:
+                self._keys[key] = entry
+
+    def evict(self, key: CacheKey) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+class MissingKeys:
+    """Key ids storage just said do not exist, remembered `MISSING_KEY_TTL_S` seconds (bounded in
+    count), so a client repeating an unknown id does not hold a worker for a storage round trip
+    each time. Short, because a key may be uploaded right after."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float) -> None:
+        self._lock = threading.Lock()
+        self._missing: TTLCache[CacheKey, str] | None = (
+            TTLCache(maxsize=self.MAX_ENTRIES, ttl=ttl_s) if ttl_s > 0 else None)
+
+    def check(self, key: CacheKey) -> None:
+        """Raise the remembered 404 for `key`, if any."""
+        if self._missing is not None:
+            with self._lock:
+                message = self._missing.get(key)
+            if message is not None:
+                raise NotFound(message)
+
+    def remember(self, key: CacheKey, error: NotFound) -> None:
+        if self._missing is not None:
+            with self._lock:
+                self._missing[key] = error.message
+
+
+class KeyStore:
+    """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads.
+
+    `protocol` names the key store in the shared `cache`, whose prepared keys differ by protocol.
+    """
+
+    def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys], cache: KeyCache,
+                 protocol: str, revalidate_after_s: float = 0.0, ttl_s: float | None = None) -> None:
         self._settings = settings
         self._prepare = prepare
         self._revalidate_after_s, self._ttl_s = revalidate_after_s, ttl_s
-        self._lock = threading.Lock()
-        self._keys: LRUCache[tuple[str, str, str, str], _Entry] = LRUCache(
-            maxsize=settings.key_cache_bytes, getsizeof=lambda entry: entry.keys.nbytes)
+        self._cache, self._protocol = cache, protocol
+        self._missing = MissingKeys(settings.missing_key_ttl_s)
         self._storage = StorageAccess(settings)
 
     @property
     def cached_bytes(self) -> int:
-        return int(self._keys.currsize)
+        return self._cache.nbytes
 
     def get(self, key_id: str, container: str | None = None, conn_str: str | None = None) -> KeyLookup:
         """The prepared keys of blob `key_id` in `container` (defaults from the settings).
@@ -87,13 +148,17 @@ class KeyStore:
         """
         container = container or self._settings.key_container
         service = self._storage.client_for(conn_str)
-        cache_key = (service.primary_hostname, service.account_name or "", container, key_id)
+        cache_key = (self._protocol, service.primary_hostname, service.account_name or "", container, key_id)
         blob = service.get_blob_client(container=container, blob=key_id)
-        with self._lock:
-            cached = self._keys.get(cache_key)
+        cached = self._cache.get(cache_key)
         if cached is not None and self._still_valid(blob, cached, cache_key, container, key_id):
             return KeyLookup(cached.keys, cached=True)
-        data, properties = self._download(blob, container, key_id)
+        self._missing.check(cache_key)
+        try:
+            data, properties = self._download(blob, container, key_id)
+        except NotFound as exc:
+            self._missing.remember(cache_key, exc)
+            raise
         self._refuse_if_expired(key_id, properties.last_modified)
         try:
             keys = self._prepare(data)
@@ -101,12 +166,10 @@ class KeyStore:
             raise Unprocessable(f"public keys '{key_id}' are malformed: {exc}") from None
         log.info("prepared public keys %s from container %s (%d bytes downloaded, %d in memory)",
                  key_id, container, len(data), keys.nbytes)
-        if keys.nbytes <= self._keys.maxsize:
-            with self._lock:
-                self._keys[cache_key] = _Entry(keys, properties.etag, properties.last_modified)
+        self._cache.put(cache_key, _Entry(keys, properties.etag, properties.last_modified))
         return KeyLookup(keys, cached=False)
 
-    def _still_valid(self, blob: BlobClient, entry: _Entry, cache_key: tuple[str, str, str, str],
+    def _still_valid(self, blob: BlobClient, entry: _Entry, cache_key: CacheKey,
                      container: str, key_id: str) -> bool:
         """Whether a cached entry may be used: unexpired, and the blob unchanged (ETag) when due.
 
@@ -125,14 +188,10 @@ class KeyStore:
                     self._refuse_if_expired(key_id, entry.last_modified)
                     return True
         except NotFound:
-            self._evict(cache_key)
+            self._cache.evict(cache_key)
             raise
-        self._evict(cache_key)  # a new version of the blob: download and prepare it again
+        self._cache.evict(cache_key)  # a new version of the blob: download and prepare it again
         return False
-
-    def _evict(self, cache_key: tuple[str, str, str, str]) -> None:
-        with self._lock:
-            self._keys.pop(cache_key, None)
 
     def _expired(self, last_modified: datetime) -> bool:
         return self._ttl_s is not None and datetime.now(timezone.utc) - last_modified > timedelta(seconds=self._ttl_s)

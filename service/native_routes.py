@@ -17,11 +17,23 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from native.plan import PublicPlan
-from native.wire import (Kind, WireError, key_id, public_key_size, read_public_key, request_image_count,
-                         request_size)
+from native.wire import (
+    KEY_HEADER_SIZE,
+    REQUEST_HEADER_SIZE,
+    Kind,
+    RequestHeader,
+    WireError,
+    check_public_key_header,
+    check_request_header,
+    key_id,
+    public_key_size,
+    read_public_key,
+    request_size,
+)
 from service import native_scoring
 from service.errors import ModelUnavailable, NotFound, Unprocessable
 from service.http.auth import Identity, caller
+from service.http.bodies import BodyRule, read_body
 from service.http.metering import ImageQuota, require_batch_permission
 from service.keystore import delete_public_key, store_owned_key
 from service.observability import Metrics
@@ -53,13 +65,37 @@ class NativeProtocol:
             self._plan = PublicPlan.from_description(self._runtime.native_description)
         return self._plan
 
-    def body_limit(self, path: str) -> int | None:
-        """The exact size a native body can have on `path`, or None for other paths."""
+    def body_rule(self, path: str) -> BodyRule | None:
+        """The exact size a native body can have on `path` and the check of its header, for
+        `BoundedBodies`; None for other paths."""
         if not path.startswith("/v1/") or self._runtime.native_description is None:
             return None
         params = self.plan.params
-        return {"/v1/keys": public_key_size(params), "/v1/score": request_size(1, params),
-                "/v1/score/batch": request_size(self.plan.n_features, params)}.get(path)
+        if path == "/v1/keys":
+            return BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)
+        kind = {"/v1/score": Kind.SINGLE, "/v1/score/batch": Kind.BATCH}.get(path)
+        if kind is None:
+            return None
+        ciphertexts, max_images = native_scoring.request_shape(kind, self.plan)
+        return BodyRule(request_size(ciphertexts, params), REQUEST_HEADER_SIZE,
+                        lambda head, size: self._check_request_head(kind, head, size))
+
+    def _check_key_head(self, head: bytes, size: int) -> None:
+        try:
+            check_public_key_header(head, size, self.plan.params)
+        except WireError as exc:
+            raise Unprocessable(f"malformed public key: {exc}") from None
+
+    def _check_request_head(self, kind: Kind, head: bytes, size: int) -> RequestHeader:
+        ciphertexts, max_images = native_scoring.request_shape(kind, self.plan)
+        try:
+            return check_request_header(head, size, kind, ciphertexts, max_images, self.plan.params)
+        except WireError as exc:
+            raise Unprocessable(f"malformed request: {exc}") from None
+
+    def images_in(self, kind: Kind, body: bytes | memoryview) -> int:
+        """How many images a (whole) request body declares: what metering charges."""
+        return self._check_request_head(kind, bytes(body[:REQUEST_HEADER_SIZE]), len(body)).images
 
     def storage(self) -> StorageAccess:
         if self._storage is None:
@@ -80,7 +116,7 @@ def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: S
                  summary="Store a public key of the caller; its id is the SHA-256 of its bytes. Storing it "
                          "again renews it (KEY_TTL_DAYS); 409 beyond MAX_KEYS_PER_IDENTITY")
     async def register_key(request: Request, identity: Annotated[Identity, Depends(caller)]) -> dict:
-        body = await request.body()
+        body = bytes(await read_body(request))  # small; the Blob SDK wants bytes
         try:
             read_public_key(body, protocol.plan.params)
         except WireError as exc:
@@ -101,9 +137,8 @@ def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: S
         return Response(status_code=204)
 
     async def score(kind: Kind, request: Request, identity: Identity) -> Response:
-        body = await request.body()
-        plan = protocol.plan  # answers 503/404 before the body is shipped to a worker
-        images = 1 if kind is Kind.SINGLE else min(max(request_image_count(body) or 1, 1), plan.degree)
+        body = await read_body(request)
+        images = protocol.images_in(kind, body)  # answers 503/404 before the body is shipped to a worker
         await quota.charge(identity, images)
         started = time.perf_counter()
         outcome = await runtime.run(native_scoring.score, kind, body, identity.namespace)

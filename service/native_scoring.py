@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from model.loading import LinearModel
 from native.evaluation import NativeEvaluator
-from native.plan import PlanError, build_plan
+from native.plan import PlanError, PublicPlan, build_plan
 from native.wire import Kind, WireError, read_request
+from service import worker_deadline
 from service.engines import PreparedKeys
 from service.errors import ModelUnavailable, Unprocessable
-from service.keystore import KeyStore
+from service.keystore import KeyCache, KeyStore
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ _scorer: _NativeScorer | None = None
 _unavailable: str | None = None
 
 
-def init(settings: Settings, model: LinearModel) -> dict | None:
+def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | None:
     """Plan the model for the native protocol; returns the public description, or None if it cannot be served."""
     global _scorer, _unavailable
     try:
@@ -77,7 +78,7 @@ def init(settings: Settings, model: LinearModel) -> dict | None:
 
     # Key ids are content hashes (never a new version under the same name), so revalidation only has to
     # notice deletions, and may be spaced out.
-    keys = KeyStore(settings, prepare, revalidate_after_s=settings.native_key_revalidate_s,
+    keys = KeyStore(settings, prepare, key_cache, "native", revalidate_after_s=settings.native_key_revalidate_s,
                     ttl_s=settings.key_ttl_days * 86400)
     _scorer = _NativeScorer(evaluator=evaluator, keys=keys)
     log.info("native protocol ready: profile %s, t = %d, replies at %d/%d bits", plan.public.params.profile,
@@ -85,17 +86,24 @@ def init(settings: Settings, model: LinearModel) -> dict | None:
     return plan.public.describe()
 
 
+def request_shape(kind: Kind, plan: PublicPlan) -> tuple[int, int]:
+    """(ciphertexts, most images) a request of `kind` holds for this model; the web process checks
+    a body's header with it, the worker the whole body."""
+    return (1, 1) if kind is Kind.SINGLE else (plan.n_features, plan.degree)
+
+
 def score(kind: Kind, body: bytes, namespace: str) -> NativeOutcome:
     """Parse a native request, fetch its public key among `namespace`'s, and score it (in a worker process)."""
     if _scorer is None:
         raise ModelUnavailable(_unavailable or "the native protocol is not initialised in this worker")
     public = _scorer.evaluator.plan.public
-    ciphertexts, max_images = (1, 1) if kind is Kind.SINGLE else (public.n_features, public.degree)
+    ciphertexts, max_images = request_shape(kind, public)
     try:
         request = read_request(body, kind, ciphertexts, max_images, public.params)
     except WireError as exc:
         raise Unprocessable(f"malformed request: {exc}") from None
     lookup = _scorer.keys.get(key_name(namespace, request.key_id))
+    worker_deadline.check()
     started = time.perf_counter()
     try:
         if kind is Kind.SINGLE:

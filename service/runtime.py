@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar
 
-from service import contract
+from service import contract, worker_deadline
 from service.contract import ScoreOutcome, SeedScoreRequest
 from service.errors import ModelUnavailable, ScoringTimeout, ServiceUnavailable
 from service.settings import Settings
@@ -101,6 +102,7 @@ class ScoringRuntime:
         if self.queued >= self._settings.max_queue and self._slots.locked():
             raise ServiceUnavailable(f"busy: {self.queued} requests are already waiting for a scoring worker")
         timeout_ms = self._settings.scoring_timeout_ms
+        deadline = time.monotonic() + timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 self.queued += 1
@@ -108,7 +110,7 @@ class ScoringRuntime:
                     await self._slots.acquire()
                 finally:
                     self.queued -= 1
-                return await self._run_and_release(function, args)
+                return await self._run_and_release(worker_deadline.call_before, (deadline, function, *args))
         except TimeoutError:
             raise ScoringTimeout(f"scoring did not finish within {timeout_ms} ms") from None
 

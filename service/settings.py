@@ -50,7 +50,10 @@ class Settings(BaseSettings):
                                           "default: the service's own account only.")
     storage_endpoint_suffix: str = Field("core.windows.net", description="Endpoint suffix of other accounts.")
     key_container: str = Field("public-keys", description="Container used when a request names none.")
-    key_cache_bytes: int = Field(256 * MiB, ge=0, description="Bound of the in-memory public-key cache.")
+    key_cache_bytes: int = Field(256 * MiB, ge=0, description="Bound of each worker's cache of prepared public "
+                                                               "keys, both protocols together.")
+    missing_key_ttl_s: float = Field(5.0, ge=0, description="How long a worker remembers that a key id does not "
+                                                            "exist, so repeats do not cost a storage round trip.")
     max_key_bytes: int = Field(32 * MiB, ge=1, description="Largest public-key blob accepted.")
     storage_timeout_s: float = Field(10.0, gt=0, description="Connect/read timeout towards Blob Storage.")
 
@@ -58,6 +61,19 @@ class Settings(BaseSettings):
     max_concurrent: int | None = Field(None, ge=1, description="Scorings running at once (default: WORKER_COUNT).")
     max_queue: int = Field(64, ge=0, description="Scorings waiting for a worker; beyond that, 503.")
     scoring_timeout_ms: int = Field(60_000, ge=1, description="Longest wait for one scoring, queue included.")
+    max_queue_bytes: int = Field(128 * MiB, ge=1024, description="Request-body bytes held at once (being received, "
+                                                                 "queued or scored); beyond, 503 before reading.")
+    body_timeout_s: float = Field(10.0, gt=0, description="Longest pause in a request body; beyond, 408.")
+    body_min_bytes_per_s: int = Field(256 * 1024, ge=1, description="Slowest average rate a request body may "
+                                                                    "arrive at (after BODY_TIMEOUT_S of grace).")
+    header_timeout_s: float = Field(10.0, gt=0, description="Longest a connection may take to send a request's "
+                                                            "headers, or stay idle before its first request.")
+    keep_alive_timeout_s: int = Field(5, ge=1, description="Idle time after an answer before the connection closes.")
+    max_connections: int = Field(256, ge=1, description="Connections and requests at once (uvicorn's "
+                                                        "limit_concurrency); beyond, 503.")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest request head (request line and headers).")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate (chain): the service itself serves HTTPS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
 
     native_profile: Literal["compact", "flooded"] = Field(
         "compact", description="Native protocol parameters: `compact` (N=4096) or `flooded` (N=8192, "

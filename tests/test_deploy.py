@@ -77,6 +77,48 @@ def test_deployment_probes_resources_and_security_fit_the_service() -> None:
     assert docs["Service"]["spec"]["selector"].items() <= pod_labels(docs).items()
 
 
+def test_https_ingress_network_policy_and_disruption_budget_fit_the_deployment() -> None:
+    docs = documents()
+    labels = pod_labels(docs)
+    ingress = docs["Ingress"]
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
+    assert {host for tls in ingress["spec"]["tls"] for host in tls["hosts"]} == {
+        rule["host"] for rule in ingress["spec"]["rules"]}
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == docs["Service"]["metadata"]["name"]
+    assert backend["port"]["name"] in {port["name"] for port in docs["Service"]["spec"]["ports"]}
+    policy = docs["NetworkPolicy"]["spec"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and policy["podSelector"]["matchLabels"].items() <= labels.items()
+    container_ports = {port["name"] for port in docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {port["port"] for rule in policy["ingress"] for port in rule["ports"]} <= container_ports
+    budget = docs["PodDisruptionBudget"]["spec"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["minAvailable"] < docs["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+
+
+def readme_replica_budget_mib(workers: int) -> float:
+    """The worst-case memory the README states for a replica with `workers` workers at the defaults."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    found = re.search(rf"^\| {workers} \| [^|]+ \| \*\*([\d,]+) MiB\*\*", readme, re.MULTILINE)
+    assert found, f"README states no worst-case memory for {workers} workers"
+    return float(found.group(1).replace(",", ""))
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_memory_limits_are_above_the_worst_case_the_readme_states() -> None:
+    docs = documents()
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    workers = int(docs["ConfigMap"]["data"]["WORKER_COUNT"])
+    assert mebibytes(container["resources"]["limits"]["memory"]) > readme_replica_budget_mib(workers)
+    service = aci_containers()["encrypted-scoring"]
+    aci_workers = int(next(v["value"] for v in service["environmentVariables"] if v["name"] == "WORKER_COUNT"))
+    assert service["resources"]["requests"]["memoryInGB"] * 1000**3 / 1024**2 > readme_replica_budget_mib(aci_workers)
+
+
 def pod_labels(docs: dict[str, dict]) -> dict[str, str]:
     return docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
 
@@ -87,37 +129,105 @@ def test_secret_example_names_only_settings() -> None:
     assert names and names <= SETTING_NAMES
 
 
-def test_aci_yaml_is_a_container_group_for_this_service() -> None:
-    text = Template((DEPLOY / "aci" / "aci.yaml").read_text()).safe_substitute(
-        LOCATION="westeurope", IDENTITY_ID="/subscriptions/0/resourceGroups/rg/providers/id", REGISTRY="acr",
-        STORAGE_ACCOUNT="keys", CLIENT_ID="00000000-0000-0000-0000-000000000000", DNS_LABEL="scoring",
-        API_KEYS="client=a-long-random-key")
-    group = yaml.safe_load(text)
+ACI_PLACEHOLDERS = {"LOCATION": "westeurope", "IDENTITY_ID": "/subscriptions/0/resourceGroups/rg/providers/id",
+                    "REGISTRY": "acr", "STORAGE_ACCOUNT": "keys", "STORAGE_KEY": "a2V5",
+                    "KEY_CONTAINER": "public-keys", "CLIENT_ID": "00000000-0000-0000-0000-000000000000",
+                    "DNS_LABEL": "scoring", "API_KEYS": "client=a-long-random-key"}
+CONTRIBUTOR_ROLE = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"  # Storage Blob Data Contributor (Azure built-in role id)
+
+
+def aci_group() -> dict:
+    return yaml.safe_load(Template((DEPLOY / "aci" / "aci.yaml").read_text()).safe_substitute(ACI_PLACEHOLDERS))
+
+
+def aci_containers() -> dict[str, dict]:
+    return {c["name"]: c["properties"] for c in aci_group()["properties"]["containers"]}
+
+
+def probe_path(probe: dict) -> str:
+    """The path an exec probe fetches from the service on localhost."""
+    found = re.search(rf"http://127\.0\.0\.1:{Settings().port}(/[a-z]*)", " ".join(probe["exec"]["command"]))
+    assert found, probe
+    return found.group(1)
+
+
+def test_aci_yaml_is_a_container_group_for_this_service_behind_caddy() -> None:
+    group = aci_group()
     assert "${" not in str(group), "every placeholder of the file is listed in its header"
     assert group["type"] == "Microsoft.ContainerInstance/containerGroups"
     properties = group["properties"]
-    container = properties["containers"][0]["properties"]
+    containers = aci_containers()
+    service, caddy = containers["encrypted-scoring"], containers["caddy"]
     assert properties["osType"] == "Linux"
-    assert container["ports"][0]["port"] == properties["ipAddress"]["ports"][0]["port"] == Settings().port
-    assert container["livenessProbe"]["httpGet"]["path"] in APP_ROUTES
-    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert container["resources"]["requests"]["cpu"] == 1.0
-    names = {variable["name"] for variable in container["environmentVariables"]}
-    assert names <= SETTING_NAMES | IDENTITY_VARIABLES
-    assert all(("value" in v) != ("secureValue" in v) for v in container["environmentVariables"])
+    # Only Caddy is reachable from outside (80 for the ACME challenge, 443); the service is on localhost.
+    assert {port["port"] for port in properties["ipAddress"]["ports"]} == {port["port"] for port in caddy["ports"]} \
+        == {80, 443}
+    assert "ports" not in service
+    variables = {v["name"]: v.get("value") for v in service["environmentVariables"]}
+    assert variables["HOST"] == "127.0.0.1"
+    fqdn = f"{ACI_PLACEHOLDERS['DNS_LABEL']}.{ACI_PLACEHOLDERS['LOCATION']}.azurecontainer.io"
+    assert caddy["command"] == ["caddy", "reverse-proxy", "--from", fqdn, "--to", f"localhost:{Settings().port}"]
+    assert caddy["volumeMounts"][0]["name"] == properties["volumes"][0]["name"]
+    assert properties["volumes"][0]["azureFile"]["shareName"] == "caddy-data"
+    assert probe_path(service["livenessProbe"]) in APP_ROUTES
+    assert probe_path(service["readinessProbe"]) == "/ready"
+    assert service["resources"]["requests"]["cpu"] == 1.0
+    assert set(variables) <= SETTING_NAMES | IDENTITY_VARIABLES
+    assert all(("value" in v) != ("secureValue" in v) for v in service["environmentVariables"])
     assert properties["imageRegistryCredentials"][0]["identity"] == next(iter(group["identity"]["userAssignedIdentities"]))
 
 
-def test_bicep_declares_the_same_container() -> None:
+def test_bicep_declares_the_same_containers() -> None:
     bicep = (DEPLOY / "aci" / "main.bicep").read_text()
     assert "Microsoft.ContainerInstance/containerGroups@" in bicep
     names = set(re.findall(r"name: '([A-Z_]+)'", bicep))
     assert names and names <= SETTING_NAMES | IDENTITY_VARIABLES
-    aci = yaml.safe_load(Template((DEPLOY / "aci" / "aci.yaml").read_text()).safe_substitute())
-    yaml_names = {v["name"] for v in aci["properties"]["containers"][0]["properties"]["environmentVariables"]}
-    assert names == yaml_names
-    assert set(re.findall(r"path: '([^']+)'", bicep)) == {"/", "/ready"}
+    yaml_names = {v["name"] for v in aci_containers()["encrypted-scoring"]["environmentVariables"]}
+    assert names == yaml_names | {"AZURE_STORAGE_CONNECTION_STRING"}  # the Bicep also has AUTH=connection-string
+    assert set(re.findall(rf"http://127\.0\.0\.1:{Settings().port}(/[a-z]*)", bicep)) == {"/", "/ready"}
+    assert "'reverse-proxy'" in bicep and "'localhost:8000'" in bicep and "azureFile" in bicep
     assert bicep.count("{") == bicep.count("}") and bicep.count("[") == bicep.count("]")
+
+
+def test_the_managed_identity_may_write_the_key_container_only() -> None:
+    """POST /v1/keys writes keys, so the identity needs write access, but to the key container only."""
+    bicep = (DEPLOY / "aci" / "main.bicep").read_text()
+    assignments = re.findall(r"resource \w+ 'Microsoft\.Authorization/roleAssignments@[^']+'.*?\n}", bicep, re.DOTALL)
+    assert len(assignments) == 1
+    assert "scope: keys" in assignments[0] and "storageBlobDataContributor" in assignments[0]
+    assert f"var storageBlobDataContributor = '{CONTRIBUTOR_ROLE}'" in bicep
+    assert re.search(r"resource keys 'Microsoft\.Storage/storageAccounts/blobServices/containers@[^']+' existing = "
+                     r"\{\s*parent: blobService\s*name: keyContainer", bicep)
+
+    script = (DEPLOY / "aci" / "deploy.sh").read_text()
+    roles = re.findall(r"--role (\S+|\"[^\"]+\") --scope (\S+)", script)
+    assert roles == [("AcrPull", '"$REGISTRY_ID"')], "the script itself grants nothing on storage"
+    assert "--template-file \"$REPO_ROOT/deploy/aci/main.bicep\"" in script
+    assert 'keyContainer="$KEY_CONTAINER"' in script and 'storageAccountName="$STORAGE_ACCOUNT"' in script
+
+    header = (DEPLOY / "aci" / "aci.yaml").read_text()
+    assert re.search(r'--role "Storage Blob Data Contributor" \\\n#\s+--scope "\$STORAGE_ID/blobServices/default/'
+                     r'containers/\$\{KEY_CONTAINER\}"', header)
+    key_container = next(v["value"] for v in aci_containers()["encrypted-scoring"]["environmentVariables"]
+                         if v["name"] == "KEY_CONTAINER")
+    assert key_container == ACI_PLACEHOLDERS["KEY_CONTAINER"]
+    for text in (bicep, script, header):
+        assert "Data Reader" not in text and "Storage Account Contributor" not in text
+
+
+def test_aci_files_pass_api_keys_as_secrets_and_delete_expired_native_keys() -> None:
+    """KEY_TTL_DAYS is enforced twice: the service refuses older keys, and storage deletes their blobs."""
+    bicep = (DEPLOY / "aci" / "main.bicep").read_text()
+    assert re.search(r"@secure\(\)\s*param apiKeys string", bicep)
+    assert re.search(r"name: 'API_KEYS'\s*secureValue: apiKeys", bicep)
+    policy = re.search(r"resource \w+ 'Microsoft\.Storage/storageAccounts/managementPolicies@[^']+'.*?\n}", bicep, re.DOTALL)
+    assert policy, "main.bicep declares no lifecycle-management policy"
+    assert "daysAfterModificationGreaterThan: keyTtlDays" in policy.group(0)
+    assert "'${keyContainer}/native-v1/'" in policy.group(0), "only native keys expire"
+    script = (DEPLOY / "aci" / "deploy.sh").read_text()
+    assert 'apiKeys="client=$API_KEY"' in script and 'keyTtlDays="$KEY_TTL_DAYS"' in script
+    service = aci_containers()["encrypted-scoring"]["environmentVariables"]
+    assert {"name": "API_KEYS", "secureValue": ACI_PLACEHOLDERS["API_KEYS"]} in service
 
 
 def test_shell_scripts_pass_shellcheck() -> None:

@@ -1,4 +1,5 @@
-"""The key store against a real Azurite: prepared keys are cached by id, within a byte bound."""
+"""The key store against a real Azurite: prepared keys are cached by id, within one byte bound per worker
+shared by both protocols; unknown ids are remembered for a short while."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ from azure.storage.blob import BlobServiceClient
 
 from service.engines import PreparedKeys
 from service.errors import BadRequest, Gone, NotFound, PayloadTooLarge, Unprocessable
-from service.keystore import KeyStore
+from service.keystore import KeyCache, KeyStore
 from service.seal_format import SealFormatError
 from service.settings import Settings
+
+
+def make_store(azurite: str, cache: KeyCache | None = None, protocol: str = "seed", ttl_s: float | None = None,
+               **settings) -> KeyStore:
+    """The one place these tests build a key store (settings over a real Azurite)."""
+    settings = Settings(azure_storage_connection_string=azurite, **settings)
+    return KeyStore(settings, prepare, cache or KeyCache(settings.key_cache_bytes), protocol, ttl_s=ttl_s)
 
 
 def prepare(blob: bytes) -> PreparedKeys:
@@ -28,7 +36,7 @@ def container(azurite: str, request: pytest.FixtureRequest):
 
 
 def test_prepared_keys_are_cached_until_evicted(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite, key_cache_bytes=100), prepare)
+    store = make_store(azurite, key_cache_bytes=100)
     container.upload_blob("a", b"keys-a" * 10)
     container.upload_blob("b", b"keys-b" * 10)
     first = store.get("a", container.container_name)
@@ -41,7 +49,7 @@ def test_prepared_keys_are_cached_until_evicted(azurite: str, container) -> None
 
 
 def test_an_overwritten_key_is_never_used_stale(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare)
+    store = make_store(azurite)
     container.upload_blob("a", b"keys-first")
     assert store.get("a", container.container_name).keys.value == b"KEYS-FIRST"
     container.upload_blob("a", b"keys-second", overwrite=True)  # another writer of the container
@@ -51,7 +59,7 @@ def test_an_overwritten_key_is_never_used_stale(azurite: str, container) -> None
 
 
 def test_a_deleted_key_is_not_served_from_the_cache(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare)
+    store = make_store(azurite)
     container.upload_blob("a", b"keys-a")
     store.get("a", container.container_name)
     container.delete_blob("a")
@@ -61,17 +69,17 @@ def test_a_deleted_key_is_not_served_from_the_cache(azurite: str, container) -> 
 
 
 def test_a_key_older_than_the_ttl_is_refused_with_410(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare, ttl_s=3600)
+    store = make_store(azurite, ttl_s=3600)
     container.upload_blob("fresh", b"keys-fresh")
     assert store.get("fresh", container.container_name).keys.value == b"KEYS-FRESH"
     # Azurite stamps Last-Modified at upload: a store whose TTL is already over sees the same blob expired.
-    expired_store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare, ttl_s=1e-3)
+    expired_store = make_store(azurite, ttl_s=1e-3)
     with pytest.raises(Gone, match="'fresh' expired .* upload it again"):
         expired_store.get("fresh", container.container_name)
 
 
 def test_keys_larger_than_the_cache_are_used_but_not_kept(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite, key_cache_bytes=10), prepare)
+    store = make_store(azurite, key_cache_bytes=10)
     container.upload_blob("big", b"keys" * 10)
     assert store.get("big", container.container_name).keys.nbytes == 40
     assert store.cached_bytes == 0
@@ -81,7 +89,7 @@ def test_keys_larger_than_the_cache_are_used_but_not_kept(azurite: str, containe
 
 
 def test_errors_name_what_is_wrong_without_credentials(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare)
+    store = make_store(azurite)
     container.upload_blob("junk", b"not keys")
     with pytest.raises(Unprocessable, match="'junk' are malformed: not keys"):
         store.get("junk", container.container_name)
@@ -93,14 +101,38 @@ def test_errors_name_what_is_wrong_without_credentials(azurite: str, container) 
 
 
 def test_default_container_comes_from_the_settings(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite, key_container=container.container_name),
-                     prepare)
+    store = make_store(azurite, key_container=container.container_name)
     container.upload_blob("c", b"keys-c")
     assert store.get("c").keys.value == b"KEYS-C"
 
 
 def test_key_blobs_over_the_size_limit_are_refused_before_download(azurite: str, container) -> None:
-    store = KeyStore(Settings(azure_storage_connection_string=azurite, max_key_bytes=1000), prepare)
+    store = make_store(azurite, max_key_bytes=1000)
     container.upload_blob("huge", b"keys" + b"\0" * 5000)
     with pytest.raises(PayloadTooLarge, match="5004 bytes; the limit is 1000"):
         store.get("huge", container.container_name)
+
+
+def test_both_protocols_share_one_byte_bound(azurite: str, container) -> None:
+    cache = KeyCache(100)
+    seed = make_store(azurite, cache, "seed")
+    native = make_store(azurite, cache, "native")
+    container.upload_blob("a", b"keys-a" * 10)
+    container.upload_blob("b", b"keys-b" * 10)
+    seed.get("a", container.container_name)
+    native.get("b", container.container_name)  # 60 + 60 bytes > 100: the seed key "a" is evicted
+    assert seed.cached_bytes == native.cached_bytes == 60
+    assert not seed.get("a", container.container_name).cached
+    assert native.get("a", container.container_name).cached is False  # same blob, other protocol: its own entry
+
+
+def test_unknown_key_ids_are_remembered_for_missing_key_ttl(azurite: str, container) -> None:
+    remembering = make_store(azurite, missing_key_ttl_s=600)
+    forgetting = make_store(azurite, missing_key_ttl_s=0)
+    for store in (remembering, forgetting):
+        with pytest.raises(NotFound, match="no public keys named 'late'"):
+            store.get("late", container.container_name)
+    container.upload_blob("late", b"keys-late")
+    with pytest.raises(NotFound, match="no public keys named 'late'"):  # answered without asking storage
+        remembering.get("late", container.container_name)
+    assert forgetting.get("late", container.container_name).keys.value == b"KEYS-LATE"

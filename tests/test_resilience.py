@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,22 +16,6 @@ import pytest
 from bench.processes import ServiceProcess, running_service, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def scoring_workers(service: ServiceProcess) -> list[int]:
-    """Pids of the service's scoring worker processes (spawned children, not the resource tracker)."""
-    workers = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == service.process.pid and b"spawn_main" in command:
-            workers.append(int(entry.name))
-    return workers
 
 
 # Generous bounds for states that arrive within milliseconds to tens of seconds on a slow machine.
@@ -83,7 +66,7 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
 
     with ThreadPoolExecutor(2) as pool:
         pending = [pool.submit(post), pool.submit(post)]
-        workers = scoring_workers(eiserver_service)
+        workers = eiserver_service.worker_pids()
         assert len(workers) == 2
         wait_for_gauge(eiserver_service, "scoring_in_flight", 2)  # both requests are being scored
         os.kill(workers[0], signal.SIGKILL)
@@ -93,8 +76,8 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
     assert "worker stopped" in failed.json()["message"] and failed.headers["retry-after"]
     answered = next(response for response in responses if response.status_code == 200)
     assert len(seed_session.encryptor.decrypt(answered.json())) == 10
-    wait_until(lambda: len(scoring_workers(eiserver_service)) == 2, STATE_TIMEOUT_S, "a new worker")
-    assert workers[0] not in scoring_workers(eiserver_service)
+    wait_until(lambda: len(eiserver_service.worker_pids()) == 2, STATE_TIMEOUT_S, "a new worker")
+    assert workers[0] not in eiserver_service.worker_pids()
     assert httpx.get(f"{eiserver_service.url}/ready").status_code == 200
     for response in [post(), post()]:  # both workers, the new one included, score again
         assert response.status_code == 200, response.text

@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.http.responses import error_response
 from service.observability import _header
 from service.settings import Settings
 
@@ -214,11 +215,9 @@ def authenticator(settings: Settings) -> Authenticate | None:
 
 
 def _refusal(error: AuthFailed) -> JSONResponse:
+    """Sent before the body is read, so the connection closes after it."""
     challenge = 'Bearer realm="scoring"' + (f', error="{error.error}"' if error.error else "")
-    headers = {"WWW-Authenticate": challenge}
-    if error.status_code == 503:
-        headers["Retry-After"] = "5"
-    return JSONResponse({"message": error.message}, status_code=error.status_code, headers=headers)
+    return error_response(error.status_code, error.message, close=True, headers={"WWW-Authenticate": challenge})
 
 
 class Authentication:

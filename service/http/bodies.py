@@ -1,0 +1,238 @@
+"""Request bodies under bounds, decided before a route sees them.
+
+A route that calls `request.body()` has already buffered the whole body: by then a flood of large
+uploads has cost its memory, and a client that trickles or stalls has held it for as long as it
+liked. So this middleware decides from the headers alone first (declared size against the route's
+limit, then a reservation in a byte budget shared by every body the process holds, queued or in a
+worker: `MAX_QUEUE_BYTES`), reads the body itself under time bounds (`BODY_TIMEOUT_S` without a
+byte, and a floor on the average rate, `BODY_MIN_BYTES_PER_S`), checks a native body's header as
+soon as its first bytes arrive, and only then runs the route with the body replayed. Answers given
+before the body is read close the connection, so the unread rest is never parsed.
+
+While the route runs, the middleware watches the connection: a client that goes away cancels its
+request, so work still waiting for a worker is dropped instead of scored for nobody. A client
+that goes away is an INFO line and status 499 in the metrics and access log, not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, RequestTimeout, ScoringError
+from service.http.responses import error_response
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; recorded, never sent
+
+
+@dataclass(frozen=True)
+class BodyRule:
+    """What a route accepts: at most `limit` bytes; `check_head(first bytes, total size)` raises a
+    `ScoringError` when the first `head_size` bytes show the body cannot be valid."""
+
+    limit: int
+    head_size: int = 0
+    check_head: Callable[[bytes, int], None] | None = None
+
+
+class BodyBudget:
+    """Bytes of request bodies held by the process: being received, waiting for a worker, or in one.
+
+    Reservations are made from the declared size before any byte is read, and released when the
+    request is answered (or its client is gone), so the bound holds for every stage at once.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.reserved = 0
+
+    def reserve(self, size: int) -> bool:
+        if self.reserved + size > self.limit:
+            return False
+        self.reserved += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.reserved -= size
+
+
+class BodyMetrics:
+    """What the bounds did, in the app's Prometheus registry."""
+
+    def __init__(self, registry: CollectorRegistry, budget: BodyBudget) -> None:
+        self.reserved = Gauge("scoring_body_bytes_reserved", "Request-body bytes reserved (MAX_QUEUE_BYTES)",
+                              registry=registry)
+        self.reserved.set_function(lambda: budget.reserved)
+        self.refused = Counter("scoring_bodies_refused", "Requests refused by the body bounds, by reason",
+                               ["reason"], registry=registry)
+        self.client_gone = Counter("scoring_client_gone", "Requests whose client went away, by stage",
+                                   ["stage"], registry=registry)
+
+
+class _ClientGone(Exception):
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+def _declared_size(scope: Scope) -> tuple[bool, bytes | None]:
+    """(whether the request has a body, its Content-Length header if any)."""
+    length, chunked = None, False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    return chunked or (length is not None and length != b"0"), length
+
+
+class BoundedBodies:
+    """ASGI middleware: the bounds above, for every request that has a body."""
+
+    def __init__(self, app: ASGIApp, *, default_limit: int, rule_for: Callable[[str], BodyRule | None],
+                 budget: BodyBudget, metrics: BodyMetrics, stall_timeout_s: float, min_bytes_per_s: int) -> None:
+        self.app, self.default_limit, self.rule_for = app, default_limit, rule_for
+        self.budget, self.metrics = budget, metrics
+        self.stall_timeout_s, self.min_bytes_per_s = stall_timeout_s, min_bytes_per_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        has_body, declared = _declared_size(scope) if scope["type"] == "http" else (False, None)
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        rule = self.rule_for(scope["path"]) or BodyRule(self.default_limit)
+        limit = min(rule.limit, self.budget.limit)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, PayloadTooLarge(f"request body over the limit of {limit} bytes"),
+                               "too_large")
+            return
+        size = int(declared) if declared is not None else None
+        reservation = limit if size is None else size  # chunked: the most it may grow to
+        if not self.budget.reserve(reservation):
+            self.metrics.refused.labels("queue_bytes").inc()
+            await error_response(503, f"busy: {self.budget.reserved} bytes of requests are already waiting; "
+                                      "retry later", close=True)(scope, receive, send)
+            return
+        try:
+            try:
+                body = await self._read(receive, rule, size, limit)
+            except _ClientGone as gone:
+                self.metrics.client_gone.labels("body").inc()
+                log.info("client went away after %d of %s body bytes of %s %s; nothing was scored",
+                         gone.received, size if size is not None else "?", scope["method"], scope["path"])
+                await self._record_gone(scope, receive, send)
+                return
+            except ScoringError as exc:
+                reason = {408: "body_timeout", 413: "too_large"}.get(exc.status_code, "malformed_head")
+                await self._refuse(scope, receive, send, exc, reason)
+                return
+            await self._run_watched(scope, receive, send, body)
+        finally:
+            self.budget.release(reservation)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ScoringError, reason: str) -> None:
+        self.metrics.refused.labels(reason).inc()
+        if error.status_code == 408:
+            log.info("%s %s: %s", scope["method"], scope["path"], error.message)
+        await error_response(error.status_code, error.message, close=True)(scope, receive, send)
+
+    async def _read(self, receive: Receive, rule: BodyRule, size: int | None, limit: int) -> bytearray:
+        """The whole body, within the time bounds; the head is checked as soon as it is in.
+
+        Read into one bytearray (of the declared size when there is one) that the routes use as it
+        is: no list of chunks to join, so a body costs its size once, not twice, at its end.
+        """
+        expected = size if size is not None else limit
+        deadline = time.monotonic() + self.stall_timeout_s + expected / self.min_bytes_per_s
+        body = bytearray(size) if size is not None else bytearray()
+        received = 0
+        head_checked = rule.check_head is None
+        while True:
+            wait = min(self.stall_timeout_s, deadline - time.monotonic())
+            try:
+                if wait <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), wait)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"request body too slow: {received} of {expected} bytes received; a body must not pause "
+                    f"for {self.stall_timeout_s:g} s and must arrive at {self.min_bytes_per_s} bytes/s or "
+                    "faster") from None
+            if message["type"] == "http.disconnect":
+                raise _ClientGone(received)
+            chunk = message.get("body", b"")
+            if received + len(chunk) > (size if size is not None else limit):
+                raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
+            if size is None:
+                body += chunk
+            else:
+                body[received : received + len(chunk)] = chunk
+            received += len(chunk)
+            more = message.get("more_body", False)
+            # A chunked body declares no size: its head is checked once its size is known, at the end.
+            if not head_checked and (not more or (size is not None and received >= rule.head_size)):
+                rule.check_head(bytes(body[: rule.head_size]), size if size is not None else received)
+                head_checked = True
+            if not more:
+                return body
+
+    async def _run_watched(self, scope: Scope, receive: Receive, send: Send, body: bytearray) -> None:
+        """Run the route with `body`; cancel it if the client goes away before it is answered."""
+        delivered, answered = False, False
+        gone = asyncio.Event()
+
+        async def replay() -> Message:
+            nonlocal delivered, body
+            if not delivered:
+                delivered, message = True, {"type": "http.request", "body": body, "more_body": False}
+                body = bytearray()  # the route holds it now; do not keep a second reference
+                return message
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        route = asyncio.ensure_future(self.app(scope, replay, tracked_send))
+        # With the body read, the server's receive() returns only once the client has gone away
+        # (or the answer is complete).
+        watch = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait({route, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if route.done() or answered:
+                await route
+                return
+            gone.set()
+            route.cancel()
+            await asyncio.gather(route, return_exceptions=True)
+        finally:
+            for task in (route, watch):
+                task.cancel()
+        self.metrics.client_gone.labels("waiting").inc()
+        log.info("client went away before its answer to %s %s; its request was dropped", scope["method"],
+                 scope["path"])
+        await self._record_gone(scope, receive, send)
+
+    @staticmethod
+    async def _record_gone(scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 499 for the access log and metrics; the server drops it, the client being gone."""
+        await error_response(CLIENT_CLOSED_REQUEST, "client closed the request")(scope, receive, send)
+
+
+async def read_body(request: Request) -> bytearray:
+    """The body as `BoundedBodies` read it, without the copy `request.body()` would make (it joins
+    chunks into new bytes); for routes whose bodies are large."""
+    message = await request.receive()
+    return message["body"]
