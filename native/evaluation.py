@@ -98,7 +98,8 @@ class NativeEvaluator:
         self._moduli = moduli_column(self._primes)
         self._positions = public.result_positions(0)  # the same local positions in every group
         weights = [plan.group_weight_poly(group) for group in range(len(public.groups))]
-        self._weight_ntt = [self.ring.ntt_plaintext(from_signed(w, self._primes)) for w in weights]
+        self._weight_ntt = [self.ring.ntt_plaintext(from_signed(w, self._primes)) if w.any() else None
+                            for w in weights]
         self._weight_rows = [negacyclic_rows(w, self._positions[: len(group)]).astype(np.float64)
                              for w, group in zip(weights, public.groups)]
         self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]])
@@ -131,10 +132,10 @@ class NativeEvaluator:
     def _finish(self, c0: np.ndarray, c1: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
         """Add fresh errors (and flooding) and switch to 2^bits; c0 (..., k, n), c1 (..., k, N)."""
         flooding = self.plan.public.flooding_bits
-        noise0 = random_error(c0.shape[:-2] + c0.shape[-1:])
+        shape0 = c0.shape[:-2] + c0.shape[-1:]
+        c0 = add_small(c0, random_error(shape0), self._primes)
         if flooding:
-            noise0 = noise0 + random_flooding(noise0.shape, flooding)
-        c0 = add_small(c0, noise0, self._primes)
+            c0 = add_mod(c0, random_flooding(shape0, flooding, self._primes), self._moduli)
         c1 = add_small(c1, random_error(c1.shape[:-2] + c1.shape[-1:]), self._primes)
         return (switch_to_power_of_two(c0, self._primes, bits), switch_to_power_of_two(c1, self._primes, bits))
 
@@ -147,8 +148,9 @@ class NativeEvaluator:
         c1_ntt, partials = [], []
         for group, outputs in enumerate(public.groups):
             mask = self.masks.take()
-            product = evaluator.multiply_plain(a_pair, self._weight_ntt[group])
-            evaluator.add_inplace(product, evaluator.multiply_plain(key.public_ntt, mask.ntt))
+            product = evaluator.multiply_plain(key.public_ntt, mask.ntt)
+            if self._weight_ntt[group] is not None:  # SEAL refuses a product by zero ("transparent")
+                evaluator.add_inplace(product, evaluator.multiply_plain(a_pair, self._weight_ntt[group]))
             c1_ntt.append(ring.polys(product)[1])  # a * w_g + pk1 * u_g, NTT domain
             # c0 * w_g + pk0 * u_g at the result positions only; both partial sums are exact in float64.
             from_mask = np.moveaxis(key.pk0_rows[:, :, : len(outputs)] @ mask.coefficients, 1, 0)

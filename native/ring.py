@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -62,20 +62,44 @@ def from_signed(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:
     return np.mod(values, np.array(primes, dtype=np.int64)[:, None]).astype(_U64)
 
 
-class _KeyStream(threading.local):
-    """A per-thread ChaCha20 keystream, keyed from os.urandom (and re-keyed in a new process)."""
+REKEY_BLOCKS = 2**30  # ChaCha20 blocks one key serves; its 32-bit block counter never gets near a wrap
 
-    def __init__(self) -> None:
-        self.pid = -1
+
+class KeyStream(threading.local):
+    """A per-thread ChaCha20 keystream for secrets, errors and masks, keyed from `entropy` (os.urandom).
+
+    Each key gets a random 12-byte nonce and a block counter that starts at 0, and serves at most
+    `rekey_blocks` blocks: the counter stays far below 2^32, where cryptography refuses to go on
+    (and would then fail every later read). A fresh key also means bytes already handed out cannot
+    be recomputed from the stream's state afterwards. A forked or spawned process re-keys itself.
+    """
+
+    def __init__(self, rekey_blocks: int = REKEY_BLOCKS, entropy: Callable[[int], bytes] = os.urandom) -> None:
+        if not 0 < rekey_blocks < 2**32:
+            raise ValueError(f"a ChaCha20 key can serve 1 to 2^32 - 1 blocks, not {rekey_blocks}")
+        self._capacity, self._entropy = 64 * rekey_blocks, entropy
+        self._remaining, self._pid = 0, -1
+
+    def _rekey(self) -> None:
+        nonce = bytes(4) + self._entropy(12)  # cryptography's 16-byte nonce: u32 block counter, then the nonce
+        self._cipher = Cipher(algorithms.ChaCha20(self._entropy(32), nonce), mode=None).encryptor()
+        self._remaining, self._pid = self._capacity, os.getpid()
 
     def read(self, count: int) -> bytes:
-        if self.pid != os.getpid():
-            self.pid = os.getpid()
-            self.cipher = Cipher(algorithms.ChaCha20(os.urandom(32), os.urandom(16)), mode=None).encryptor()
-        return self.cipher.update(bytes(count))
+        if self._pid != os.getpid():
+            self._rekey()
+        parts = []
+        while count:
+            if not self._remaining:
+                self._rekey()
+            take = min(count, self._remaining)
+            parts.append(self._cipher.update(bytes(take)))
+            self._remaining -= take
+            count -= take
+        return b"".join(parts)
 
 
-random_bytes = _KeyStream().read
+random_bytes = KeyStream().read
 
 
 def scale_messages(messages: np.ndarray, primes: Sequence[int], plain_modulus: int) -> np.ndarray:
@@ -111,10 +135,19 @@ def random_error(shape: tuple[int, ...]) -> np.ndarray:
     return coins.reshape(shape)
 
 
-def random_flooding(shape: tuple[int, ...], bits: int) -> np.ndarray:
-    """Uniform integers in [-2^bits, 2^bits) (int64), for statistical noise flooding."""
-    raw = np.frombuffer(random_bytes(8 * int(np.prod(shape))), dtype=np.uint64)
-    return ((raw >> _U64(63 - bits)).astype(np.int64) - (1 << bits)).reshape(shape)
+def random_flooding(shape: tuple[int, ...], bits: int, primes: Sequence[int]) -> np.ndarray:
+    """Uniform integers in [-2^bits, 2^bits) as residues (..., k, n) for `shape` (..., n), for
+    statistical noise flooding; bits < 120, so the value is drawn as two words, high * 2^60 + low."""
+    words = np.frombuffer(random_bytes(16 * int(np.prod(shape))), dtype=np.uint64).reshape(2, *shape)
+    low_bits = min(bits + 1, 60)
+    high_bits = bits + 1 - low_bits
+    low = words[0] >> _U64(64 - low_bits)
+    high = words[1] >> _U64(64 - high_bits) if high_bits else np.zeros_like(low)
+    out = []
+    for prime in primes:
+        value = add_mod(mul_mod(high % _U64(prime), (1 << 60) % prime, prime), low % _U64(prime), prime)
+        out.append(add_mod(value, prime - pow(2, bits, prime), prime))
+    return np.stack(out, axis=-2)
 
 
 def expand_uniform(seed: bytes, index: int, primes: Sequence[int], degree: int) -> np.ndarray:
