@@ -1,9 +1,12 @@
 """`python -m bench.protocols`: the seed protocol and the native one, on the same images, in one run.
 
 Starts Azurite and one service per seed engine (`seal`, and `eiserver` on a few images since it
-takes ~10 s each), then scores the same MNIST test images with the seed client (`POST /score`) and
-with `ScoringClient` one image per request and in batches. Prints ms per image (server and end to
-end; server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext model.
+takes ~10 s each) with `--workers` workers (default 2, the service's default on this machine),
+then scores the same MNIST test images with the seed client (`POST /score`) and with
+`ScoringClient` one image per request and in batches. Prints ms per image (server and end to end;
+server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext
+model; then the native protocol's figures in-process and over HTTP against its goals, as
+multiples of a floor measured in the same run (`bench.native_timing`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.native_timing import GOALS, in_process_seconds, seal_floor_seconds
 from bench.processes import running_azurite, running_service
-from client.scoring import ScoringClient
+from client.scoring import ScoringClient, Traffic
 from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import labels_from_scores, load_linear_model
@@ -49,6 +53,8 @@ def _seed_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: 
 
 def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch: int) -> dict:
     with ScoringClient(url) as client:
+        client.predict(images[:8], batch_size=1)  # every worker fetches and prepares the key first
+        client.traffic = Traffic()
         labels, _ = client.predict(images, batch_size=batch)
         traffic, count = client.traffic, len(images)
         return {"protocol": name, "images": count, "key_bytes": client.key_bytes,
@@ -61,11 +67,12 @@ def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist-dir", type=Path, help="folder with the MNIST test set (default: bundled sample)")
-    parser.add_argument("--seed-images", type=int, default=20)
+    parser.add_argument("--seed-images", type=int, default=20, help="0 skips the seed protocol's seal engine")
     parser.add_argument("--eiserver-images", type=int, default=2, help="0 skips the EIServer engine")
     parser.add_argument("--single-images", type=int, default=500)
     parser.add_argument("--batch-images", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--workers", type=int, default=2, help="the service's WORKER_COUNT")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
 
@@ -75,11 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(stderr=True)
     rows = []
     with tempfile.TemporaryDirectory() as workdir, running_azurite() as conn_str:
-        env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": "1"}
+        env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": str(args.workers)}
         with running_service({**env, "SCORING_ENGINE": "seal"}, Path(workdir) / "seal.log") as service:
-            with console.status("seed protocol, seal engine"):
-                rows.append(_seed_row("seed /score, seal engine", service.url, conn_str,
-                                      images[: args.seed_images], expected[: args.seed_images]))
+            if args.seed_images:
+                with console.status("seed protocol, seal engine"):
+                    rows.append(_seed_row("seed /score, seal engine", service.url, conn_str,
+                                          images[: args.seed_images], expected[: args.seed_images]))
             with console.status("native protocol, one image per request"):
                 rows.append(_native_row("native /v1/score", service.url, images[: args.single_images],
                                         expected[: args.single_images], 1))
@@ -91,10 +99,15 @@ def main(argv: list[str] | None = None) -> None:
                     console.status("seed protocol, EIServer engine"):
                 rows.append(_seed_row("seed /score, EIServer", service.url, conn_str,
                                       images[: args.eiserver_images], expected[: args.eiserver_images]))
+    with console.status("native protocol in-process, and the floor"):
+        inputs = images.reshape(len(images), -1).astype(np.int64)
+        in_process = in_process_seconds(model, inputs[: args.single_images], inputs[: args.batch])
+        floor = seal_floor_seconds(model)
+    goals = _goals(rows, in_process, floor)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"rows": rows, "floor_ms": floor * 1000, "goals": goals}, indent=2))
         return
-    table = Table(title=f"MNIST ({source}), 1 worker; per image", show_lines=False)
+    table = Table(title=f"MNIST ({source}), {args.workers} worker(s); per image", show_lines=False)
     for column in ("protocol", "images", "server ms", "end-to-end ms", "request B", "reply B", "key B", "agreement"):
         table.add_column(column, justify="left" if column == "protocol" else "right")
     for row in rows:
@@ -102,6 +115,27 @@ def main(argv: list[str] | None = None) -> None:
                       f"{row['request_bytes']:,.0f}", f"{row['reply_bytes']:,.0f}", f"{row['key_bytes']:,}",
                       f"{row['agreement']:.4f}")
     Console(width=160).print(table)
+    goal_table = Table(title=f"native protocol against its goals; floor (multiply_plain + inverse NTT, "
+                             f"N=4096, one prime) = {floor * 1e6:.0f} µs, this run")
+    for column in ("measure", "ms / image", "× floor", "goal (× floor)", "met"):
+        goal_table.add_column(column, justify="left" if column == "measure" else "right")
+    for goal in goals:
+        goal_table.add_row(goal["measure"], f"{goal['ms']:.3f}", f"{goal['ratio']:.2f}",
+                           "" if goal["goal"] is None else f"≤ {goal['goal']}",
+                           "" if goal["goal"] is None else ("yes" if goal["ratio"] <= goal["goal"] else "no"))
+    Console(width=160).print(goal_table)
+
+
+def _goals(rows: list[dict], in_process: dict[str, float], floor: float) -> list[dict]:
+    """The native figures as multiples of the floor, with the goal each one has over HTTP."""
+    single = next(row for row in rows if row["protocol"] == "native /v1/score")
+    batch = next(row for row in rows if row["protocol"].startswith("native /v1/score/batch"))
+    figures = [("single, in-process server", in_process["single_server"] * 1000, None),
+               ("single, HTTP server (x-engine-ms)", single["server_ms"], GOALS["single_server"]),
+               ("single, HTTP end to end", single["end_to_end_ms"], GOALS["single_end_to_end"]),
+               ("batch, in-process server", in_process["batch_server"] * 1000, None),
+               ("batch, HTTP server (x-engine-ms)", batch["server_ms"], GOALS["batch_server"])]
+    return [{"measure": name, "ms": ms, "ratio": ms / (floor * 1000), "goal": goal} for name, ms, goal in figures]
 
 
 if __name__ == "__main__":

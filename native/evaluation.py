@@ -11,6 +11,7 @@ positions) are never sent.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from native.ring import (add_mod, add_small, combine_limbs, expand_uniform, from
                          split_limbs, switch_to_power_of_two)
 from native.seal_ring import SealRing
 from native.wire import Kind, Request, WireError, key_id, read_public_key, write_reply
+
+
+GIL_SWITCH_SECONDS = 1e-4
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class MaskPool:
         self._wanted = threading.Event()
         self._wanted.set()
         if size and background:
+            # SEAL and numpy hold the GIL; at Python's default 5 ms switch interval a request arriving
+            # while this thread works waits up to 5 ms for it. 100 µs lets requests in at once.
+            sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_SECONDS))
             threading.Thread(target=self._keep_full, name="mask-pool", daemon=True).start()
 
     def _make_pair(self) -> list[_Mask]:
