@@ -131,6 +131,7 @@ def _goals(rows: list[dict], in_process: dict[str, float], floor: float) -> list
     single = next(row for row in rows if row["protocol"] == "native /v1/score")
     batch = next(row for row in rows if row["protocol"].startswith("native /v1/score/batch"))
     figures = [("single, in-process server", in_process["single_server"] * 1000, None),
+               ("single, in-process between requests (zero encryptions)", in_process["single_between"] * 1000, None),
                ("single, HTTP server (x-engine-ms)", single["server_ms"], GOALS["single_server"]),
                ("single, HTTP end to end", single["end_to_end_ms"], GOALS["single_end_to_end"]),
                ("batch, in-process server", in_process["batch_server"] * 1000, None),

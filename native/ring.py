@@ -170,22 +170,28 @@ def expand_uniform(seed: bytes, index: int, primes: Sequence[int], degree: int) 
     return out
 
 
-def switch_to_power_of_two(residues: np.ndarray, primes: Sequence[int], bits: int) -> np.ndarray:
-    """round(c * 2^bits / Q) mod 2^bits for c given by its residues (..., k, N), as uint64.
+def residue_fraction(residues: np.ndarray, primes: Sequence[int]) -> np.ndarray:
+    """c / Q mod 1 (float64, shape (..., N)) for c given by its residues (..., k, N).
 
-    CRT: c / Q = frac(sum_i [c_i * (Q/p_i)^-1]_{p_i} / p_i). The float sum is good to ~2^-52, so
-    the result is off by at most one unit of 2^-bits, which is one more rounding error of the same
-    size as the rounding itself.
+    CRT: c / Q = frac(sum_i [c_i * (Q/p_i)^-1]_{p_i} / p_i). The float sum is good to ~2^-52.
+    Fractions add: (c + d) / Q = c / Q + d / Q mod 1, so terms known in advance are added as fractions.
     """
     if len(primes) == 1:
-        fraction = residues[..., 0, :].astype(np.float64) * (1.0 / primes[0])
-    else:
-        modulus = int(np.prod([int(p) for p in primes], dtype=object))
-        fraction = np.zeros(residues.shape[:-2] + residues.shape[-1:], dtype=np.float64)
-        for row, prime in enumerate(primes):
-            share = mul_mod(residues[..., row, :], pow(modulus // prime, -1, prime), prime)
-            fraction += share.astype(np.float64) / float(prime)
-        fraction -= np.floor(fraction)
+        return residues[..., 0, :].astype(np.float64) * (1.0 / primes[0])
+    modulus = int(np.prod([int(p) for p in primes], dtype=object))
+    fraction = np.zeros(residues.shape[:-2] + residues.shape[-1:], dtype=np.float64)
+    for row, prime in enumerate(primes):
+        share = mul_mod(residues[..., row, :], pow(modulus // prime, -1, prime), prime)
+        fraction += share.astype(np.float64) / float(prime)
+    return fraction - np.floor(fraction)
+
+
+def fraction_to_power_of_two(fraction: np.ndarray, bits: int) -> np.ndarray:
+    """round(f * 2^bits) mod 2^bits (uint64) for fractions f (any real; only f mod 1 matters).
+
+    With f good to ~2^-52 (a sum of a few fractions below 2), the result is off by at most one
+    unit of 2^-bits for bits <= 41, which is one more rounding error of the same size as the rounding itself.
+    """
     return (np.rint(fraction * float(1 << bits)).astype(np.int64) & ((1 << bits) - 1)).astype(_U64)
 
 
