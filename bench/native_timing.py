@@ -51,9 +51,10 @@ def seal_floor_seconds(model: LinearModel, repeats: int = 400) -> float:
     return _median_seconds(floor, repeats)
 
 
-def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inputs: np.ndarray) -> dict[str, float]:
-    """Server time (parse + score, as a worker does) per image, mean over one-image requests and
-    over one batch request, and the time spent between requests making encryptions of zero (what
+def in_process_seconds(model: LinearModel, single_inputs: np.ndarray,
+                       batch_inputs: np.ndarray) -> dict[str, dict[str, float]]:
+    """Server time (parse + score, as a worker does) per image, mean and median over one-image
+    requests, per image of one batch request, and the time spent between requests making encryptions of zero (what
     a worker's background thread does while it waits; here done in line, since this process also
     runs the client and would otherwise share the GIL with it)."""
     plan = build_plan(model, "compact")
@@ -61,19 +62,21 @@ def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inpu
     evaluator = NativeEvaluator(plan, background_masks=False)
     keys = ClientKeys(public)
     key = evaluator.prepare_key(keys.public_key)
-    single = between = 0.0
+    single, between = [], []
     for row in single_inputs:
         body = keys.encrypt_single(row)
         started = time.perf_counter()
         evaluator.zeros.fill(key)
-        between += time.perf_counter() - started
+        between.append(time.perf_counter() - started)
         started = time.perf_counter()
         reply = evaluator.score_single(read_request(body, Kind.SINGLE, 1, 1, public.params), key)
-        single += time.perf_counter() - started
+        single.append(time.perf_counter() - started)
         keys.decrypt_single(reply)
     body = keys.encrypt_batch(batch_inputs)
     started = time.perf_counter()
     evaluator.score_batch(read_request(body, Kind.BATCH, public.n_features, public.degree, public.params), key)
     batch = time.perf_counter() - started
-    return {"single_server": single / len(single_inputs), "single_between": between / len(single_inputs),
-            "batch_server": batch / len(batch_inputs)}
+    per_image = batch / len(batch_inputs)
+    return {"single_server": {"mean": float(np.mean(single)), "median": float(np.median(single))},
+            "single_between": {"mean": float(np.mean(between)), "median": float(np.median(between))},
+            "batch_server": {"mean": per_image, "median": per_image}}

@@ -1,7 +1,7 @@
 """The server's half: scores from ciphertexts, with no key but the client's public key.
 
 Single image: a * w_g for every group in the NTT domain (SEAL), one inverse NTT for all groups,
-c0 * w_g only at the result positions (exact float64 dot products on 20-bit limbs); batch:
+c0 * w_g only at the result positions (exact float64 dot products on limbs of up to 30 bits); batch:
 sum_i W[j, i] * ct_i for every output as one matrix product per limb. Then every reply ciphertext
 gets a fresh encryption of zero under the client's public key (`rerandomize`; so c1 no longer
 reveals the weights to a client who knows its own a), uniform flooding noise of 2^flooding_bits
@@ -14,11 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from native.encryption import PUBLIC_KEY_INDEX
-from native.plan import NativePlan
+from native.plan import WEIGHT_BITS, NativePlan
 from native.rerandomize import NativeKey, ZeroEncryptions
-from native.ring import (LIMB_BITS, add_mod, combine_limbs, expand_uniform, fraction_to_power_of_two, from_signed,
+from native.ring import (add_mod, combine_limbs, limb_bits, expand_uniform, fraction_to_power_of_two, from_signed,
                          moduli_column, negacyclic_rows, random_flooding, residue_fraction, scale_messages,
                          split_limbs)
+
+WEIGHT_MAGNITUDE_BITS = WEIGHT_BITS - 1  # |W_int| <= 2^(WEIGHT_BITS - 1) - 1
 from native.seal_ring import SealRing
 from native.wire import Kind, Request, WireError, key_id, read_public_key, write_reply
 
@@ -44,6 +46,9 @@ class NativeEvaluator:
                                          for group, outputs in enumerate(public.groups)])
         self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]]).astype(object)
         self._batch_weights = plan.model.weights.astype(np.float64)
+        # Dot products of limbs with weights: N terms for one image, n_features for a batch.
+        self._single_limb_bits = limb_bits(public.degree, WEIGHT_MAGNITUDE_BITS)
+        self._batch_limb_bits = limb_bits(public.n_features, WEIGHT_MAGNITUDE_BITS)
         self._batch_intercepts = self._scaled(plan.model.intercepts)  # (k, outputs)
         self.zeros = ZeroEncryptions(self.ring, mask_pool_size, background_masks)
 
@@ -105,8 +110,9 @@ class NativeEvaluator:
         c1 = self._inverse_ntt(products)  # (groups, k, N): a * w_g
         # c0 * w_g at the result positions only: exact float64 dot products on limbs, combined as
         # Python integers (a few values: cheaper than numpy's modular arithmetic).
-        limbs = np.rint(split_limbs(request.c0[0]) @ self._weight_rows).astype(np.int64).astype(object)
-        c0 = (limbs[0] + (limbs[1] << LIMB_BITS) + (limbs[2] << 2 * LIMB_BITS) + self._intercepts) % self._moduli
+        bits = self._single_limb_bits
+        limbs = np.rint(split_limbs(request.c0[0], bits) @ self._weight_rows).astype(np.int64).astype(object)
+        c0 = (sum(limb << (bits * index) for index, limb in enumerate(limbs)) + self._intercepts) % self._moduli
         c0 = c0.astype(np.uint64)  # (k, outputs)
         c0, c1 = self._finish(c0, c1, zeros[:, 0].reshape(-1)[self._revealed], zeros[:, 1],
                               public.single_reply_bits)
@@ -126,8 +132,8 @@ class NativeEvaluator:
         sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
         for row, prime in enumerate(self._primes):
             for poly, source in enumerate((request.c0, a_ntt)):
-                limbs = split_limbs(source[:, row])  # (3, features, N)
-                sums[poly, :, row] = combine_limbs(self._batch_weights @ limbs, prime)
+                limbs = split_limbs(source[:, row], self._batch_limb_bits)  # (limbs, features, N)
+                sums[poly, :, row] = combine_limbs(self._batch_weights @ limbs, prime, self._batch_limb_bits)
         sums[0, :, :, 0] = add_mod(sums[0, :, :, 0], self._batch_intercepts.T, self._moduli[:, 0])
         zeros = np.stack(self.zeros.take(key, public.n_outputs))  # (outputs, 2, N)
         c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],

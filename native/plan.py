@@ -37,11 +37,10 @@ import numpy as np
 
 from model.loading import LinearModel
 from native.params import MAX_PLAIN_BITS, PROFILES, RingParameters, ring_parameters
-from native.ring import ERROR_SIGMA
+from native.ring import ERROR_SIGMA, FLOAT_EXACT_BITS
 
 WEIGHT_BITS = 12
 TAIL_SIGMAS = 8.0
-FLOAT_EXACT_BITS = 53  # the client sums N reply values exactly in float64 while N * 2^b <= 2^53
 FLOODING_MARGIN_BITS = 60  # flooding noise / honest noise bound, where the modulus leaves room
 MIN_FLOODING_MARGIN_BITS = 40  # below this, a flooded plan is refused rather than weakly flooded
 MAX_INTERCEPT = 2**62  # quantized intercepts stay int64; anything near this is refused by t anyway

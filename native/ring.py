@@ -155,16 +155,20 @@ def expand_uniform(seed: bytes, index: int, primes: Sequence[int], degree: int) 
 
     64-bit words of the ChaCha20 keystream keyed by the seed (nonce: index and prime) are masked
     to each prime's bit length and the ones not below the prime rejected, so every residue is
-    exactly uniform.
+    exactly uniform. A 60-bit prime rejects a word with probability ~2^-46, so the first N words
+    are almost always the answer; the keystream is read on in order when they are not.
     """
     out = np.empty((len(primes), degree), dtype=_U64)
     for row, prime in enumerate(primes):
         mask = _U64((1 << prime.bit_length()) - 1)
         nonce = b"EIN1" + index.to_bytes(4, "little") + row.to_bytes(4, "little") + bytes(4)
         stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
-        accepted = np.empty(0, dtype=_U64)
+        np.bitwise_and(np.frombuffer(stream.update(bytes(8 * degree)), dtype="<u8"), mask, out=out[row])
+        if (out[row] < _U64(prime)).all():
+            continue
+        accepted = out[row][out[row] < _U64(prime)]
         while accepted.size < degree:
-            words = np.frombuffer(stream.update(bytes(8 * (degree + degree // 8 + 16))), dtype="<u8") & mask
+            words = np.frombuffer(stream.update(bytes(8 * (degree // 8 + 16))), dtype="<u8") & mask
             accepted = np.concatenate([accepted, words[words < _U64(prime)]])
         out[row] = accepted[:degree]
     return out
@@ -213,23 +217,36 @@ def round_scale(values: np.ndarray, numerator: int, bits: int) -> np.ndarray:
     return ((scaled + _U64(1 << (bits - shift - 1))) >> _U64(bits - shift)).astype(np.int64)
 
 
-LIMB_BITS = 20  # 3 limbs hold a 60-bit residue; limb * 12-bit weight * 2^13 terms stays below 2^53
+RESIDUE_BITS = 60  # every data prime is below 2^60
+FLOAT_EXACT_BITS = 53
 
 
-def split_limbs(residues: np.ndarray) -> np.ndarray:
-    """Residues (..., N) as float64 limbs (3, ..., N) of LIMB_BITS bits, for exact BLAS dot products."""
+def limb_bits(terms: int, factor_bits: int) -> int:
+    """The widest limbs (at most 30 bits) for which a dot product of `terms` limbs with integer
+    factors below 2^factor_bits in magnitude stays below 2^53, so float64 BLAS computes it exactly."""
+    bits = min(30, FLOAT_EXACT_BITS - factor_bits - (terms - 1).bit_length())
+    if bits < 1:
+        raise ValueError(f"{terms} terms of {factor_bits}-bit factors cannot be summed exactly in float64")
+    return bits
+
+
+def split_limbs(residues: np.ndarray, bits: int) -> np.ndarray:
+    """Residues (..., N) as float64 limbs (limbs, ..., N) of `bits` bits, for exact BLAS dot products."""
     residues = np.asarray(residues, dtype=_U64)
-    mask = _U64((1 << LIMB_BITS) - 1)
-    return np.stack([((residues >> _U64(LIMB_BITS * limb)) & mask).astype(np.float64) for limb in range(3)])
+    mask = _U64((1 << bits) - 1)
+    out = np.empty((-(-RESIDUE_BITS // bits),) + residues.shape, dtype=np.float64)
+    for limb in range(out.shape[0]):
+        out[limb] = (residues >> _U64(bits * limb)) & mask  # converted to float64 on assignment
+    return out
 
 
-def combine_limbs(partials: np.ndarray, prime: int) -> np.ndarray:
-    """sum_l partials[l] * 2^(20 l) mod prime, for exact integer-valued float64 partials (3, ...)."""
+def combine_limbs(partials: np.ndarray, prime: int, bits: int) -> np.ndarray:
+    """sum_l partials[l] * 2^(bits * l) mod prime, for exact integer-valued float64 partials (limbs, ...)."""
     signed_prime = np.int64(prime)
     reduced = [np.mod(np.rint(part).astype(np.int64), signed_prime).astype(_U64) for part in partials]
-    total = reduced[2]
-    for part in (reduced[1], reduced[0]):
-        total = add_mod(mul_small(total, 1 << LIMB_BITS, prime), part, prime)
+    total = reduced[-1]
+    for part in reversed(reduced[:-1]):
+        total = add_mod(mul_small(total, 1 << bits, prime), part, prime)
     return total
 
 

@@ -19,7 +19,8 @@ from model.loading import LinearModel, linear_model_from_estimator
 from native.encryption import ClientKeys
 from native.evaluation import NativeEvaluator
 from native.params import MAX_PLAIN_BITS, PROFILES
-from native.plan import FLOAT_EXACT_BITS, MIN_FLOODING_MARGIN_BITS, PlanError, build_plan, quantize
+from native.plan import MIN_FLOODING_MARGIN_BITS, PlanError, build_plan, quantize
+from native.ring import FLOAT_EXACT_BITS
 from native.wire import Kind, read_request
 
 # One phrase per reason build_plan gives; a refusal must carry one of them.
