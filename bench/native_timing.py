@@ -51,13 +51,13 @@ def seal_floor_seconds(model: LinearModel, repeats: int = 400) -> float:
     return _median_seconds(floor, repeats)
 
 
-def in_process_seconds(model: LinearModel, single_inputs: np.ndarray,
-                       batch_inputs: np.ndarray) -> dict[str, dict[str, float]]:
+def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inputs: np.ndarray,
+                       profile: str = "compact") -> dict[str, dict[str, float]]:
     """Server time (parse + score, as a worker does) per image, mean and median over one-image
     requests, per image of one batch request, and the time spent between requests making encryptions of zero (what
     a worker's background thread does while it waits; here done in line, since this process also
     runs the client and would otherwise share the GIL with it)."""
-    plan = build_plan(model, "compact")
+    plan = build_plan(model, profile)
     public = plan.public
     evaluator = NativeEvaluator(plan, background_masks=False)
     keys = ClientKeys(public)
