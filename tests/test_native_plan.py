@@ -20,7 +20,7 @@ from native.encryption import ClientKeys
 from native.evaluation import NativeEvaluator
 from native.params import MAX_PLAIN_BITS, PROFILES
 from native.plan import MIN_FLOODING_MARGIN_BITS, PlanError, build_plan, quantize
-from native.ring import FLOAT_EXACT_BITS
+from native.ring import FLOAT_EXACT_BITS, random_flooding
 from native.wire import Kind, read_request
 
 # One phrase per reason build_plan gives; a refusal must carry one of them.
@@ -148,3 +148,16 @@ def test_service_refuses_to_start_with_an_input_range_it_cannot_decrypt(tmp_path
                            NATIVE_INPUT_MAX="65535")
     assert result.returncode == 2
     assert "36-bit plaintext modulus" in result.stderr
+
+
+@pytest.mark.parametrize("bits", [20, 59, 60, 80])
+def test_flooding_noise_is_uniform_over_its_whole_range(bits: int) -> None:
+    primes = build_plan(_bundled(), "flooded").public.params.data_primes
+    residues = random_flooding((4000,), bits, primes)
+    modulus = primes[0] * primes[1]
+    values = [(int(r0) * primes[1] * pow(primes[1], -1, primes[0]) + int(r1) * primes[0] * pow(primes[0], -1, primes[1]))
+              % modulus for r0, r1 in zip(*residues)]
+    values = np.array([(v - modulus if v > modulus // 2 else v) / 2**bits for v in values])
+    assert values.min() >= -1 and values.max() < 1
+    # Uniform on [-1, 1): each quarter holds about a quarter of the draws (4000 draws: > 800 each).
+    assert (np.histogram(values, bins=4, range=(-1, 1))[0] > 800).all()
