@@ -19,7 +19,7 @@ from model.loading import LinearModel, linear_model_from_estimator
 from native.encryption import ClientKeys
 from native.evaluation import NativeEvaluator
 from native.params import MAX_PLAIN_BITS, PROFILES
-from native.plan import MIN_FLOODING_MARGIN_BITS, PlanError, build_plan, quantize
+from native.plan import MIN_FLOODING_MARGIN_BITS, PlanError, PublicPlan, build_plan, quantize
 from native.ring import FLOAT_EXACT_BITS, random_flooding
 from native.wire import Kind, read_request
 
@@ -161,3 +161,11 @@ def test_flooding_noise_is_uniform_over_its_whole_range(bits: int) -> None:
     assert values.min() >= -1 and values.max() < 1
     # Uniform on [-1, 1): each quarter holds about a quarter of the draws (4000 draws: > 800 each).
     assert (np.histogram(values, bins=4, range=(-1, 1))[0] > 800).all()
+
+
+def test_a_client_refuses_a_description_it_could_not_decrypt_exactly() -> None:
+    body = build_plan(_bundled()).public.describe()
+    assert PublicPlan.from_description(body).single_reply_bits == body["single_reply_bits"]
+    for field, value in (("single_reply_bits", 48), ("batch_reply_bits", 42), ("plain_modulus", 2**32 + 15)):
+        with pytest.raises(PlanError, match="cannot be decrypted exactly"):
+            PublicPlan.from_description({**body, field: value})
