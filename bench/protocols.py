@@ -1,9 +1,12 @@
 """`python -m bench.protocols`: the seed protocol and the native one, on the same images, in one run.
 
 Starts Azurite and one service per seed engine (`seal`, and `eiserver` on a few images since it
-takes ~10 s each), then scores the same MNIST test images with the seed client (`POST /score`) and
-with `ScoringClient` one image per request and in batches. Prints ms per image (server and end to
-end; server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext model.
+takes ~10 s each) with `--workers` workers (default 2, the service's default on this machine),
+then scores the same MNIST test images with the seed client (`POST /score`) and with
+`ScoringClient` one image per request and in batches. Prints ms per image (server and end to end;
+server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext
+model; then the native protocol's figures in-process and over HTTP against its goals, as
+multiples of a floor measured in the same run (`bench.native_timing`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.native_timing import GOALS, in_process_seconds, seal_floor_seconds
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
-from client.scoring import ScoringClient
+from client.scoring import ScoringClient, Traffic
 from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import labels_from_scores, load_linear_model
@@ -50,12 +54,24 @@ def _seed_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: 
 
 
 def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch: int) -> dict:
+    """Means per image over the run, and medians over requests (robust to a busy machine)."""
     with ScoringClient(url, api_key=TEST_API_KEY) as client:
-        labels, _ = client.predict(images, batch_size=batch)
+        client.predict(images[:8], batch_size=1)  # every worker fetches and prepares the key first
+        client.traffic = Traffic()
+        marks = [(time.perf_counter(), 0.0, 0)]
+
+        def request_done(samples: int) -> None:
+            marks.append((time.perf_counter(), client.traffic.server_seconds, samples))
+
+        labels, _ = client.predict(images, batch_size=batch, progress=request_done)
+        per_request = [((now - before) / samples, (server - server_before) / samples)
+                       for (before, server_before, _), (now, server, samples) in zip(marks, marks[1:])]
         traffic, count = client.traffic, len(images)
         return {"protocol": name, "images": count, "key_bytes": client.key_bytes,
                 "server_ms": traffic.server_seconds * 1000 / count,
                 "end_to_end_ms": traffic.total_seconds * 1000 / count,
+                "server_ms_median": float(np.median([server for _, server in per_request])) * 1000,
+                "end_to_end_ms_median": float(np.median([total for total, _ in per_request])) * 1000,
                 "request_bytes": traffic.request_bytes / count, "reply_bytes": traffic.reply_bytes / count,
                 "agreement": float(np.mean(labels == expected))}
 
@@ -63,11 +79,12 @@ def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist-dir", type=Path, help="folder with the MNIST test set (default: bundled sample)")
-    parser.add_argument("--seed-images", type=int, default=20)
+    parser.add_argument("--seed-images", type=int, default=20, help="0 skips the seed protocol's seal engine")
     parser.add_argument("--eiserver-images", type=int, default=2, help="0 skips the EIServer engine")
     parser.add_argument("--single-images", type=int, default=500)
     parser.add_argument("--batch-images", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--workers", type=int, default=2, help="the service's WORKER_COUNT")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
 
@@ -77,11 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     console = Console(stderr=True)
     rows = []
     with tempfile.TemporaryDirectory() as workdir, running_azurite() as conn_str:
-        env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": "1"}
+        env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": str(args.workers)}
         with running_service({**env, "SCORING_ENGINE": "seal"}, Path(workdir) / "seal.log") as service:
-            with console.status("seed protocol, seal engine"):
-                rows.append(_seed_row("seed /score, seal engine", service.url, conn_str,
-                                      images[: args.seed_images], expected[: args.seed_images]))
+            if args.seed_images:
+                with console.status("seed protocol, seal engine"):
+                    rows.append(_seed_row("seed /score, seal engine", service.url, conn_str,
+                                          images[: args.seed_images], expected[: args.seed_images]))
             with console.status("native protocol, one image per request"):
                 rows.append(_native_row("native /v1/score", service.url, images[: args.single_images],
                                         expected[: args.single_images], 1))
@@ -93,10 +111,15 @@ def main(argv: list[str] | None = None) -> None:
                     console.status("seed protocol, EIServer engine"):
                 rows.append(_seed_row("seed /score, EIServer", service.url, conn_str,
                                       images[: args.eiserver_images], expected[: args.eiserver_images]))
+    with console.status("native protocol in-process, and the floor"):
+        inputs = images.reshape(len(images), -1).astype(np.int64)
+        in_process = in_process_seconds(model, inputs[: args.single_images], inputs[: args.batch])
+        floor = seal_floor_seconds(model)
+    goals = _goals(rows, in_process, floor)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"rows": rows, "floor_ms": floor * 1000, "goals": goals}, indent=2))
         return
-    table = Table(title=f"MNIST ({source}), 1 worker; per image", show_lines=False)
+    table = Table(title=f"MNIST ({source}), {args.workers} worker(s); per image", show_lines=False)
     for column in ("protocol", "images", "server ms", "end-to-end ms", "request B", "reply B", "key B", "agreement"):
         table.add_column(column, justify="left" if column == "protocol" else "right")
     for row in rows:
@@ -104,6 +127,37 @@ def main(argv: list[str] | None = None) -> None:
                       f"{row['request_bytes']:,.0f}", f"{row['reply_bytes']:,.0f}", f"{row['key_bytes']:,}",
                       f"{row['agreement']:.4f}")
     Console(width=160).print(table)
+    goal_table = Table(title=f"native protocol against its goals; floor (multiply_plain + inverse NTT, "
+                             f"N=4096, one prime) = {floor * 1e6:.0f} µs, this run")
+    for column in ("measure", "mean ms / image", "median ms / image", "median × floor", "goal (× floor)", "met"):
+        goal_table.add_column(column, justify="left" if column == "measure" else "right")
+    for goal in goals:
+        goal_table.add_row(goal["measure"], f"{goal['mean_ms']:.3f}", f"{goal['ms']:.3f}", f"{goal['ratio']:.2f}",
+                           "" if goal["goal"] is None else f"≤ {goal['goal']}",
+                           "" if goal["goal"] is None else ("yes" if goal["ratio"] <= goal["goal"] else "no"))
+    Console(width=160).print(goal_table)
+
+
+def _goals(rows: list[dict], in_process: dict[str, dict[str, float]], floor: float) -> list[dict]:
+    """The native figures (mean and median per image) as multiples of the floor (median against
+    median), with the goal each one has over HTTP."""
+    single = next(row for row in rows if row["protocol"] == "native /v1/score")
+    batch = next(row for row in rows if row["protocol"].startswith("native /v1/score/batch"))
+
+    def http(row: dict, measure: str) -> tuple[float, float]:
+        return row[f"{measure}_ms"], row[f"{measure}_ms_median"]
+
+    def local(measure: str) -> tuple[float, float]:
+        return in_process[measure]["mean"] * 1000, in_process[measure]["median"] * 1000
+
+    figures = [("single, in-process server", local("single_server"), None),
+               ("single, in-process between requests (zero encryptions)", local("single_between"), None),
+               ("single, HTTP server (x-engine-ms)", http(single, "server"), GOALS["single_server"]),
+               ("single, HTTP end to end", http(single, "end_to_end"), GOALS["single_end_to_end"]),
+               ("batch, in-process server", local("batch_server"), None),
+               ("batch, HTTP server (x-engine-ms)", http(batch, "server"), GOALS["batch_server"])]
+    return [{"measure": name, "mean_ms": mean, "ms": median, "ratio": median / (floor * 1000), "goal": goal}
+            for name, (mean, median), goal in figures]
 
 
 if __name__ == "__main__":

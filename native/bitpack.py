@@ -28,11 +28,12 @@ def pack(values: np.ndarray, width: int) -> bytes:
     padded = np.zeros(groups * 8, dtype=_U64)
     padded[: flat.size] = flat
     if _pairs_fit(width):
-        first, second = padded[0::2], padded[1::2]
-        out = np.empty((first.size, 16), dtype=np.uint8)
-        out[:, :8] = (first | (second << _U64(width))).astype("<u8").view(np.uint8).reshape(-1, 8)
-        out[:, 8:] = (second >> _U64(64 - width)).astype("<u8").view(np.uint8).reshape(-1, 8)
-        return out[:, : width // 4].tobytes()
+        pairs = padded.reshape(-1, 2)
+        words = np.empty((pairs.shape[0], 2), dtype="<u8")  # each pair as 128 bits, little-endian
+        np.left_shift(pairs[:, 1], _U64(width), out=words[:, 0])
+        words[:, 0] |= pairs[:, 0]
+        np.right_shift(pairs[:, 1], _U64(64 - width), out=words[:, 1])
+        return words.view(np.uint8)[:, : width // 4].tobytes()
     lanes = padded.reshape(groups, 8)
     out = np.zeros((groups, width + 8), dtype=np.uint8)
     for lane in range(8):

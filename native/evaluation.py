@@ -1,98 +1,36 @@
 """The server's half: scores from ciphertexts, with no key but the client's public key.
 
-Single image: c1 * w_g for every group in the NTT domain (SEAL), c0 * w_g only at the result
-positions (exact float64 dot products on 20-bit limbs); batch: sum_i W[j, i] * ct_i for every
-output as one matrix product per limb. Then every reply ciphertext is re-randomized with a fresh
-encryption of zero under the client's public key (so c1 no longer reveals the weights to a client
-who knows its own a), flooded with 2^flooding_bits of uniform noise when the profile says so, and
-switched to the modulus 2^bits; coefficients the client does not need (c0 outside the result
-positions) are never sent.
+Single image: a * w_g for every group in the NTT domain (SEAL), one inverse NTT for all groups,
+c0 * w_g only at the result positions (exact float64 dot products on limbs of up to 30 bits); batch:
+sum_i W[j, i] * ct_i for every output as one matrix product per limb. Then every reply ciphertext
+gets a fresh encryption of zero under the client's public key (`rerandomize`; so c1 no longer
+reveals the weights to a client who knows its own a), uniform flooding noise of 2^flooding_bits
+on c0 when the profile says so, and a switch to the modulus 2^bits; coefficients the client does
+not need (c0 outside the result positions) are never sent.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from dataclasses import dataclass
-
 import numpy as np
-import seal
 
 from native.encryption import PUBLIC_KEY_INDEX
-from native.plan import NativePlan
-from native.ring import (add_mod, add_small, combine_limbs, expand_uniform, from_signed, moduli_column,
-                         negacyclic_rows, random_error, random_flooding, random_ternary, scale_messages,
-                         split_limbs, switch_to_power_of_two)
+from native.plan import WEIGHT_BITS, NativePlan
+from native.rerandomize import NativeKey, ZeroEncryptions
+from native.ring import (add_mod, combine_limbs, limb_bits, expand_uniform, fraction_to_power_of_two, from_signed,
+                         moduli_column, negacyclic_rows, random_flooding, residue_fraction, scale_messages,
+                         split_limbs)
+
+WEIGHT_MAGNITUDE_BITS = WEIGHT_BITS - 1  # |W_int| <= 2^(WEIGHT_BITS - 1) - 1
 from native.seal_ring import SealRing
 from native.wire import Kind, Request, WireError, key_id, read_public_key, write_reply
 
-_FEATURES_PER_SLICE = 64  # batch dot products: 3 x 64 x N float64 limbs (6 MB for N = 4096) at a time
-
-
-@dataclass(frozen=True)
-class NativeKey:
-    """A client's public key, ready to re-randomize: NTT form for SEAL, pk0's rows for the dot products."""
-
-    key_id: str
-    public_ntt: seal.Ciphertext
-    pk0_rows: np.ndarray  # (k, 3 limbs, positions, N) float64
-    nbytes: int
-
-
-@dataclass(frozen=True)
-class _Mask:
-    """One fresh u: ternary coefficients (float64) and its NTT form, for pk * u."""
-
-    coefficients: np.ndarray
-    ntt: seal.Plaintext
-
-
-class MaskPool:
-    """Fresh re-randomization polynomials u, made ahead of need.
-
-    u does not depend on the client, so a background thread makes them (two per NTT call) after
-    each reply, while the worker waits for the next request; a request takes prepared ones and
-    none is ever used twice. When the pool runs dry (bursts) u is made on the request's own time.
-    """
-
-    def __init__(self, ring: SealRing, size: int, background: bool = True) -> None:
-        self._ring, self.size = ring, size
-        self._ready: deque[_Mask] = deque()
-        self._wanted = threading.Event()
-        self._wanted.set()
-        if size and background:
-            threading.Thread(target=self._keep_full, name="mask-pool", daemon=True).start()
-
-    def _make_pair(self) -> list[_Mask]:
-        ring = self._ring
-        u = random_ternary(2 * ring.params.degree).reshape(2, ring.params.degree)
-        transformed = ring.polys(ring.to_ntt(from_signed(u, ring.params.data_primes)))
-        return [_Mask(coefficients=u[i].astype(np.float64), ntt=ring.ntt_plaintext_from_ntt(transformed[i]))
-                for i in range(2)]
-
-    def fill(self) -> None:
-        while len(self._ready) < self.size:
-            self._ready.extend(self._make_pair())
-
-    def _keep_full(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            self.fill()
-
-    def take(self) -> _Mask:
-        try:
-            return self._ready.popleft()
-        except IndexError:
-            return self._make_pair()[0]
-
-    def replenish(self) -> None:
-        """Wake the background thread; called once a reply is built, so it works in idle time."""
-        self._wanted.set()
+_FEATURES_PER_SLICE = 64  # batch dot products: limbs x 64 x N float64 (4-6 MB for N = 4096) at a time
 
 
 class NativeEvaluator:
-    def __init__(self, plan: NativePlan, mask_pool_size: int = 64, background_masks: bool = True) -> None:
+    def __init__(self, plan: NativePlan, mask_pool_size: int = 4, background_masks: bool = True) -> None:
+        """`mask_pool_size` encryptions of zero are kept ready for the last key used (two single-image
+        requests' worth for the bundled model), made in the background unless `background_masks` is off."""
         self.plan = plan
         public = plan.public
         self.ring = SealRing(public.params)
@@ -100,13 +38,21 @@ class NativeEvaluator:
         self._moduli = moduli_column(self._primes)
         self._positions = public.result_positions(0)  # the same local positions in every group
         weights = [plan.group_weight_poly(group) for group in range(len(public.groups))]
-        self._weight_ntt = [self.ring.ntt_plaintext(from_signed(w, self._primes)) for w in weights]
-        self._weight_rows = [negacyclic_rows(w, self._positions[: len(group)]).astype(np.float64)
-                             for w, group in zip(weights, public.groups)]
-        self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]])
+        # None for a group whose weights are all zero: SEAL refuses a product by zero ("transparent").
+        self._weight_ntt = [self.ring.ntt_plaintext(from_signed(w, self._primes)) if w.any() else None
+                            for w in weights]
+        # Every group's rows side by side (N, outputs): c0 * w_g at the result positions is one product.
+        self._weight_rows = np.concatenate([negacyclic_rows(w, self._positions[: len(group)]).astype(np.float64)
+                                            for w, group in zip(weights, public.groups)]).T
+        self._revealed = np.concatenate([self._positions[: len(outputs)] + group * public.degree
+                                         for group, outputs in enumerate(public.groups)])
+        self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]]).astype(object)
         self._batch_weights = plan.model.weights.astype(np.float64)
+        # Dot products of limbs with weights: N terms for one image, n_features for a batch.
+        self._single_limb_bits = limb_bits(public.degree, WEIGHT_MAGNITUDE_BITS)
+        self._batch_limb_bits = limb_bits(public.n_features, WEIGHT_MAGNITUDE_BITS)
         self._batch_intercepts = self._scaled(plan.model.intercepts)  # (k, outputs)
-        self.masks = MaskPool(self.ring, mask_pool_size, background_masks)
+        self.zeros = ZeroEncryptions(self.ring, mask_pool_size, background_masks)
 
     def _scaled(self, values: np.ndarray) -> np.ndarray:
         """round(Q * v / t) residues (k, len(v)) for signed integers v (intercepts)."""
@@ -114,88 +60,96 @@ class NativeEvaluator:
         return scale_messages(np.mod(values, t), self._primes, t)
 
     def prepare_key(self, blob: bytes) -> NativeKey:
-        """Check a public key's bytes and precompute what re-randomization needs."""
+        """Check a public key's bytes and put it in NTT form; pk1 always comes from the key's seed."""
         params = self.plan.public.params
         key = read_public_key(blob, params)
         pk1_ntt = expand_uniform(key.seed, PUBLIC_KEY_INDEX, self._primes, params.degree)
         pk0_ntt = self.ring.polys(self.ring.to_ntt(np.stack([key.pk0, key.pk0])))[0]
         public_ntt = self.ring.ciphertext(np.stack([pk0_ntt, pk1_ntt]), ntt_form=True)
-        signed_rows = negacyclic_rows(key.pk0.astype(np.int64), self._positions)  # entries in (-p, p)
-        rows = np.stack([split_limbs(np.mod(signed_rows[row], prime))
-                         for row, prime in enumerate(self._primes)])
-        return NativeKey(key_id=key_id(blob), public_ntt=public_ntt, pk0_rows=rows,
-                         nbytes=rows.nbytes + 4 * pk0_ntt.nbytes)
+        return NativeKey(key_id=key_id(blob), public_ntt=public_ntt,
+                         nbytes=2 * pk0_ntt.nbytes + self.zeros.per_key * self.zeros.entry_bytes())
 
     def _check_key(self, request: Request, key: NativeKey) -> None:
         if request.key_id != key.key_id:
             raise WireError("the request names another public key than the one it is scored with")
 
-    def _finish(self, c0: np.ndarray, c1: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-        """Add fresh errors (and flooding) and switch to 2^bits; c0 (..., k, n), c1 (..., k, N)."""
+    def _finish(self, c0: np.ndarray, c1: np.ndarray, zeros0: np.ndarray, zeros1: np.ndarray,
+                bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flood c0 when the profile says so, re-randomize, and switch to 2^bits.
+
+        c0 (..., k, n) and c1 (..., k, N) residues; zeros0 (..., n) and zeros1 (..., N) the
+        encryption of zero's two parts at the same coefficients, as fractions of Q.
+        """
         flooding = self.plan.public.flooding_bits
-        noise0 = random_error(c0.shape[:-2] + c0.shape[-1:])
         if flooding:
-            noise0 = noise0 + random_flooding(noise0.shape, flooding)
-        c0 = add_small(c0, noise0, self._primes)
-        c1 = add_small(c1, random_error(c1.shape[:-2] + c1.shape[-1:]), self._primes)
-        return (switch_to_power_of_two(c0, self._primes, bits), switch_to_power_of_two(c1, self._primes, bits))
+            c0 = add_mod(c0, random_flooding(c0.shape[:-2] + c0.shape[-1:], flooding, self._primes), self._moduli)
+        return (fraction_to_power_of_two(residue_fraction(c0, self._primes) + zeros0, bits),
+                fraction_to_power_of_two(residue_fraction(c1, self._primes) + zeros1, bits))
+
+    def _inverse_ntt(self, polys_ntt: list[np.ndarray]) -> np.ndarray:
+        """Coefficients of NTT-domain polynomials (k, N) each, two per SEAL inverse NTT.
+
+        SEAL refuses a result whose second polynomial is zero ("transparent"), so zero polynomials
+        (zero weights) are left out: they are zero in both domains.
+        """
+        out = np.zeros((len(polys_ntt),) + polys_ntt[0].shape, dtype=np.uint64)
+        live = [index for index, poly in enumerate(polys_ntt) if poly.any()]
+        for start in range(0, len(live), 2):
+            pair = live[start : start + 2]
+            padded = pair if len(pair) == 2 else pair * 2  # a SEAL ciphertext has two polynomials
+            ciphertext = self.ring.ciphertext(np.stack([polys_ntt[index] for index in padded]), ntt_form=True)
+            out[pair] = self.ring.from_ntt(ciphertext)[: len(pair)]
+        return out
 
     def score_single(self, request: Request, key: NativeKey) -> bytes:
         self._check_key(request, key)
         public, ring, evaluator = self.plan.public, self.ring, self.ring.evaluator
+        zeros = np.stack(self.zeros.take(key, len(public.groups)))  # (groups, 2, N)
         a_ntt = expand_uniform(request.seed, 0, self._primes, public.degree)
         a_pair = ring.ciphertext(np.stack([a_ntt, a_ntt]), ntt_form=True)
-        c0_limbs = split_limbs(request.c0[0])  # (3, k, N)
-        c1_ntt, partials = [], []
+        products = [np.zeros_like(a_ntt) if weight is None else ring.polys(evaluator.multiply_plain(a_pair, weight))[0]
+                    for weight in self._weight_ntt]
+        c1 = self._inverse_ntt(products)  # (groups, k, N): a * w_g
+        # c0 * w_g at the result positions only: exact float64 dot products on limbs, combined as
+        # Python integers (a few values: cheaper than numpy's modular arithmetic).
+        bits = self._single_limb_bits
+        limbs = np.rint(split_limbs(request.c0[0], bits) @ self._weight_rows).astype(np.int64).astype(object)
+        c0 = (sum(limb << (bits * index) for index, limb in enumerate(limbs)) + self._intercepts) % self._moduli
+        c0 = c0.astype(np.uint64)  # (k, outputs)
+        c0, c1 = self._finish(c0, c1, zeros[:, 0].reshape(-1)[self._revealed], zeros[:, 1],
+                              public.single_reply_bits)
+        values, offset = [], 0
         for group, outputs in enumerate(public.groups):
-            mask = self.masks.take()
-            product = evaluator.multiply_plain(a_pair, self._weight_ntt[group])
-            evaluator.add_inplace(product, evaluator.multiply_plain(key.public_ntt, mask.ntt))
-            c1_ntt.append(ring.polys(product)[1])  # a * w_g + pk1 * u_g, NTT domain
-            # c0 * w_g + pk0 * u_g at the result positions only; both partial sums are exact in float64.
-            from_mask = np.moveaxis(key.pk0_rows[:, :, : len(outputs)] @ mask.coefficients, 1, 0)
-            partials.append(c0_limbs @ self._weight_rows[group].T + from_mask)
-        partial = np.concatenate(partials, axis=-1)  # (3, k, outputs)
-        c0 = np.stack([combine_limbs(partial[:, row], prime) for row, prime in enumerate(self._primes)])
-        c0 = add_mod(c0, self._intercepts, self._moduli)
-        if len(c1_ntt) == 1:
-            c1_ntt.append(c1_ntt[0])
-        c1 = ring.from_ntt(ring.ciphertext(np.stack(c1_ntt), ntt_form=True))[: len(public.groups)]
-        c0_switched, c1_switched = self._finish(c0, c1, public.single_reply_bits)
-        parts, offset = [], 0
-        for group, outputs in enumerate(public.groups):
-            parts += [c0_switched[offset : offset + len(outputs)], c1_switched[group]]
+            values += [c0[offset : offset + len(outputs)], c1[group]]
             offset += len(outputs)
-        self.masks.replenish()
-        return write_reply(Kind.SINGLE, 1, public.single_reply_bits, np.concatenate(parts))
+        reply = write_reply(Kind.SINGLE, 1, public.single_reply_bits, np.concatenate(values))
+        self.zeros.replenish(key)
+        return reply
 
     def _weighted_limbs(self, residues: np.ndarray) -> np.ndarray:
-        """`weights @ split_limbs(residues)` (3, outputs, N), a slice of features at a time: a whole
-        batch's limbs would be 3 float64 copies of it (77 MB for N = 4096) in every worker. Exact:
-        every partial sum is an integer below 2^53, whatever the slices."""
-        total = np.zeros((3, self._batch_weights.shape[0], residues.shape[-1]))
+        """`weights @ split_limbs(residues)` (limbs, outputs, N), a slice of features at a time: a
+        whole batch's limbs would be float64 copies of it (tens of MB for N = 4096) in every worker.
+        Exact: every partial sum is an integer below 2^53, whatever the slices."""
+        total = None
         for start in range(0, residues.shape[0], _FEATURES_PER_SLICE):
             stop = start + _FEATURES_PER_SLICE
-            total += self._batch_weights[:, start:stop] @ split_limbs(residues[start:stop])
+            part = self._batch_weights[:, start:stop] @ split_limbs(residues[start:stop], self._batch_limb_bits)
+            total = part if total is None else total + part
         return total
 
     def score_batch(self, request: Request, key: NativeKey) -> bytes:
         self._check_key(request, key)
-        public, ring, evaluator = self.plan.public, self.ring, self.ring.evaluator
+        public = self.plan.public
         features, degree = public.n_features, public.degree
         a_ntt = np.stack([expand_uniform(request.seed, index, self._primes, degree) for index in range(features)])
         sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
         for row, prime in enumerate(self._primes):
             for poly, source in enumerate((request.c0, a_ntt)):
-                sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime)
+                sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime, self._batch_limb_bits)
         sums[0, :, :, 0] = add_mod(sums[0, :, :, 0], self._batch_intercepts.T, self._moduli[:, 0])
-        replies = []
-        for output in range(public.n_outputs):
-            masked = evaluator.multiply_plain(key.public_ntt, self.masks.take().ntt)
-            evaluator.add_inplace(masked, ring.ciphertext(
-                np.stack([np.zeros_like(sums[1, output]), sums[1, output]]), ntt_form=True))
-            c0_mask, c1 = ring.from_ntt(masked)
-            c0 = add_mod(sums[0, output], c0_mask, self._moduli)
-            replies.append(np.concatenate(self._finish(c0, c1, public.batch_reply_bits)))
-        self.masks.replenish()
-        return write_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack(replies))
+        zeros = np.stack(self.zeros.take(key, public.n_outputs))  # (outputs, 2, N)
+        c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],
+                              public.batch_reply_bits)
+        reply = write_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack([c0, c1], axis=1))
+        self.zeros.replenish(key)
+        return reply

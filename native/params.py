@@ -5,11 +5,11 @@ table for ternary secrets (log2 Q <= 109 at N = 4096, <= 218 at N = 8192):
 
 - `compact` (default): N = 4096, one 60-bit data prime. Small requests and replies.
 - `flooded`: N = 8192, two 60-bit data primes (plus one SEAL needs as its "special" prime, counted
-  in the security check although our keys never use it), so there is room for 40 bits of
+  in the security check although our keys never use it), so there is room for 60 bits of
   statistical noise flooding on top of the scores' own noise.
 
-The plaintext modulus is not fixed here: it is the smallest batching prime that holds every
-score the quantized model can produce (see `plan`).
+The plaintext modulus is not fixed here: it is a batching prime of the smallest bit length that
+holds every score the quantized model can produce (see `plan`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import seal
 HE_STANDARD_MAX_LOG_Q_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
 PRIME_BITS = 60
-FLOODING_BITS = 40  # statistical distance 2^-40 per revealed coefficient
+# t < 2^32 keeps every product the arithmetic makes with t, or with a message below t, inside 64 bits.
+MAX_PLAIN_BITS = 32
+MIN_PLAIN_BITS = 16  # SEAL finds no batching prime below 16 bits for these degrees
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,24 @@ def _primes(degree: int, count: int) -> tuple[int, ...]:
 
 
 def ring_parameters(profile_name: str, plain_bits: int) -> RingParameters:
-    """The profile's primes and a batching plaintext prime of `plain_bits` bits."""
+    """The profile's primes and a batching plaintext prime of at least `plain_bits` bits, below 2^32.
+
+    SEAL gives the largest batching prime of a bit length and finds none for a few lengths (19
+    bits at N = 8192): the next length up serves as well, since t only has to be large enough.
+    """
     profile = PROFILES[profile_name]
     primes = _primes(profile.degree, profile.data_primes + profile.extra_primes)
-    plain = seal.PlainModulus.Batching(profile.degree, plain_bits).value()
+    plain = _batching_prime(profile.degree, max(plain_bits, MIN_PLAIN_BITS))
     return RingParameters(profile=profile.name, degree=profile.degree,
                           data_primes=primes[: profile.data_primes], extra_primes=primes[profile.data_primes :],
                           plain_modulus=plain)
+
+
+@lru_cache(maxsize=None)
+def _batching_prime(degree: int, bits: int) -> int:
+    for length in range(bits, MAX_PLAIN_BITS + 1):
+        try:
+            return seal.PlainModulus.Batching(degree, length).value()
+        except (RuntimeError, ValueError):  # SEAL: "failed to find enough qualifying primes"
+            continue
+    raise ValueError(f"no batching prime of {bits} to {MAX_PLAIN_BITS} bits for N = {degree}")

@@ -7,8 +7,9 @@ Scores are computed exactly on integers, then read as real numbers by the client
     b_int = round(b * alpha * input_scale)
     score = (W_int @ x_int + b_int) / (alpha * input_scale)
 
-The plaintext modulus t is the smallest batching prime above twice the largest |score_int| any
-admissible input can produce, so no score ever wraps around. The error against scikit-learn's
+The plaintext modulus t is a batching prime above twice the largest |score_int| any admissible
+input can produce, so no score ever wraps around: SEAL's largest prime of the smallest bit length
+that holds 2 * bound + 1 (so t is up to ~4x what is needed). The error against scikit-learn's
 float scores is the weight quantization alone.
 
 Single image (coefficient encoding, no rotations, no keys): x_int are the coefficients of m(X);
@@ -17,8 +18,14 @@ m * w_g is exactly class l's dot product. Batch (slot encoding): ciphertext i ho
 up to N images, and class j's scores are sum_i W_int[j, i] * ct_i.
 
 `reply_bits` is the modulus 2^b that replies are switched to: the smallest b for which every
-revealed coefficient decrypts correctly except with probability < 2^-40 per coefficient (an
-8-sigma Gaussian tail on the rounding error, plus a worst-case bound on everything else).
+revealed coefficient decrypts correctly unless a noise term passes 8 standard deviations (an
+8-sigma bound on the client's error times the weights, on the re-randomization noise and on the
+rounding of the switch; flooding, when on, is added at its worst case).
+
+`build_plan` refuses, with the reason, every plan whose replies it could not decrypt exactly:
+t of 32 bits or more (the arithmetic's products must fit in 64 bits), replies too wide for the
+client's float64 sums (N * 2^b <= 2^53), a model without a non-zero weight, more features than
+coefficients, noise beyond the modulus.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.loading import LinearModel
-from native.params import FLOODING_BITS, PROFILES, RingParameters, ring_parameters
-from native.ring import ERROR_SIGMA
+from native.params import MAX_PLAIN_BITS, PROFILES, RingParameters, ring_parameters
+from native.ring import ERROR_SIGMA, FLOAT_EXACT_BITS
 
 WEIGHT_BITS = 12
 TAIL_SIGMAS = 8.0
+FLOODING_MARGIN_BITS = 60  # flooding noise / honest noise bound, where the modulus leaves room
+MIN_FLOODING_MARGIN_BITS = 40  # below this, a flooded plan is refused rather than weakly flooded
+MAX_INTERCEPT = 2**62  # quantized intercepts stay int64; anything near this is refused by t anyway
 
 
 class PlanError(ValueError):
@@ -74,10 +84,17 @@ class QuantizedModel:
 
 def quantize(model: LinearModel, input_scale: float, input_max: int, weight_bits: int = WEIGHT_BITS) -> QuantizedModel:
     largest = float(np.abs(model.coef).max())
-    alpha = (2 ** (weight_bits - 1) - 1) / largest if largest > 0 else 1.0
+    if not largest > 0:
+        raise PlanError("the model has no non-zero weight: there is nothing to compute on encrypted inputs")
+    if not (math.isfinite(input_scale) and input_scale > 0 and input_max >= 1):
+        raise PlanError(f"input scale {input_scale} and input max {input_max} must be positive")
+    alpha = (2 ** (weight_bits - 1) - 1) / largest
+    intercepts = np.rint(model.intercept * alpha * input_scale)
+    if not (np.abs(intercepts) < MAX_INTERCEPT).all():
+        raise PlanError(f"intercepts of up to {np.abs(intercepts).max():.3g} quantized units do not fit a "
+                        f"plaintext modulus below 2^{MAX_PLAIN_BITS}")
     return QuantizedModel(
-        weights=np.rint(model.coef * alpha).astype(np.int64),
-        intercepts=np.rint(model.intercept * alpha * input_scale).astype(np.int64),
+        weights=np.rint(model.coef * alpha).astype(np.int64), intercepts=intercepts.astype(np.int64),
         score_scale=alpha * input_scale, input_scale=input_scale, input_max=int(input_max),
         classes=model.classes,
     )
@@ -143,6 +160,10 @@ class PublicPlan:
             raise PlanError(f"unsupported protocol {body.get('protocol')!r} / profile {params.profile!r}")
         if not params.meets_128_bit_security():
             raise PlanError(f"the server's parameters (N={params.degree}, log Q={params.log_q}) are below 128-bit security")
+        widest = max(int(body["single_reply_bits"]), int(body["batch_reply_bits"]))
+        if params.plain_modulus >= 2**MAX_PLAIN_BITS or params.degree << widest > 2**FLOAT_EXACT_BITS:
+            raise PlanError(f"the server's plaintext modulus ({params.plain_modulus}) or {widest}-bit replies "
+                            f"cannot be decrypted exactly by this client")
         classes = body.get("classes")
         return cls(params=params, n_features=int(body["n_features"]), n_outputs=int(body["n_outputs"]),
                    groups=tuple(tuple(int(i) for i in group) for group in body["groups"]),
@@ -154,7 +175,10 @@ class PublicPlan:
 
 @dataclass(frozen=True)
 class NativePlan:
-    """The server's plan: the public part plus the quantized weights and the noise analysis."""
+    """The server's plan: the public part plus the quantized weights and the noise analysis.
+
+    The noise bounds are the honest ones (8 sigma), before flooding: flooding is added on top.
+    """
 
     public: PublicPlan
     model: QuantizedModel
@@ -169,23 +193,65 @@ class NativePlan:
             poly[slot * features : (slot + 1) * features] = self.model.weights[output, ::-1]
         return poly
 
+    def flooding_distance_log2(self, batch: bool) -> float:
+        """log2 of a bound on the statistical distance between one flooded reply and one that
+        depends on the scores only (-inf without flooding: then there is no such bound).
+
+        Per revealed c0 coefficient, uniform noise on 2^(f+1) values shifted by the honest noise X
+        (standard deviation sigma = bound / 8) moves at most E|X| / 2^(f+1) <= sigma / 2^(f+1) of
+        its mass; two weight vectors are at most sigma / 2^f apart; a reply reveals `n` such
+        coefficients (n_outputs for one image, n_outputs * N for a batch): n * sigma / 2^f.
+        """
+        public = self.public
+        if not public.flooding_bits:
+            return -math.inf
+        revealed = public.n_outputs * (public.degree if batch else 1)
+        sigma = (self.batch_noise_bound if batch else self.single_noise_bound) / TAIL_SIGMAS
+        return math.log2(revealed * sigma) - public.flooding_bits
+
 
 def _reply_bits(params: RingParameters, noise_bound: float) -> int:
-    """Smallest b with 2^b / (2t) > (noise / Q) * 2^b + rounding error of the switch to 2^b."""
+    """Smallest b with 2^b / (2t) > (noise / Q) * 2^b + rounding error of the switch to 2^b,
+    rounded up to a multiple of 4 (two values pack into whole bytes) where that stays exact."""
     degree, t = params.degree, params.plain_modulus
     rounding = TAIL_SIGMAS * math.sqrt((degree * 2 / 3 + 1) / 12) + 1
     headroom = 1 / (2 * t) - noise_bound / params.data_modulus
+    limit = FLOAT_EXACT_BITS - int(math.log2(degree))
     if headroom <= 0:
-        raise PlanError(f"noise bound 2^{math.log2(noise_bound):.1f} exceeds the budget of profile {params.profile}")
+        raise PlanError(f"noise of up to 2^{math.log2(noise_bound):.1f} exceeds the budget of profile "
+                        f"{params.profile} with a {params.plain_modulus.bit_length()}-bit plaintext modulus")
     bits = math.ceil(math.log2(rounding / headroom))
-    return bits + -bits % 4  # a multiple of 4 packs two values into whole bytes
+    if bits > limit:
+        raise PlanError(f"replies would need {bits}-bit values, but the client sums N = {degree} of them "
+                        f"exactly in float64 only up to {limit} bits (N * 2^bits <= 2^{FLOAT_EXACT_BITS}); "
+                        f"lower NATIVE_INPUT_MAX or the model's intercepts")
+    return min(bits + -bits % 4, limit)
+
+
+def _flooding_bits(params: RingParameters, honest: float) -> int:
+    """2^FLOODING_MARGIN_BITS times the honest noise bound, or as close to it as the modulus allows."""
+    base = math.ceil(math.log2(honest))
+    for margin in range(FLOODING_MARGIN_BITS, MIN_FLOODING_MARGIN_BITS - 1, -1):
+        try:
+            _reply_bits(params, honest + 2.0 ** (base + margin))
+        except PlanError:
+            continue
+        return base + margin
+    raise PlanError(f"profile {params.profile} has no room for {MIN_FLOODING_MARGIN_BITS} bits of flooding "
+                    f"with a {params.plain_modulus.bit_length()}-bit plaintext modulus")
 
 
 def build_plan(model: LinearModel, profile: str = "compact", input_scale: float = 255.0,
                input_max: int = 255) -> NativePlan:
-    """Quantize `model`, pick the plaintext modulus and reply widths, and check the noise budget."""
+    """Quantize `model`, pick the plaintext modulus and reply widths, and check that every reply
+    decrypts exactly; raises PlanError with the reason otherwise."""
     quantized = quantize(model, input_scale, input_max)
-    params = ring_parameters(profile, (2 * quantized.score_bound).bit_length() + 1)
+    plain_bits = (2 * quantized.score_bound).bit_length() + 1
+    if plain_bits > MAX_PLAIN_BITS:
+        raise PlanError(f"scores of inputs up to |{quantized.input_max}| reach {quantized.score_bound} quantized "
+                        f"units: a {plain_bits}-bit plaintext modulus, over the {MAX_PLAIN_BITS} bits the "
+                        f"arithmetic allows; lower NATIVE_INPUT_MAX or NATIVE_INPUT_SCALE")
+    params = ring_parameters(profile, plain_bits)
     degree, features = params.degree, quantized.n_features
     if features > degree:
         raise PlanError(f"{features} features do not fit the {degree} coefficients of profile {profile}")
@@ -202,15 +268,12 @@ def build_plan(model: LinearModel, profile: str = "compact", input_scale: float 
     weight_norms = np.sqrt((quantized.weights.astype(np.float64) ** 2).sum(axis=1))
     single = max(bound(float(np.sqrt((weight_norms[list(group)] ** 2).sum()))) for group in groups)
     batch = bound(float(weight_norms.max()))
-    flooding = 0
-    if PROFILES[profile].flooding:
-        flooding = math.ceil(math.log2(max(single, batch))) + FLOODING_BITS
-        single += 2.0 ** flooding
-        batch += 2.0 ** flooding
+    flooding = _flooding_bits(params, max(single, batch)) if PROFILES[profile].flooding else 0
+    flood = 2.0 ** flooding if flooding else 0.0
     classes = None if quantized.classes is None else tuple(c.item() if isinstance(c, np.generic) else c
                                                              for c in quantized.classes)
     public = PublicPlan(params=params, n_features=features, n_outputs=quantized.n_outputs, groups=groups,
-                        flooding_bits=flooding, single_reply_bits=_reply_bits(params, single),
-                        batch_reply_bits=_reply_bits(params, batch), input_scale=input_scale,
+                        flooding_bits=flooding, single_reply_bits=_reply_bits(params, single + flood),
+                        batch_reply_bits=_reply_bits(params, batch + flood), input_scale=input_scale,
                         input_max=quantized.input_max, score_scale=quantized.score_scale, classes=classes)
     return NativePlan(public=public, model=quantized, single_noise_bound=single, batch_noise_bound=batch)

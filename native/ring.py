@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -62,20 +62,44 @@ def from_signed(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:
     return np.mod(values, np.array(primes, dtype=np.int64)[:, None]).astype(_U64)
 
 
-class _KeyStream(threading.local):
-    """A per-thread ChaCha20 keystream, keyed from os.urandom (and re-keyed in a new process)."""
+REKEY_BLOCKS = 2**30  # ChaCha20 blocks one key serves; its 32-bit block counter never gets near a wrap
 
-    def __init__(self) -> None:
-        self.pid = -1
+
+class KeyStream(threading.local):
+    """A per-thread ChaCha20 keystream for secrets, errors and masks, keyed from `entropy` (os.urandom).
+
+    Each key gets a random 12-byte nonce and a block counter that starts at 0, and serves at most
+    `rekey_blocks` blocks: the counter stays far below 2^32, where cryptography refuses to go on
+    (and would then fail every later read). A fresh key also means bytes already handed out cannot
+    be recomputed from the stream's state afterwards. A forked or spawned process re-keys itself.
+    """
+
+    def __init__(self, rekey_blocks: int = REKEY_BLOCKS, entropy: Callable[[int], bytes] = os.urandom) -> None:
+        if not 0 < rekey_blocks < 2**32:
+            raise ValueError(f"a ChaCha20 key can serve 1 to 2^32 - 1 blocks, not {rekey_blocks}")
+        self._capacity, self._entropy = 64 * rekey_blocks, entropy
+        self._remaining, self._pid = 0, -1
+
+    def _rekey(self) -> None:
+        nonce = bytes(4) + self._entropy(12)  # cryptography's 16-byte nonce: u32 block counter, then the nonce
+        self._cipher = Cipher(algorithms.ChaCha20(self._entropy(32), nonce), mode=None).encryptor()
+        self._remaining, self._pid = self._capacity, os.getpid()
 
     def read(self, count: int) -> bytes:
-        if self.pid != os.getpid():
-            self.pid = os.getpid()
-            self.cipher = Cipher(algorithms.ChaCha20(os.urandom(32), os.urandom(16)), mode=None).encryptor()
-        return self.cipher.update(bytes(count))
+        if self._pid != os.getpid():
+            self._rekey()
+        parts = []
+        while count:
+            if not self._remaining:
+                self._rekey()
+            take = min(count, self._remaining)
+            parts.append(self._cipher.update(bytes(take)))
+            self._remaining -= take
+            count -= take
+        return b"".join(parts)
 
 
-random_bytes = _KeyStream().read
+random_bytes = KeyStream().read
 
 
 def scale_messages(messages: np.ndarray, primes: Sequence[int], plain_modulus: int) -> np.ndarray:
@@ -111,10 +135,19 @@ def random_error(shape: tuple[int, ...]) -> np.ndarray:
     return coins.reshape(shape)
 
 
-def random_flooding(shape: tuple[int, ...], bits: int) -> np.ndarray:
-    """Uniform integers in [-2^bits, 2^bits) (int64), for statistical noise flooding."""
-    raw = np.frombuffer(random_bytes(8 * int(np.prod(shape))), dtype=np.uint64)
-    return ((raw >> _U64(63 - bits)).astype(np.int64) - (1 << bits)).reshape(shape)
+def random_flooding(shape: tuple[int, ...], bits: int, primes: Sequence[int]) -> np.ndarray:
+    """Uniform integers in [-2^bits, 2^bits) as residues (..., k, n) for `shape` (..., n), for
+    statistical noise flooding; bits < 120, so the value is drawn as two words, high * 2^60 + low."""
+    words = np.frombuffer(random_bytes(16 * int(np.prod(shape))), dtype=np.uint64).reshape(2, *shape)
+    low_bits = min(bits + 1, 60)
+    high_bits = bits + 1 - low_bits
+    low = words[0] >> _U64(64 - low_bits)
+    high = words[1] >> _U64(64 - high_bits) if high_bits else np.zeros_like(low)
+    out = []
+    for prime in primes:
+        value = add_mod(mul_mod(high % _U64(prime), (1 << 60) % prime, prime), low % _U64(prime), prime)
+        out.append(add_mod(value, prime - pow(2, bits, prime), prime))
+    return np.stack(out, axis=-2)
 
 
 def expand_uniform(seed: bytes, index: int, primes: Sequence[int], degree: int) -> np.ndarray:
@@ -122,37 +155,47 @@ def expand_uniform(seed: bytes, index: int, primes: Sequence[int], degree: int) 
 
     64-bit words of the ChaCha20 keystream keyed by the seed (nonce: index and prime) are masked
     to each prime's bit length and the ones not below the prime rejected, so every residue is
-    exactly uniform.
+    exactly uniform. A 60-bit prime rejects a word with probability ~2^-46, so the first N words
+    are almost always the answer; the keystream is read on in order when they are not.
     """
     out = np.empty((len(primes), degree), dtype=_U64)
     for row, prime in enumerate(primes):
         mask = _U64((1 << prime.bit_length()) - 1)
         nonce = b"EIN1" + index.to_bytes(4, "little") + row.to_bytes(4, "little") + bytes(4)
         stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
-        accepted = np.empty(0, dtype=_U64)
+        np.bitwise_and(np.frombuffer(stream.update(bytes(8 * degree)), dtype="<u8"), mask, out=out[row])
+        if (out[row] < _U64(prime)).all():
+            continue
+        accepted = out[row][out[row] < _U64(prime)]
         while accepted.size < degree:
-            words = np.frombuffer(stream.update(bytes(8 * (degree + degree // 8 + 16))), dtype="<u8") & mask
+            words = np.frombuffer(stream.update(bytes(8 * (degree // 8 + 16))), dtype="<u8") & mask
             accepted = np.concatenate([accepted, words[words < _U64(prime)]])
         out[row] = accepted[:degree]
     return out
 
 
-def switch_to_power_of_two(residues: np.ndarray, primes: Sequence[int], bits: int) -> np.ndarray:
-    """round(c * 2^bits / Q) mod 2^bits for c given by its residues (..., k, N), as uint64.
+def residue_fraction(residues: np.ndarray, primes: Sequence[int]) -> np.ndarray:
+    """c / Q mod 1 (float64, shape (..., N)) for c given by its residues (..., k, N).
 
-    CRT: c / Q = frac(sum_i [c_i * (Q/p_i)^-1]_{p_i} / p_i). The float sum is good to ~2^-52, so
-    the result is off by at most one unit of 2^-bits, which is one more rounding error of the same
-    size as the rounding itself.
+    CRT: c / Q = frac(sum_i [c_i * (Q/p_i)^-1]_{p_i} / p_i). The float sum is good to ~2^-52.
+    Fractions add: (c + d) / Q = c / Q + d / Q mod 1, so terms known in advance are added as fractions.
     """
     if len(primes) == 1:
-        fraction = residues[..., 0, :].astype(np.float64) * (1.0 / primes[0])
-    else:
-        modulus = int(np.prod([int(p) for p in primes], dtype=object))
-        fraction = np.zeros(residues.shape[:-2] + residues.shape[-1:], dtype=np.float64)
-        for row, prime in enumerate(primes):
-            share = mul_mod(residues[..., row, :], pow(modulus // prime, -1, prime), prime)
-            fraction += share.astype(np.float64) / float(prime)
-        fraction -= np.floor(fraction)
+        return residues[..., 0, :].astype(np.float64) * (1.0 / primes[0])
+    modulus = int(np.prod([int(p) for p in primes], dtype=object))
+    fraction = np.zeros(residues.shape[:-2] + residues.shape[-1:], dtype=np.float64)
+    for row, prime in enumerate(primes):
+        share = mul_mod(residues[..., row, :], pow(modulus // prime, -1, prime), prime)
+        fraction += share.astype(np.float64) / float(prime)
+    return fraction - np.floor(fraction)
+
+
+def fraction_to_power_of_two(fraction: np.ndarray, bits: int) -> np.ndarray:
+    """round(f * 2^bits) mod 2^bits (uint64) for fractions f (any real; only f mod 1 matters).
+
+    With f good to ~2^-52 (a sum of a few fractions below 2), the result is off by at most one
+    unit of 2^-bits for bits <= 41, which is one more rounding error of the same size as the rounding itself.
+    """
     return (np.rint(fraction * float(1 << bits)).astype(np.int64) & ((1 << bits) - 1)).astype(_U64)
 
 
@@ -174,23 +217,36 @@ def round_scale(values: np.ndarray, numerator: int, bits: int) -> np.ndarray:
     return ((scaled + _U64(1 << (bits - shift - 1))) >> _U64(bits - shift)).astype(np.int64)
 
 
-LIMB_BITS = 20  # 3 limbs hold a 60-bit residue; limb * 12-bit weight * 2^13 terms stays below 2^53
+RESIDUE_BITS = 60  # every data prime is below 2^60
+FLOAT_EXACT_BITS = 53
 
 
-def split_limbs(residues: np.ndarray) -> np.ndarray:
-    """Residues (..., N) as float64 limbs (3, ..., N) of LIMB_BITS bits, for exact BLAS dot products."""
+def limb_bits(terms: int, factor_bits: int) -> int:
+    """The widest limbs (at most 30 bits) for which a dot product of `terms` limbs with integer
+    factors below 2^factor_bits in magnitude stays below 2^53, so float64 BLAS computes it exactly."""
+    bits = min(30, FLOAT_EXACT_BITS - factor_bits - (terms - 1).bit_length())
+    if bits < 1:
+        raise ValueError(f"{terms} terms of {factor_bits}-bit factors cannot be summed exactly in float64")
+    return bits
+
+
+def split_limbs(residues: np.ndarray, bits: int) -> np.ndarray:
+    """Residues (..., N) as float64 limbs (limbs, ..., N) of `bits` bits, for exact BLAS dot products."""
     residues = np.asarray(residues, dtype=_U64)
-    mask = _U64((1 << LIMB_BITS) - 1)
-    return np.stack([((residues >> _U64(LIMB_BITS * limb)) & mask).astype(np.float64) for limb in range(3)])
+    mask = _U64((1 << bits) - 1)
+    out = np.empty((-(-RESIDUE_BITS // bits),) + residues.shape, dtype=np.float64)
+    for limb in range(out.shape[0]):
+        out[limb] = (residues >> _U64(bits * limb)) & mask  # converted to float64 on assignment
+    return out
 
 
-def combine_limbs(partials: np.ndarray, prime: int) -> np.ndarray:
-    """sum_l partials[l] * 2^(20 l) mod prime, for exact integer-valued float64 partials (3, ...)."""
+def combine_limbs(partials: np.ndarray, prime: int, bits: int) -> np.ndarray:
+    """sum_l partials[l] * 2^(bits * l) mod prime, for exact integer-valued float64 partials (limbs, ...)."""
     signed_prime = np.int64(prime)
     reduced = [np.mod(np.rint(part).astype(np.int64), signed_prime).astype(_U64) for part in partials]
-    total = reduced[2]
-    for part in (reduced[1], reduced[0]):
-        total = add_mod(mul_small(total, 1 << LIMB_BITS, prime), part, prime)
+    total = reduced[-1]
+    for part in reversed(reduced[:-1]):
+        total = add_mod(mul_small(total, 1 << bits, prime), part, prime)
     return total
 
 

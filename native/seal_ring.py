@@ -62,10 +62,9 @@ class SealRing:
         return ciphertext
 
     def polys(self, ciphertext: seal.Ciphertext) -> np.ndarray:
-        """A ciphertext's polynomials as a (size, k, N) uint64 array."""
+        """A ciphertext's polynomials as a (size, k, N) uint64 array (read-only: a view of SEAL's bytes)."""
         raw = ciphertext.to_string()
-        words = np.frombuffer(raw, dtype="<u8", offset=self._ciphertext_offset)
-        return words.reshape(-1, *self._shape).astype(np.uint64)
+        return np.frombuffer(raw, dtype=np.uint64, offset=self._ciphertext_offset).reshape(-1, *self._shape)
 
     def ntt_plaintext(self, poly: np.ndarray) -> seal.Plaintext:
         """`poly` (k, N), given by its coefficients, as a plaintext in NTT form for `multiply_plain`."""

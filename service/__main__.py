@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from model.loading import ModelLoadError, load_linear_model
+from native.plan import PlanError, build_plan
 from service.app import create_app
 from service.http.auth import AuthConfigError
 from service.http.connections import with_head_deadline
@@ -20,10 +21,14 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         # Fail fast, with the reason, rather than serve a readiness probe that never turns green.
-        load_linear_model(settings.model_path)
+        model = load_linear_model(settings.model_path)
+        build_plan(model, settings.native_profile, settings.native_input_scale, settings.native_input_max)
         app = create_app(settings)
     except (ModelLoadError, AuthConfigError) as exc:
         logging.getLogger("service").error("cannot start: %s", exc)
+        sys.exit(2)
+    except PlanError as exc:  # a plan it accepts decrypts exactly; anything else is refused here
+        logging.getLogger("service").error("cannot start: the native protocol cannot serve this model: %s", exc)
         sys.exit(2)
     # Access lines come from RequestTracking (with request ids); uvicorn keeps the logging set up here.
     # Connections are bounded here (count, head size and time, keep-alive); bodies in BoundedBodies.

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
 
     native_profile: Literal["compact", "flooded"] = Field(
         "compact", description="Native protocol parameters: `compact` (N=4096) or `flooded` (N=8192, "
-                               "40-bit statistical noise flooding of replies).")
+                               "60-bit statistical noise flooding of replies).")
     native_input_scale: float = Field(
         255.0, gt=0, description="Native protocol: the model sees integer inputs divided by this (MNIST: 255).")
     native_input_max: int = Field(255, ge=1, le=2**20, description="Native protocol: largest |integer input|.")

@@ -3,6 +3,8 @@ security, masking, and the whole 10,000-image MNIST test set against scikit-lear
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -17,6 +19,7 @@ from native.encryption import ClientKeys
 from native.evaluation import NativeEvaluator
 from native.params import HE_STANDARD_MAX_LOG_Q_128, PROFILES
 from native.plan import build_plan
+from native.ring import expand_uniform
 from native.seal_ring import SealRing
 from native.wire import Kind, read_reply, read_request
 
@@ -105,7 +108,7 @@ def test_replies_are_rerandomized_and_reveal_only_the_result_coefficients(bundle
 
 def test_flooded_profile_is_exact(bundled_estimator: object, mnist_test_images) -> None:
     plan, evaluator, keys, key = _pair(linear_model_from_estimator(bundled_estimator), "flooded")
-    assert plan.public.flooding_bits >= 40 + 17
+    assert plan.public.flooding_bits >= 60 + 17
     inputs = mnist_test_images[0][:16].reshape(16, -1).astype(np.int64)
     expected = plan.model.scores(inputs)
     assert (_score_single(plan, evaluator, keys, key, inputs[0]) == expected[0]).all()
@@ -136,3 +139,18 @@ def test_bit_packing_round_trips(width: int, values: list[int]) -> None:
     packed = bitpack.pack(array, width)
     assert len(packed) == bitpack.packed_size(array.size, width)
     assert (bitpack.unpack(packed, array.size, width) == array).all()
+
+
+def test_seed_expansion_is_frozen() -> None:
+    """Clients in other languages expand a and pk1 from seeds byte for byte: pinned to known answers
+    (the protocol's primes, and a made-up 60-bit modulus that rejects a quarter of the words)."""
+    digest = hashlib.sha256()
+    for index in range(300):
+        seed = hashlib.sha256(str(index).encode()).digest()
+        digest.update(expand_uniform(seed, index * 7, [1152921504606830593, 1152921504606748673], 4096).tobytes())
+        digest.update(expand_uniform(seed, 0xFFFFFFFF, [1152921504606830593], 8192).tobytes())
+    assert digest.hexdigest() == "90678c834c3994e3cce7eb439419326bf6122ec9fa154c31a01488b8a124a8a3"
+    rejecting = hashlib.sha256()
+    for index in range(20):
+        rejecting.update(expand_uniform(bytes(32), index, [(1 << 59) + (1 << 58) + 1], 4096).tobytes())
+    assert rejecting.hexdigest() == "02c1540c4d30acce175c72df38c52a869af5c1aff4d62f28d72fa547d5eb0281"

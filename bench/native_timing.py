@@ -1,0 +1,82 @@
+"""In-process timings of the native protocol and the floor its goals are expressed against.
+
+Machines (and one machine from day to day) differ by up to 2x, so the native protocol's speed
+goals are ratios to a floor measured in the same run: one SEAL `multiply_plain` plus one inverse
+NTT of an N = 4096 ciphertext with one 60-bit prime, the least any single-image reply needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from model.loading import LinearModel
+from native.encryption import ClientKeys
+from native.evaluation import NativeEvaluator
+from native.plan import build_plan
+from native.ring import random_ternary
+from native.seal_ring import SealRing
+from native.wire import Kind, read_request
+
+# Goals as multiples of the floor: server time of one image, its end-to-end time over HTTP, and the
+# server time per image of a full batch.
+GOALS = {"single_server": 3.5, "single_end_to_end": 14.0, "batch_server": 0.35}
+
+
+def _median_seconds(action: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def seal_floor_seconds(model: LinearModel, repeats: int = 400) -> float:
+    """Median time of one multiply_plain and one inverse NTT of a one-prime N = 4096 ciphertext."""
+    ring = SealRing(build_plan(model, "compact").public.params)
+    primes = ring.params.data_primes
+    polys = np.stack([np.mod(random_ternary(ring.params.degree), primes[0]).astype(np.uint64)[None]] * 2)
+    ciphertext = ring.to_ntt(polys)
+    factor = ring.ntt_plaintext(polys[0])
+    evaluator = ring.evaluator
+
+    def floor() -> None:
+        product = evaluator.multiply_plain(ciphertext, factor)
+        evaluator.transform_from_ntt_inplace(product)
+
+    _median_seconds(floor, 50)  # warm caches and SEAL's memory pool
+    return _median_seconds(floor, repeats)
+
+
+def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inputs: np.ndarray,
+                       profile: str = "compact") -> dict[str, dict[str, float]]:
+    """Server time (parse + score, as a worker does) per image, mean and median over one-image
+    requests, per image of one batch request, and the time spent between requests making encryptions of zero (what
+    a worker's background thread does while it waits; here done in line, since this process also
+    runs the client and would otherwise share the GIL with it)."""
+    plan = build_plan(model, profile)
+    public = plan.public
+    evaluator = NativeEvaluator(plan, background_masks=False)
+    keys = ClientKeys(public)
+    key = evaluator.prepare_key(keys.public_key)
+    single, between = [], []
+    for row in single_inputs:
+        body = keys.encrypt_single(row)
+        started = time.perf_counter()
+        evaluator.zeros.fill(key)
+        between.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        reply = evaluator.score_single(read_request(body, Kind.SINGLE, 1, 1, public.params), key)
+        single.append(time.perf_counter() - started)
+        keys.decrypt_single(reply)
+    body = keys.encrypt_batch(batch_inputs)
+    started = time.perf_counter()
+    evaluator.score_batch(read_request(body, Kind.BATCH, public.n_features, public.degree, public.params), key)
+    batch = time.perf_counter() - started
+    per_image = batch / len(batch_inputs)
+    return {"single_server": {"mean": float(np.mean(single)), "median": float(np.median(single))},
+            "single_between": {"mean": float(np.mean(between)), "median": float(np.median(between))},
+            "batch_server": {"mean": per_image, "median": per_image}}
