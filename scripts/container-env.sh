@@ -57,46 +57,53 @@ host_pip_index() {
 
 # Debian bookworm's Python 3.11 as python:3.11-slim: `python` on PATH, pip trusting this machine's CA bundle.
 make_python_standin() {
-  local changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+  local image=$1 work=$2 changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
                  --change 'ENV LANG=C.UTF-8' --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt'
                  --change 'CMD ["python3"]')
   local index
   if index=$(host_pip_index); then changes+=(--change "ENV PIP_INDEX_URL=$index"); fi
   mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,python-is-python3,passwd,ca-certificates \
-    --customize-hook='copy-in /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs' bookworm "$WORK/rootfs.tar"
-  docker import --message "$STANDIN_NOTE" "${changes[@]}" "$WORK/rootfs.tar" "$1" >/dev/null
+    --customize-hook='copy-in /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs' bookworm "$work/rootfs.tar"
+  docker import --message "$STANDIN_NOTE" "${changes[@]}" "$work/rootfs.tar" "$image" >/dev/null
 }
 
 # Debian bookworm's Node.js with azurite under /opt/azurite, installed by the host's npm from package-lock.json.
 make_azurite_standin() {
-  mkdir -p "$WORK/stage/opt/azurite"
-  cp package.json package-lock.json "$WORK/stage/opt/azurite"
-  npm ci --prefix "$WORK/stage/opt/azurite" --ignore-scripts --no-audit --no-fund --loglevel=error
+  local image=$1 work=$2
+  mkdir -p "$work/stage/opt/azurite"
+  cp package.json package-lock.json "$work/stage/opt/azurite"
+  npm ci --prefix "$work/stage/opt/azurite" --ignore-scripts --no-audit --no-fund --loglevel=error
   mmdebstrap --quiet --variant=minbase --include=nodejs,ca-certificates \
-    --customize-hook="sync-in $WORK/stage /" bookworm "$WORK/rootfs.tar"
+    --customize-hook="sync-in $work/stage /" bookworm "$work/rootfs.tar"
   docker import --message "$STANDIN_NOTE" \
     --change 'ENV PATH=/opt/azurite/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'WORKDIR /opt/azurite' --change 'EXPOSE 10000 10001 10002' \
     --change 'CMD ["azurite", "-l", "/data", "--blobHost", "0.0.0.0", "--queueHost", "0.0.0.0", "--tableHost", "0.0.0.0"]' \
-    "$WORK/rootfs.tar" "$1" >/dev/null
+    "$work/rootfs.tar" "$image" >/dev/null
 }
 
-ensure_image() {
+# In a subshell, so that both images can be made at once, each with its own scratch folder.
+ensure_image() (
   local image=$1 maker=$2
-  docker image inspect "$image" >/dev/null 2>&1 && return
-  if timeout "$PULL_TIMEOUT_S" docker pull --quiet "$image" >/dev/null 2>&1; then return; fi
+  docker image inspect "$image" >/dev/null 2>&1 && exit 0
+  if timeout "$PULL_TIMEOUT_S" docker pull --quiet "$image" >/dev/null 2>&1; then exit 0; fi
   say "cannot pull $image: making a stand-in"
-  local started=$SECONDS
+  local started=$SECONDS work
   # A stand-in is imported only from a complete root filesystem, so a failed attempt leaves no image behind.
-  WORK=$(mktemp -d)
-  trap 'rm -rf "$WORK"' EXIT
-  "$maker" "$image"
-  rm -rf "$WORK"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$maker" "$image" "$work"
   say "stand-in $image made in $((SECONDS - started)) s"
-}
+)
 
 install_packages
 start_engine
-ensure_image "$PYTHON_IMAGE" make_python_standin
-ensure_image "$AZURITE_IMAGE" make_azurite_standin
+ensure_image "$PYTHON_IMAGE" make_python_standin &
+python_job=$!
+ensure_image "$AZURITE_IMAGE" make_azurite_standin &
+azurite_job=$!
+failed=0
+wait "$python_job" || failed=1
+wait "$azurite_job" || failed=1
+((failed == 0)) || { say "could not provide the base images"; exit 1; }
 say "ready: $(docker version --format 'engine {{.Server.Version}}'), images $PYTHON_IMAGE and $AZURITE_IMAGE"
