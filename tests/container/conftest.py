@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from bench.processes import PROJECT_ROOT, azurite_connection_string
+from bench.processes import PROJECT_ROOT, TEST_AUTH_ENV, azurite_connection_string
 from tests.container.docker_cli import (docker, engine_problem, inspect, published_url, remove_container,
                                         wait_healthy, wait_until)
 
@@ -31,11 +31,8 @@ BASE_IMAGE = "python:3.11-slim"
 SERVICE_CONNECTION_STRING = COMPOSE["services"]["service"]["environment"]["AZURE_STORAGE_CONNECTION_STRING"]
 KEY_CONTAINER = "public-keys"
 
-# What every container of the service gets, and what every request of the tests carries: the one
-# place for credentials once the service requires them (API_KEYS is ignored by services without auth).
-API_KEY = "container-tests-key"
-SERVICE_ENV = {"API_KEYS": API_KEY, "AZURE_STORAGE_CONNECTION_STRING": SERVICE_CONNECTION_STRING}
-AUTH_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+# Every container of the service accepts the tests' API key (bench.processes), allowed batches.
+SERVICE_ENV = {**TEST_AUTH_ENV, "AZURE_STORAGE_CONNECTION_STRING": SERVICE_CONNECTION_STRING}
 
 IMAGE_REPORT = pytest.StashKey[str]()
 MB = 1_000_000  # as `docker images` counts

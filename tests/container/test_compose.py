@@ -9,11 +9,14 @@ import sys
 import pytest
 
 from bench.processes import PROJECT_ROOT, azurite_connection_string, free_port
+from tests.container.conftest import COMPOSE
 from tests.container.docker_cli import compose_command, docker, wait_healthy
 
 pytestmark = pytest.mark.container
 
 DEMO_IMAGES = 3
+# The development key that docker-compose.yml configures (`identity=key`), as a user would send it.
+DEV_API_KEY = COMPOSE["services"]["service"]["environment"]["API_KEYS"].split("=", 1)[1]
 
 
 def project_resources(project: str) -> dict[str, list[str]]:
@@ -46,7 +49,7 @@ def test_compose_up_serves_the_seed_demo_and_down_leaves_nothing(built_image: di
         demo = subprocess.run(
             [sys.executable, "-m", "client", "demo", "--url", f"http://127.0.0.1:{ports['SERVICE_PORT']}",
              "--count", str(DEMO_IMAGES), "--no-send-conn-str",
-             "--conn-str", azurite_connection_string(ports["AZURITE_PORT"])],
+             "--conn-str", azurite_connection_string(ports["AZURITE_PORT"]), "--api-key", DEV_API_KEY],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert f"{DEMO_IMAGES}/{DEMO_IMAGES} agree" in demo.stdout

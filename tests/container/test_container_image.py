@@ -8,7 +8,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.container.conftest import AUTH_HEADERS, IMAGE, MB, Container
+from bench.processes import TEST_HEADERS
+from tests.container.conftest import IMAGE, MB, Container
 from tests.container.docker_cli import docker, inspect, wait_until
 
 pytestmark = pytest.mark.container
@@ -45,7 +46,7 @@ def test_runs_read_only_as_a_non_root_user_and_turns_healthy(scoring_container: 
 
 def test_logs_are_json_lines_with_the_request_id(scoring_container: Container) -> None:
     request_id = f"container-logs-{uuid.uuid4()}"
-    response = httpx.get(f"{scoring_container.url}/ready", headers={**AUTH_HEADERS, "x-request-id": request_id})
+    response = httpx.get(f"{scoring_container.url}/ready", headers={**TEST_HEADERS, "x-request-id": request_id})
     assert response.status_code == 200
 
     def logs() -> str:

@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.processes import PROJECT_ROOT
+from bench.processes import PROJECT_ROOT, TEST_API_KEY, TEST_HEADERS
 from client.seed import SeedSession
-from tests.container.conftest import AUTH_HEADERS, KEY_CONTAINER, Container, service_container
+from tests.container.conftest import KEY_CONTAINER, Container, service_container
 from tests.container.docker_cli import docker, inspect, wait_until
 
 pytestmark = pytest.mark.container
@@ -32,7 +32,7 @@ STOP_GRACE_S = 90
 
 def seed_labels(url: str, conn_str: str, features: np.ndarray, estimator: object) -> list[int]:
     """Encrypt each row with the seed client, score it at `url`, decrypt, argmax."""
-    with SeedSession(url=url, conn_str=conn_str, container=KEY_CONTAINER) as session:
+    with SeedSession(url=url, conn_str=conn_str, container=KEY_CONTAINER, api_key=TEST_API_KEY) as session:
         return [int(estimator.classes_[np.argmax(session.scores(row))]) for row in features]
 
 
@@ -51,7 +51,7 @@ def test_native_client_through_the_container_equals_sklearn(scoring_container: C
     predictions = tmp_path / "predictions.txt"
     result = subprocess.run(
         [sys.executable, "-m", "client", "predict", "--url", scoring_container.url, "--limit", str(count),
-         "--batch", str(batch), "--predictions-out", str(predictions), "--json"],
+         "--batch", str(batch), "--predictions-out", str(predictions), "--json", "--api-key", TEST_API_KEY],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     expected = bundled_estimator.predict(mnist_test_images[0][:count] / 255.0)
@@ -62,7 +62,7 @@ def scorings_in_flight(url: str, reply: Future) -> float:
     """The service's `scoring_in_flight` gauge; fails at once if the request ended before it was seen."""
     if reply.done():
         raise AssertionError(f"the request ended before it was seen in flight: {reply.result()!r:.200}")
-    metrics = httpx.get(f"{url}/metrics", headers=AUTH_HEADERS, timeout=10).text
+    metrics = httpx.get(f"{url}/metrics", headers=TEST_HEADERS, timeout=10).text
     return next(float(line.split()[1]) for line in metrics.splitlines() if line.startswith("scoring_in_flight "))
 
 
