@@ -78,7 +78,8 @@ make_azurite_standin() {
   docker import --message "$STANDIN_NOTE" \
     --change 'ENV PATH=/opt/azurite/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'WORKDIR /opt/azurite' --change 'EXPOSE 10000 10001 10002' \
-    --change 'CMD ["azurite", "-l", "/data", "--blobHost", "0.0.0.0", "--queueHost", "0.0.0.0", "--tableHost", "0.0.0.0"]' \
+    --change 'CMD ["azurite", "-l", "/data", "--blobHost", "0.0.0.0", "--queueHost", "0.0.0.0",
+              "--tableHost", "0.0.0.0"]' \
     "$work/rootfs.tar" "$image" >/dev/null
 }
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from bench.processes import PROJECT_ROOT, TEST_AUTH_ENV, azurite_connection_string
+from bench.processes import PROJECT_ROOT, TEST_AUTH_ENV, azurite_connection_string, wait_until
 from tests.container.docker_cli import (docker, engine_problem, inspect, published_url, remove_container,
-                                        wait_healthy, wait_until)
+                                        wait_healthy)
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 # The tag compose runs: built here once, `docker compose up --no-build` then uses the same image.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
+
+from bench.processes import wait_until
 
 # Generous bounds for a loaded 2-core machine; a wait ends as soon as its state is reached.
 COMMAND_TIMEOUT_S = 600
@@ -54,15 +54,6 @@ def compose_command() -> list[str]:
 def inspect(name: str) -> dict:
     """`docker inspect` of one container or image, as a dict."""
     return json.loads(docker("inspect", name).stdout)[0]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `condition` until it holds; fail with `what` after `timeout_s` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not {what} within {timeout_s} s")
-        time.sleep(0.5)
 
 
 def wait_healthy(container: str, timeout_s: float = 300) -> None:

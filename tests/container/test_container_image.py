@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 
-from bench.processes import TEST_HEADERS
+from bench.processes import TEST_HEADERS, wait_until
 from tests.container.conftest import IMAGE, MB, Container
-from tests.container.docker_cli import docker, inspect, wait_until
+from tests.container.docker_cli import docker, inspect
 
 pytestmark = pytest.mark.container
 

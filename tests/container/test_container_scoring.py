@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.processes import PROJECT_ROOT, TEST_API_KEY, TEST_HEADERS
+from bench.processes import PROJECT_ROOT, TEST_API_KEY, TEST_HEADERS, wait_until
 from client.seed import SeedSession
 from tests.container.conftest import KEY_CONTAINER, Container, service_container
-from tests.container.docker_cli import docker, inspect, wait_until
+from tests.container.docker_cli import docker, inspect
 
 pytestmark = pytest.mark.container
 
