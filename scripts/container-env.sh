@@ -19,6 +19,9 @@ PULL_TIMEOUT_S=120
 PYTHON_IMAGE=$(sed -n 's/^FROM \([^ ]*\).*/\1/p' Dockerfile | sort -u)
 AZURITE_IMAGE=$(sed -n 's/^ *image: *\(.*azurite.*\)$/\1/p' docker-compose.yml)
 STANDIN_NOTE="stand-in made by scripts/container-env.sh from Debian packages"
+# As the Azurite image's own default command: all three services, listening on every interface.
+AZURITE_CMD='CMD ["azurite", "-l", "/data", "--blobHost", "0.0.0.0", "--queueHost", "0.0.0.0", '
+AZURITE_CMD+='"--tableHost", "0.0.0.0"]'
 
 say() { echo "container-env: $*" >&2; }
 
@@ -78,8 +81,7 @@ make_azurite_standin() {
   docker import --message "$STANDIN_NOTE" \
     --change 'ENV PATH=/opt/azurite/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'WORKDIR /opt/azurite' --change 'EXPOSE 10000 10001 10002' \
-    --change 'CMD ["azurite", "-l", "/data", "--blobHost", "0.0.0.0", "--queueHost", "0.0.0.0",
-              "--tableHost", "0.0.0.0"]' \
+    --change "$AZURITE_CMD" \
     "$work/rootfs.tar" "$image" >/dev/null
 }
 
