@@ -60,10 +60,10 @@ host_pip_index() {
 
 # Debian bookworm's Python 3.11 as python:3.11-slim: `python` on PATH, pip trusting this machine's CA bundle.
 make_python_standin() {
-  local image=$1 work=$2 changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+  local image=$1 work=$2 index
+  local changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
                  --change 'ENV LANG=C.UTF-8' --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt'
                  --change 'CMD ["python3"]')
-  local index
   if index=$(host_pip_index); then changes+=(--change "ENV PIP_INDEX_URL=$index"); fi
   mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,python-is-python3,passwd,ca-certificates \
     --customize-hook='copy-in /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs' bookworm "$work/rootfs.tar"
