@@ -12,10 +12,14 @@ COPY service ./service
 COPY client ./client
 COPY native ./native
 
+# The runtime needs neither the installers (pip, setuptools; wheel is never installed) nor the
+# packages' own test suites (~65 MB of numpy, scipy and scikit-learn): both go here.
 # encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
 # so the runtime image works with a read-only root filesystem.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir . \
+    && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
+    && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
     && /opt/venv/bin/python -c "import encrypted.inference.eiserver, service.app, native.evaluation"
 
 # Runtime stage: the environment only, a non-root user, nothing to write but /tmp.

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test train fuzz load bench protocols clean
+.PHONY: setup run test test-image train fuzz load bench protocols clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -24,6 +24,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Only the container tests: build the image, run it, compose up and down (needs a Docker engine,
+# which scripts/container-env.sh provides on Debian).
+test-image: setup
+	$(PY) -m pytest -m container tests/container $(PYTEST_ARGS)
 
 train: setup
 	$(PY) -m model.train

@@ -233,7 +233,7 @@ def test_aci_files_pass_api_keys_as_secrets_and_delete_expired_native_keys() -> 
 def test_shell_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
     assert shellcheck, "shellcheck missing: install the test extra (pip install -e '.[test]')"
-    scripts = [*sorted((DEPLOY / "aci").glob("*.sh")), PROJECT_ROOT / "scripts" / "run-local.sh",
+    scripts = [*sorted((DEPLOY / "aci").glob("*.sh")), *sorted((PROJECT_ROOT / "scripts").glob("*.sh")),
                PROJECT_ROOT / ".ci" / "run"]
     result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

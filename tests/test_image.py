@@ -1,4 +1,4 @@
-"""Container artefacts: no Docker engine runs here, so they are linted and checked structurally."""
+"""Container artefacts linted and checked structurally, with or without an engine (tests/container/ runs them)."""
 
 from __future__ import annotations
 
