@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import demo
 from service.contract import SeedScoreRequest
 from service.errors import ScoringError, describe_validation_errors
 from service.native_routes import NativeProtocol, native_router
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     native = NativeProtocol(runtime, settings)
     app.include_router(native_router(native, runtime, settings))
+    app.include_router(demo.router)  # GET /demo: the browser client and its page
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, limit_for=native.body_limit)
     app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer, 413s included
 

@@ -73,3 +73,10 @@ def seed_ciphertext(seed_client: tuple[object, str, bytes]) -> str:
     """One real base64 ciphertext of a 784-value input, as the seed client sends it."""
     client, _, _ = seed_client
     return client.encrypt(np.linspace(0, 1, 784))[0]
+
+
+@pytest.fixture(scope="session")
+def api_key(service: ServiceProcess) -> str | None:
+    """The API key clients of `service` send, if it requires one: the one place the JavaScript and
+    browser tests take it from."""
+    return getattr(service, "api_key", None)
