@@ -126,11 +126,14 @@ export class ClientKeys {
     return writeRequest(KIND.SINGLE, this.plan.profile, 1, keyId, seed, c0, this.plan.primes);
   }
 
-  /** A batch request for up to N samples: ciphertext i holds feature i of every sample in its slots. */
-  encryptBatch(samples, keyId, seed = randomBytes(SEED_BYTES)) {
+  /** A batch request for up to N samples: ciphertext i holds feature i of every sample in its slots.
+   *  Seconds of work: it yields to the event loop now and then, so that a page stays responsive and
+   *  an HTTP client notices connections the server closed meanwhile. */
+  async encryptBatch(samples, keyId, seed = randomBytes(SEED_BYTES)) {
     const { n, t, n_features: features } = this.plan;
     const c0 = [];
     for (let feature = 0; feature < features; feature++) {
+      if (feature % 16 === 0) await new Promise((resolve) => { setTimeout(resolve, 0); });
       const slots = samples.map((sample) => this.asMessage(sample[feature]));
       c0.push(this.encryptMessage(batchEncode(slots, t, n), seed, feature));
     }

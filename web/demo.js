@@ -121,12 +121,10 @@ function showScores(scores, label) {
 }
 
 const ms = (value) => `${value.toFixed(1)} ms`;
-const kb = (value) => `${value.toLocaleString('en')} B`;
+const bytesText = (value) => `${value.toLocaleString('en')} B`;
 
 function hexExcerpt(bytes) {
-  // Header (magic, kind, profile, counts, key id, seed), then the first bytes of c0.
-  const hex = Array.from(bytes.subarray(0, 144), (b) => b.toString(16).padStart(2, '0')).join(' ');
-  return `${hex} … (${kb(bytes.length)} in all: key id, seed and c0 bit-packed at 60 bits)`;
+  return `${Array.from(bytes.subarray(0, 112), (b) => b.toString(16).padStart(2, '0')).join(' ')} …`;
 }
 
 function setStatus(text, error = false) {
@@ -161,9 +159,10 @@ async function score() {
     $('encrypt').textContent = ms(exchange.encryptMs);
     $('wait').textContent = ms(exchange.waitMs);
     $('decrypt').textContent = ms(exchange.decryptMs);
-    $('sent').textContent = kb(exchange.requestBytes);
-    $('received').textContent = kb(exchange.replyBytes);
+    $('sent').textContent = bytesText(exchange.requestBytes);
+    $('received').textContent = bytesText(exchange.replyBytes);
     $('excerpt').textContent = hexExcerpt(exchange.request);
+    $('excerpt-size').textContent = bytesText(exchange.requestBytes);
     setStatus(`Scored under key ${client.keyId.slice(0, 12)}…; the server never saw the pixels.`);
     result.dataset.label = String(labels[0]);
     result.dataset.state = 'done';

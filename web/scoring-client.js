@@ -59,7 +59,7 @@ export class ScoringClient {
   /** One round trip: encrypt, post, decrypt; integer scores per sample. */
   async exchange(path, samples, encrypt, decrypt) {
     const started = now();
-    const request = encrypt(samples);
+    const request = await encrypt(samples);
     const sent = now();
     const reply = new Uint8Array(await (await this.call('POST', path, request)).arrayBuffer());
     const received = now();

@@ -12,7 +12,7 @@ const bytes = (text) => Uint8Array.from(Buffer.from(text, 'hex'));
 process.stdout.write(JSON.stringify({
   requests: {
     single: hex(keys.encryptSingle(input.images[0], input.key_id)),
-    batch: hex(keys.encryptBatch(input.images, input.key_id)),
+    batch: hex(await keys.encryptBatch(input.images, input.key_id)),
   },
   scores: {
     single: keys.decryptSingle(bytes(input.replies.single)),
