@@ -11,6 +11,11 @@ COPY model ./model
 COPY service ./service
 COPY client ./client
 COPY native ./native
+# The browser client (/demo) and its ChaCha20 module, fetched at the lockfile's version and hash.
+COPY web ./web
+COPY package-lock.json ./
+COPY scripts/vendor_web.py ./scripts/
+RUN python scripts/vendor_web.py
 
 # encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
 # so the runtime image works with a read-only root filesystem.

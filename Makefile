@@ -20,8 +20,8 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # The browser client's ChaCha20 (@noble/ciphers), copied where the service serves it (/demo/vendor/).
-web/vendor/.installed: node_modules/.installed scripts/vendor-web.sh
-	scripts/vendor-web.sh
+web/vendor/.installed: node_modules/.installed scripts/vendor_web.py
+	$(PYTHON) scripts/vendor_web.py
 	touch $@
 
 run: setup
