@@ -6,7 +6,7 @@
 // the explicit exception: it lets a page keep its key, and the tests share one with Python).
 
 import {
-  SEED_BYTES, expandUniform, fromSigned, nttTables, randomBytes, randomError, randomTernary,
+  SEED_BYTES, expandUniform, fromSigned, nttTables, randomBytes, randomError, randomTernary, reverseBits,
 } from './ring.js';
 import { KIND, readReply, writePublicKey, writeRequest } from './wire.js';
 
@@ -38,12 +38,11 @@ export function planFromDescription(body) {
 /** SEAL's BatchEncoder slot order: slot i lives at NTT index map[i] of the plaintext modulo t. */
 function slotIndexMap(n) {
   const bits = Math.log2(n);
-  const reverse = (v) => parseInt(v.toString(2).padStart(bits, '0').split('').reverse().join(''), 2);
   const map = new Array(n);
   const m = 2 * n;
   for (let i = 0, pos = 1; i < n / 2; i++, pos = (pos * 3) % m) {
-    map[i] = reverse((pos - 1) >> 1);
-    map[n / 2 + i] = reverse((m - pos - 1) >> 1);
+    map[i] = reverseBits((pos - 1) >> 1, bits);
+    map[n / 2 + i] = reverseBits((m - pos - 1) >> 1, bits);
   }
   return map;
 }

@@ -10,10 +10,10 @@
 import { chacha20 } from './vendor/noble-ciphers/chacha.js';
 
 export const SEED_BYTES = 32;
-export const ERROR_ETA = 21; // centred binomial, 21 + 21 coins, as native/ring.py
+const ERROR_ETA = 21; // centred binomial, 21 + 21 coins, as native/ring.py
 const EXPAND_COUNTER = 0x314e4945; // b"EIN1" read little-endian: the first 4 bytes of Python's 16-byte nonce
 
-export function powMod(base, exponent, modulus) {
+function powMod(base, exponent, modulus) {
   let result = 1n;
   base %= modulus;
   while (exponent > 0n) {
@@ -24,11 +24,11 @@ export function powMod(base, exponent, modulus) {
   return result;
 }
 
-export function invMod(value, modulus) {
+function invMod(value, modulus) {
   return powMod(value, modulus - 2n, modulus); // moduli are prime
 }
 
-function reverseBits(value, bits) {
+export function reverseBits(value, bits) {
   let out = 0;
   for (let i = 0; i < bits; i++) out |= ((value >> i) & 1) << (bits - 1 - i);
   return out;
