@@ -49,6 +49,7 @@ export class ScoringClient {
       const stored = await (await this.call('POST', '/v1/keys', this.keys.publicKey)).json();
       this.keyId = stored.key_id;
     })();
+    this.starting.catch(() => { this.starting = null; }); // a failed start (say, a 503 while loading) is retried
     return this.starting;
   }
 

@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import { test } from 'node:test';
 import { ScoringClient, ScoringFailed } from '../../web/scoring-client.js';
 
-test('the API key goes as a bearer token and a refusal becomes the service’s message', async () => {
+test('the API key goes as a bearer token, a refusal becomes the service’s message, and start-up is retried', async () => {
   const seen = [];
   const server = createServer((request, response) => {
     seen.push([request.method, request.url, request.headers.authorization]);
@@ -16,7 +16,8 @@ test('the API key goes as a bearer token and a refusal becomes the service’s m
     const client = new ScoringClient(`http://127.0.0.1:${server.address().port}/`, { apiKey: 'k-123' });
     await assert.rejects(client.predict([new Uint8Array(784)]),
       (error) => error instanceof ScoringFailed && /GET \/v1\/model answered 401: missing or unknown API key/.test(error.message));
-    assert.deepEqual(seen, [['GET', '/v1/model', 'Bearer k-123']]);
+    await assert.rejects(client.predict([new Uint8Array(784)]), ScoringFailed);
+    assert.deepEqual(seen, [['GET', '/v1/model', 'Bearer k-123'], ['GET', '/v1/model', 'Bearer k-123']]);
   } finally {
     server.close();
   }
