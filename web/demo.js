@@ -70,7 +70,9 @@ $('clear').addEventListener('click', () => {
 });
 
 async function loadDigits() {
-  const data = new Uint8Array(await (await fetch('/demo/digits.bin')).arrayBuffer());
+  const response = await fetch('/demo/digits.bin');
+  if (!response.ok) throw new Error(`GET /demo/digits.bin answered ${response.status}`);
+  const data = new Uint8Array(await response.arrayBuffer());
   for (let i = 0; i * SIDE * SIDE < data.length; i++) {
     const pixels = data.slice(i * SIDE * SIDE, (i + 1) * SIDE * SIDE);
     const button = document.createElement('button');
