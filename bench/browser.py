@@ -2,7 +2,8 @@
 
     python -m bench.browser [--images 30] [--screenshot docs/demo.png]
 
-Starts its own Azurite and service on free loopback ports, opens `/demo`, and reports as JSON: the
+Starts its own Azurite and service on free loopback ports (accepting `TEST_API_KEY`, which the page
+is given in its API-key field), opens `/demo`, and reports as JSON: the
 page weight (bytes transferred for the page and its modules, without the bundled digits), key
 generation ms, and medians per image of encryption, waiting and decryption ms and end to end ms,
 measured by the page's own `ScoringClient` on the bundled digits; then draws a "7", scores it and
@@ -18,7 +19,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.processes import running_azurite, running_service
+from bench.processes import TEST_API_KEY, running_azurite, running_service
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Debian's Chromium as root needs --no-sandbox; the rest keep it off this machine's closed network.
@@ -62,7 +63,7 @@ def draw_seven(page: object) -> None:
     page.mouse.up()
 
 
-def measure(url: str, images: int, screenshot: Path | None) -> dict:
+def measure(url: str, api_key: str, images: int, screenshot: Path | None) -> dict:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -70,6 +71,7 @@ def measure(url: str, images: int, screenshot: Path | None) -> dict:
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(f"{url}/demo")
         page.wait_for_load_state("networkidle")
+        page.fill("#api-key", api_key)
         weight = page.evaluate(PAGE_WEIGHT)
         run = page.evaluate(MEASURE, images)
         if screenshot:
@@ -95,7 +97,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, running_azurite() as conn_str, \
             running_service({"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": "1"},
                             Path(folder) / "service.log") as service:
-        print(json.dumps(measure(service.url, args.images, args.screenshot), indent=2))
+        print(json.dumps(measure(service.url, TEST_API_KEY, args.images, args.screenshot), indent=2))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from bench.processes import running_azurite, running_service
+from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 
 
 @dataclass
@@ -28,7 +28,7 @@ class FuzzReport:
 def fuzz_api(url: str, examples_per_operation: int) -> FuzzReport:
     """Send generated requests to every operation of the service at `url`; never raises on a bad answer."""
     report = FuzzReport()
-    schema = schemathesis.openapi.from_url(f"{url}/swagger.json")
+    schema = schemathesis.openapi.from_url(f"{url}/swagger.json", headers=TEST_HEADERS)
     for result in schema.get_all_operations():
         operation = result.ok()
 
@@ -36,7 +36,7 @@ def fuzz_api(url: str, examples_per_operation: int) -> FuzzReport:
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def send(case) -> None:
-            response = case.call(timeout=30)
+            response = case.call(timeout=30, headers=TEST_HEADERS)
             report.cases += 1
             report.by_status[response.status_code] = report.by_status.get(response.status_code, 0) + 1
             problem = None
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         with running_service(env, Path(workdir) / "service.log") as service:
             report = fuzz_api(service.url, args.examples)
             alive = service.process.poll() is None
-            with SeedSession(url=service.url, conn_str=conn_str, container="fuzz-keys") as session:
+            with SeedSession(url=service.url, conn_str=conn_str, container="fuzz-keys",
+                             api_key=TEST_API_KEY) as session:
                 scored = len(session.scores([0.5] * 784)) == 10
     print(f"cases sent: {report.cases}")
     print("answers by status: " + ", ".join(f"{status}: {count}" for status, count in sorted(report.by_status.items())))

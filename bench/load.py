@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.processes import ServiceProcess, running_azurite, running_service
+from bench.processes import TEST_API_KEY, TEST_HEADERS, ServiceProcess, running_azurite, running_service
 from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
@@ -79,7 +79,7 @@ async def drive(url: str, plan: list[tuple[str, bytes]], concurrency: int) -> li
     queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
     for item in plan:
         queue.put_nowait(item)
-    async with httpx.AsyncClient(base_url=url, timeout=120,
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=TEST_HEADERS,
                                  limits=httpx.Limits(max_connections=concurrency)) as client:
         async def worker() -> None:
             while not queue.empty():
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with running_azurite() as conn_str, tempfile.TemporaryDirectory() as workdir:
         with running_service({"AZURE_STORAGE_CONNECTION_STRING": conn_str}, Path(workdir) / "service.log") as service, \
-                SeedSession(url=service.url, conn_str=conn_str, container="load-keys") as session:
+                SeedSession(url=service.url, conn_str=conn_str, container="load-keys",
+                            api_key=TEST_API_KEY) as session:
             valid = [session.request_body(image / 255.0).encode() for image in images]
             expected = [model.label_from_scores(model.scores(image / 255.0)) for image in images]
             session.post(valid[0].decode())  # warm-up: keys downloaded and prepared in a worker

@@ -19,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.processes import running_azurite, running_service
+from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 from client.scoring import ScoringClient
 from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
@@ -28,13 +28,15 @@ from model.mnist import load_evaluation_images
 
 
 def _seed_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: np.ndarray) -> dict:
-    with SeedSession(url=url, conn_str=conn_str, container="bench-keys", send_conn_str=False) as session:
+    with SeedSession(url=url, conn_str=conn_str, container="bench-keys", send_conn_str=False,
+                     api_key=TEST_API_KEY) as session:
         server = total = sent = received = 0.0
         agree = 0
         for image, label in zip(images, expected):
             started = time.perf_counter()
             body = session.request_body(image / 255.0)
-            response = httpx.post(f"{url}/score", content=body, headers={"content-type": "application/json"},
+            response = httpx.post(f"{url}/score", content=body,
+                                  headers={"content-type": "application/json", **TEST_HEADERS},
                                   timeout=600)
             scores = session.encryptor.decrypt(response.json())
             total += time.perf_counter() - started
@@ -48,7 +50,7 @@ def _seed_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: 
 
 
 def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch: int) -> dict:
-    with ScoringClient(url) as client:
+    with ScoringClient(url, api_key=TEST_API_KEY) as client:
         labels, _ = client.predict(images, batch_size=batch)
         traffic, count = client.traffic, len(images)
         return {"protocol": name, "images": count, "key_bytes": client.key_bytes,

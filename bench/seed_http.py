@@ -7,6 +7,7 @@ unmodified seed client on real MNIST images (`--mnist-dir`, else ../shared, else
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,13 +23,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--conn-str", default=AZURITE_CONNECTION_STRING)
+    parser.add_argument("--api-key", default=os.environ.get("SCORING_API_KEY"),
+                        help="sent as Authorization: Bearer (default: $SCORING_API_KEY)")
     parser.add_argument("--mnist-dir", type=Path)
     parser.add_argument("--sequential", type=int, default=3, help="requests sent one at a time")
     parser.add_argument("--concurrent", type=int, default=4, help="requests sent at once")
     args = parser.parse_args(argv)
 
     images = load_evaluation_images(args.mnist_dir)[0]
-    with SeedSession(url=args.url, conn_str=args.conn_str, container="bench-keys") as session:
+    with SeedSession(url=args.url, conn_str=args.conn_str, container="bench-keys", api_key=args.api_key) as session:
         total = args.sequential + args.concurrent
         bodies = [session.request_body(images[i] / 255.0) for i in range(total)]
         latencies, reply = [], []

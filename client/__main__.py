@@ -21,6 +21,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Clients of the encrypted scoring service.")
 console = Console()
 
+ApiKey = Annotated[str | None, typer.Option(envvar="SCORING_API_KEY", show_default=False,
+                                            help="API key (or Entra access token) sent as Authorization: Bearer.")]
+
 
 @app.callback()
 def _main() -> None:
@@ -43,6 +46,7 @@ def demo(
         help="Send conn_str in each request, as the seed notebook does. --no-send-conn-str lets the service "
              "use its own storage account (needed under docker compose, where it reaches Azurite by another "
              "address).")] = True,
+    api_key: ApiKey = None,
 ) -> None:
     """The seed notebook, for real: EILinearRegressionClient keys, encrypt, POST /score, decrypt, argmax."""
     from client.seed import ScoringFailed, SeedSession  # imports the native client only when used
@@ -52,7 +56,8 @@ def demo(
     model = load_linear_model(model_file)
     console.print(f"images: {source}")
     with console.status("generating and uploading public keys"):
-        session = SeedSession(url=url, conn_str=conn_str, container=container, send_conn_str=send_conn_str)
+        session = SeedSession(url=url, conn_str=conn_str, container=container, send_conn_str=send_conn_str,
+                              api_key=api_key)
     console.print(f"public keys: {session.key_bytes / 2**20:.1f} MiB uploaded as "
                   f"[bold]{session.key_id}[/] to container [bold]{container}[/]")
 
@@ -96,6 +101,7 @@ def predict(
     json_report: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     model_file: Annotated[Path, typer.Option(help="Plaintext model to measure agreement with.")] =
         BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE,
+    api_key: ApiKey = None,
 ) -> None:
     """Native protocol: encrypt MNIST images, score them on the service, decrypt, compare."""
     from client.scoring import ScoringClient, ScoringFailed
@@ -105,7 +111,7 @@ def predict(
         images, labels = images[:limit], labels[:limit]
     model = load_linear_model(model_file)
     try:
-        with ScoringClient(url) as client:
+        with ScoringClient(url, api_key=api_key) as client:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console, disable=json_report) as progress:
                 task = progress.add_task("scoring encrypted images", total=len(images))

@@ -1,6 +1,6 @@
 """`ScoringClient`: the native protocol's Python API.
 
-    client = ScoringClient("http://127.0.0.1:8000")
+    client = ScoringClient("http://127.0.0.1:8000", api_key="...")
     labels, scores = client.predict(images)        # uint8 MNIST images, or features as sklearn sees them
 
 The client fetches the model's encoding parameters (`GET /v1/model`), makes a key pair, uploads
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
+from client import bearer
 from model.loading import labels_from_scores
 from native.encryption import ClientKeys
 from native.plan import PublicPlan
@@ -42,8 +43,11 @@ class Traffic:
 
 
 class ScoringClient:
-    def __init__(self, url: str, timeout: float = 120.0, transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+    def __init__(self, url: str, timeout: float = 120.0, transport: httpx.BaseTransport | None = None,
+                 api_key: str | None = None) -> None:
+        """`api_key` (or an Entra access token) is sent as `Authorization: Bearer` on every request."""
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport,
+                                  headers=bearer(api_key))
         self.plan = PublicPlan.from_description(self._call("GET", "/v1/model").json())
         self._keys = ClientKeys(self.plan)
         self.key_bytes = len(self._keys.public_key)

@@ -14,6 +14,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from encrypted.inference.eiclient import EILinearRegressionClient
 
+from client import bearer
+
 # One EIServer prediction takes 11-18 s of CPU; queued behind others it can take minutes.
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -31,7 +33,7 @@ class SeedSession:
     """One client key set, uploaded under `key_id` to `container` of the account in `conn_str`.
 
     With `send_conn_str=False` requests leave `conn_str` out and the service reads the keys from its
-    own storage account.
+    own storage account. `api_key` goes out as `Authorization: Bearer`, beside the seed's JSON.
     """
 
     url: str
@@ -39,6 +41,7 @@ class SeedSession:
     container: str
     timeout_s: float = DEFAULT_TIMEOUT_S
     send_conn_str: bool = True
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         self.encryptor = EILinearRegressionClient(verbose=False)
@@ -51,7 +54,7 @@ class SeedSession:
         except ResourceExistsError:
             pass
         container.upload_blob(self.key_id, public_keys, overwrite=True)
-        self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout_s)
+        self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout_s, headers=bearer(self.api_key))
 
     def request_body(self, features: np.ndarray) -> str:
         """The seed notebook's request: `json.dumps({"data", "key_id", "conn_str", "container"})`."""

@@ -104,6 +104,14 @@ def request_size(ciphertexts: int, params: RingParameters) -> int:
     return _REQUEST_HEADER.size + bitpack.packed_size(values, _coefficient_width(params))
 
 
+def request_image_count(data: bytes) -> int | None:
+    """The image count a request's header declares (None if shorter than a header): what metering
+    charges before the request is parsed in a worker."""
+    if len(data) < _REQUEST_HEADER.size:
+        return None
+    return _REQUEST_HEADER.unpack_from(data)[4]
+
+
 def read_request(data: bytes, kind: Kind, ciphertexts: int, max_images: int, params: RingParameters) -> Request:
     """Parse and check a request of `kind` that must hold exactly `ciphertexts` ciphertexts."""
     if len(data) < _REQUEST_HEADER.size:

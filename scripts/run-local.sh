@@ -17,4 +17,10 @@ if [[ -z "${AZURE_STORAGE_CONNECTION_STRING:-}" ]] && ! port_open 10000; then
   echo "Azurite blob service on http://127.0.0.1:10000 (data in .azurite/)"
 fi
 
+# A development key unless the caller brings credentials; never use it anywhere reachable.
+if [[ -z "${API_KEYS:-}" && -z "${API_KEYS_FILE:-}" && -z "${AUTH_MODE:-}" ]]; then
+  export API_KEYS="dev=dev-key-change-me" BATCH_IDENTITIES="${BATCH_IDENTITIES:-dev}"
+  echo "development API key: export SCORING_API_KEY=dev-key-change-me (Authorization: Bearer dev-key-change-me)"
+fi
+
 .venv/bin/python -m service

@@ -10,17 +10,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import demo
 from service.contract import SeedScoreRequest
 from service.errors import ScoringError, describe_validation_errors
+from service.http.auth import Authentication, Identity, authenticator, caller, configured_api_keys
+from service.http.metering import ImageQuota
 from service.native_routes import NativeProtocol, native_router
 from service.observability import Metrics, RequestTracking
 from service.runtime import RuntimeState, ScoringRuntime
@@ -32,11 +35,13 @@ _ERROR_RESPONSES = {
     code: {"description": text, "content": {"application/json": {"example": {"message": "..."}}}}
     for code, text in {
         400: "Body is not JSON, or conn_str is malformed",
+        401: "No valid credentials (Authorization: Bearer <API key or Entra token>)",
         403: "conn_str names a storage account outside ALLOWED_STORAGE_ACCOUNTS",
         404: "Unknown key_id or container",
         413: "Body or public keys too large",
         422: "Missing, ill-typed or malformed fields (including ciphertexts that are not SEAL 3.5 ciphertexts "
              "for the seed parameters)",
+        429: "The caller's image quota (RATE_LIMIT) is used up; see Retry-After",
         502: "The key store cannot be reached",
         503: "Model not loaded (yet), queue full, or a worker died during the request; see Retry-After",
         504: "Not scored within SCORING_TIMEOUT_MS",
@@ -44,8 +49,10 @@ _ERROR_RESPONSES = {
 }
 
 
-def _message(status_code: int, message: str) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status_code == 503 else None
+def _message(status_code: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    if retry_after is None and status_code == 503:
+        retry_after = 5
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse({"message": message}, status_code=status_code, headers=headers)
 
 
@@ -82,15 +89,24 @@ class BodySizeLimit:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    authenticate = authenticator(settings)  # raises AuthConfigError before anything starts
     runtime = ScoringRuntime(settings)
-    metrics = Metrics()
+    metrics = Metrics(identities=[*configured_api_keys(settings), *settings.batch_identities])
     metrics.track_runtime(lambda: runtime.queued, lambda: runtime.running)
+    quota = ImageQuota(settings)
+    docs_open = settings.api_docs == "open"
+    docs_served = settings.api_docs != "off"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load in the background: liveness answers at once, readiness turns 200 when workers are up.
         starting = asyncio.create_task(runtime.start())
+        scraper = None
+        if settings.metrics_port:  # for a scraper that holds no credential: a port kept off the public network
+            scraper, _ = start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
         yield
+        if scraper:
+            scraper.shutdown()
         await starting
         await runtime.stop()
 
@@ -100,19 +116,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "`POST /score` is the Azure ML encrypted-inference contract; `/v1/` is the native "
                     "protocol (BFV, no evaluation keys, binary bodies).",
         version="0.1.0",
-        openapi_url="/swagger.json",
+        openapi_url="/swagger.json" if docs_served else None,
+        docs_url="/docs" if docs_served else None,
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     native = NativeProtocol(runtime, settings)
-    app.include_router(native_router(native, runtime, settings))
+    app.include_router(native_router(native, runtime, settings, metrics, quota))
     app.include_router(demo.router)  # GET /demo: the browser client and its page
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, limit_for=native.body_limit)
-    app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer, 413s included
+    # Credentials before anything reads or limits the body; health probes (and docs if API_DOCS=open) stay open.
+    docs = {"/docs", "/docs/oauth2-redirect", "/swagger.json"} if docs_open else set()
+    open_paths = frozenset({"/", "/ready", *docs, *demo.OPEN_PATHS})
+    app.add_middleware(Authentication, authenticate=authenticate, open_paths=open_paths,
+                       batch_identities=frozenset(settings.batch_identities))
+    app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer, 401s and 413s included
 
     @app.exception_handler(ScoringError)
     async def scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
-        return _message(exc.status_code, exc.message)
+        return _message(exc.status_code, exc.message, getattr(exc, "retry_after", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -143,13 +166,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               response_description="Encrypted scores: one base64 SEAL ciphertext per model output, "
                                    "for `EILinearRegressionClient.decrypt()`.",
               responses=_ERROR_RESPONSES)
-    async def score(request: SeedScoreRequest, response: Response) -> list[str]:
+    async def score(request: SeedScoreRequest, response: Response,
+                    identity: Annotated[Identity, Depends(caller)]) -> list[str]:
+        await quota.charge(identity, 1)  # the seed model takes one image per request
         started = time.perf_counter()
         outcome = await runtime.score(request)
         # As Azure ML's inference server: the time spent running the scoring function.
         response.headers["x-ms-run-fn-exec-ms"] = f"{(time.perf_counter() - started) * 1000:.3f}"
         response.headers["x-engine-ms"] = f"{outcome.engine_seconds * 1000:.3f}"
         metrics.record_scoring(settings.scoring_engine, outcome)
+        metrics.record_images(identity.name, 1)
         return outcome.reply
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -40,7 +40,7 @@ class SeedScoreRequest(BaseModel):
         min_length=1, max_length=MAX_CIPHERTEXTS,
         description="What `EILinearRegressionClient.encrypt()` returned: base64 SEAL 3.5 ciphertexts.")
     key_id: str = Field(
-        pattern=r"^[A-Za-z0-9._-]{1,256}$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$",  # starts with a letter or digit: not `.` nor `..`
         description="Name of the blob holding the client's public keys (`get_public_keys()[0]`).")
     conn_str: str | None = Field(
         None, min_length=1, max_length=4096,

@@ -2,7 +2,8 @@
 
 Only files of the listed types are served, from `web/` and `web/vendor/` (make copies the
 @noble/ciphers modules there), with a strict Content-Security-Policy: everything from this
-origin, no inline script or style, no framing.
+origin, no inline script or style, no framing. Those files are open without credentials
+(`OPEN_PATHS`); the page sends the API key its user types on every `/v1/` call.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+
+# Static files hold no secret: a browser must load the page before anyone can type an API key into it.
+OPEN_PATHS = frozenset({"/demo", "/demo/"} | {
+    f"/demo/{path.relative_to(WEB_ROOT).as_posix()}" for folder in SERVED_FOLDERS if folder.is_dir()
+    for path in folder.iterdir() if path.suffix in MEDIA_TYPES})
 
 
 def _file(name: str) -> Response:

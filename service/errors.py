@@ -73,3 +73,11 @@ def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> ScoringEr
 
 class ModelUnavailable(ServiceUnavailable):
     """No model is loaded (still starting, or it failed to load)."""
+
+
+class Conflict(ScoringError):
+    status_code = 409
+
+
+class Gone(ScoringError):
+    status_code = 410

@@ -4,16 +4,26 @@ A seed client uploads its ~8.6 MB of public keys once, as the blob `key_id`, and
 blob in every request. Downloading, checking and deserializing them on every call (as the seed
 server did) costs more than the scoring itself, so the engine's prepared form of the keys is kept
 in an LRU cache bounded by bytes and keyed by (account host, account name, container, key_id).
+
+Blob names are not content: anyone who can write the container can replace a key under the same
+name. So a cached entry remembers the blob's ETag and is revalidated with a conditional request
+(`If-None-Match`) before use: 304 costs one round trip and no download, and an overwritten or
+deleted key is never used stale. Stores whose names are content hashes (the native protocol's)
+may revalidate less often (`revalidate_after_s`); a store with `ttl_s` refuses keys whose blob was
+last modified longer ago than that (410), checked at every use.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -22,11 +32,11 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobProperties
 from cachetools import LRUCache
 
 from service.engines import PreparedKeys
-from service.errors import Forbidden, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
+from service.errors import Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
 from service.seal_format import SealFormatError
 from service.settings import Settings
 from service.storage import StorageAccess
@@ -43,15 +53,27 @@ class KeyLookup:
     cached: bool
 
 
+@dataclass
+class _Entry:
+    """Prepared keys and the version of the blob they were made from."""
+
+    keys: PreparedKeys
+    etag: str
+    last_modified: datetime
+    checked_at: float = field(default_factory=time.monotonic)
+
+
 class KeyStore:
     """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads."""
 
-    def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys]) -> None:
+    def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys],
+                 revalidate_after_s: float = 0.0, ttl_s: float | None = None) -> None:
         self._settings = settings
         self._prepare = prepare
+        self._revalidate_after_s, self._ttl_s = revalidate_after_s, ttl_s
         self._lock = threading.Lock()
-        self._keys: LRUCache[tuple[str, str, str, str], PreparedKeys] = LRUCache(
-            maxsize=settings.key_cache_bytes, getsizeof=lambda keys: keys.nbytes)
+        self._keys: LRUCache[tuple[str, str, str, str], _Entry] = LRUCache(
+            maxsize=settings.key_cache_bytes, getsizeof=lambda entry: entry.keys.nbytes)
         self._storage = StorageAccess(settings)
 
     @property
@@ -66,33 +88,72 @@ class KeyStore:
         container = container or self._settings.key_container
         service = self._storage.client_for(conn_str)
         cache_key = (service.primary_hostname, service.account_name or "", container, key_id)
+        blob = service.get_blob_client(container=container, blob=key_id)
         with self._lock:
             cached = self._keys.get(cache_key)
-        if cached is not None:
-            return KeyLookup(cached, cached=True)
-        blob = self._download(service, container, key_id)
+        if cached is not None and self._still_valid(blob, cached, cache_key, container, key_id):
+            return KeyLookup(cached.keys, cached=True)
+        data, properties = self._download(blob, container, key_id)
+        self._refuse_if_expired(key_id, properties.last_modified)
         try:
-            keys = self._prepare(blob)
+            keys = self._prepare(data)
         except SealFormatError as exc:
             raise Unprocessable(f"public keys '{key_id}' are malformed: {exc}") from None
         log.info("prepared public keys %s from container %s (%d bytes downloaded, %d in memory)",
-                 key_id, container, len(blob), keys.nbytes)
+                 key_id, container, len(data), keys.nbytes)
         if keys.nbytes <= self._keys.maxsize:
             with self._lock:
-                self._keys[cache_key] = keys
+                self._keys[cache_key] = _Entry(keys, properties.etag, properties.last_modified)
         return KeyLookup(keys, cached=False)
 
-    def _download(self, service: BlobServiceClient, container: str, key_id: str) -> bytes:
+    def _still_valid(self, blob: BlobClient, entry: _Entry, cache_key: tuple[str, str, str, str],
+                     container: str, key_id: str) -> bool:
+        """Whether a cached entry may be used: unexpired, and the blob unchanged (ETag) when due.
+
+        False (and evicted) if the blob changed; raises if it is gone or expired."""
+        expired = self._expired(entry.last_modified)
+        if not expired and time.monotonic() - entry.checked_at < self._revalidate_after_s:
+            return True
+        try:
+            with storage_errors(container, key_id):
+                try:
+                    blob.get_blob_properties(etag=entry.etag, match_condition=MatchConditions.IfModified)
+                except HttpResponseError as exc:
+                    if exc.status_code != 304:  # (a HEAD's 304 is not always mapped to ResourceNotModifiedError)
+                        raise
+                    entry.checked_at = time.monotonic()  # the cached version is the current one
+                    self._refuse_if_expired(key_id, entry.last_modified)
+                    return True
+        except NotFound:
+            self._evict(cache_key)
+            raise
+        self._evict(cache_key)  # a new version of the blob: download and prepare it again
+        return False
+
+    def _evict(self, cache_key: tuple[str, str, str, str]) -> None:
+        with self._lock:
+            self._keys.pop(cache_key, None)
+
+    def _expired(self, last_modified: datetime) -> bool:
+        return self._ttl_s is not None and datetime.now(timezone.utc) - last_modified > timedelta(seconds=self._ttl_s)
+
+    def _refuse_if_expired(self, key_id: str, last_modified: datetime) -> None:
+        if self._expired(last_modified):
+            raise Gone(f"public key '{key_id.rsplit('/', 1)[-1]}' expired (uploaded {last_modified:%Y-%m-%d %H:%M:%S} "
+                       f"UTC, KEY_TTL_DAYS={self._ttl_s / 86400:g}); upload it again")
+
+    def _download(self, blob: BlobClient, container: str, key_id: str) -> tuple[bytes, BlobProperties]:
         limit = self._settings.max_key_bytes
         with storage_errors(container, key_id):
-            blob = service.get_blob_client(container=container, blob=key_id)
-            size = blob.get_blob_properties().size  # checked before any byte of the blob is fetched
-            if size > limit:
-                raise PayloadTooLarge(f"public keys '{key_id}' are {size} bytes; the limit is {limit}")
-            keys = blob.download_blob(max_concurrency=1, offset=0, length=limit + 1).readall()
+            properties = blob.get_blob_properties()  # the size is checked before any byte is fetched
+            if properties.size > limit:
+                raise PayloadTooLarge(f"public keys '{key_id}' are {properties.size} bytes; the limit is {limit}")
+            # Only the version whose ETag was just read: the cache entry must describe these bytes.
+            keys = blob.download_blob(max_concurrency=1, offset=0, length=limit + 1, etag=properties.etag,
+                                      match_condition=MatchConditions.IfNotModified).readall()
             if len(keys) > limit:
                 raise PayloadTooLarge(f"public keys '{key_id}' grew past the limit of {limit} bytes")
-        return keys
+        return keys, properties
 
 
 @contextmanager
@@ -123,3 +184,30 @@ def store_public_key(storage: StorageAccess, container: str, name: str, data: by
         except ResourceExistsError:
             pass
         client.upload_blob(name, data, overwrite=True)
+
+
+def count_live_keys(storage: StorageAccess, container: str, prefix: str, ttl_s: float) -> set[str]:
+    """Names of the blobs under `prefix` not yet older than `ttl_s` (expired ones no longer count)."""
+    oldest = datetime.now(timezone.utc) - timedelta(seconds=ttl_s)
+    with storage_errors(container, prefix):
+        try:
+            blobs = storage.own_client.get_container_client(container).list_blobs(name_starts_with=prefix)
+            return {blob.name for blob in blobs if blob.last_modified >= oldest}
+        except ResourceNotFoundError:  # no container yet: nobody has stored a key
+            return set()
+
+
+def store_owned_key(storage: StorageAccess, container: str, prefix: str, name: str, data: bytes,
+                    max_keys: int, ttl_s: float) -> None:
+    """Store a key under its owner's `prefix`, within the owner's quota; storing it again renews it."""
+    live = count_live_keys(storage, container, prefix, ttl_s)
+    if name not in live and len(live) >= max_keys:
+        raise Conflict(f"this identity already stores {len(live)} public keys (MAX_KEYS_PER_IDENTITY); "
+                       "delete one with DELETE /v1/keys/{key_id} first")
+    store_public_key(storage, container, name, data)
+
+
+def delete_public_key(storage: StorageAccess, container: str, name: str, key_id: str) -> None:
+    """Delete a key blob; 404 if there is none (including another identity's key of the same id)."""
+    with storage_errors(container, key_id):
+        storage.own_client.get_blob_client(container, name).delete_blob()

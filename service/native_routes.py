@@ -3,21 +3,28 @@
 Bodies are binary (`application/octet-stream`, formats in `native.wire`); errors are JSON
 `{"message": ...}` like everywhere else. The plan comes from the workers' start-up reports, so
 the web process never loads SEAL objects itself; it only checks sizes and the public key's
-structure before storing it.
+structure before storing it. Keys belong to the identity that stored them (`native-v1/<its
+namespace>/<key id>`); scoring costs images from the identity's quota, and batches need
+BATCH_IDENTITIES.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from native.plan import PublicPlan
-from native.wire import Kind, WireError, key_id, public_key_size, read_public_key, request_size
+from native.wire import (Kind, WireError, key_id, public_key_size, read_public_key, request_image_count,
+                         request_size)
 from service import native_scoring
 from service.errors import ModelUnavailable, NotFound, Unprocessable
-from service.keystore import store_public_key
+from service.http.auth import Identity, caller
+from service.http.metering import ImageQuota, require_batch_permission
+from service.keystore import delete_public_key, store_owned_key
+from service.observability import Metrics
 from service.runtime import RuntimeState, ScoringRuntime
 from service.settings import Settings
 from service.storage import StorageAccess
@@ -60,43 +67,62 @@ class NativeProtocol:
         return self._storage
 
 
-def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: Settings) -> APIRouter:
+def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: Settings, metrics: Metrics,
+                  quota: ImageQuota) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["native protocol v1"])
+    ttl_s = settings.key_ttl_days * 86400
 
     @router.get("/model", summary="The model's encoding parameters, for ScoringClient")
     async def describe() -> dict:
         return protocol.plan.describe()
 
     @router.post("/keys", status_code=201, openapi_extra=BINARY_BODY,
-                 summary="Store a public key; its id is the SHA-256 of its bytes")
-    async def register_key(request: Request) -> dict:
+                 summary="Store a public key of the caller; its id is the SHA-256 of its bytes. Storing it "
+                         "again renews it (KEY_TTL_DAYS); 409 beyond MAX_KEYS_PER_IDENTITY")
+    async def register_key(request: Request, identity: Annotated[Identity, Depends(caller)]) -> dict:
         body = await request.body()
         try:
             read_public_key(body, protocol.plan.params)
         except WireError as exc:
             raise Unprocessable(f"malformed public key: {exc}") from None
         identifier = key_id(body)
-        await run_in_threadpool(store_public_key, protocol.storage(), settings.key_container,
-                                native_scoring.KEY_PREFIX + identifier, body)
+        await run_in_threadpool(store_owned_key, protocol.storage(), settings.key_container,
+                                native_scoring.owner_prefix(identity.namespace),
+                                native_scoring.key_name(identity.namespace, identifier), body,
+                                settings.max_keys_per_identity, ttl_s)
         return {"key_id": identifier, "bytes": len(body)}
 
-    async def score(kind: Kind, request: Request) -> Response:
+    @router.delete("/keys/{key_id}", status_code=204, response_class=Response,
+                   summary="Delete one of the caller's public keys (404 for keys of other identities)")
+    async def delete_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+                         identity: Annotated[Identity, Depends(caller)]) -> Response:
+        await run_in_threadpool(delete_public_key, protocol.storage(), settings.key_container,
+                                native_scoring.key_name(identity.namespace, key_id), key_id)
+        return Response(status_code=204)
+
+    async def score(kind: Kind, request: Request, identity: Identity) -> Response:
         body = await request.body()
-        protocol.plan  # noqa: B018 - answers 503/404 before the body is shipped to a worker
+        plan = protocol.plan  # answers 503/404 before the body is shipped to a worker
+        images = 1 if kind is Kind.SINGLE else min(max(request_image_count(body) or 1, 1), plan.degree)
+        await quota.charge(identity, images)
         started = time.perf_counter()
-        outcome = await runtime.run(native_scoring.score, kind, body)
+        outcome = await runtime.run(native_scoring.score, kind, body, identity.namespace)
+        metrics.record_scoring("native", outcome)
+        metrics.record_images(identity.name, images)
         headers = {"x-ms-run-fn-exec-ms": f"{(time.perf_counter() - started) * 1000:.3f}",
                    "x-engine-ms": f"{outcome.engine_seconds * 1000:.3f}"}
         return Response(outcome.reply, media_type="application/octet-stream", headers=headers)
 
     @router.post("/score", openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY},
-                 response_class=Response, summary="Score one encrypted sample")
-    async def score_single(request: Request) -> Response:
-        return await score(Kind.SINGLE, request)
+                 response_class=Response, summary="Score one encrypted sample (costs 1 image of the quota)")
+    async def score_single(request: Request, identity: Annotated[Identity, Depends(caller)]) -> Response:
+        return await score(Kind.SINGLE, request, identity)
 
     @router.post("/score/batch", openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY},
-                 response_class=Response, summary="Score up to max_batch encrypted samples at once")
-    async def score_batch(request: Request) -> Response:
-        return await score(Kind.BATCH, request)
+                 response_class=Response, summary="Score up to max_batch encrypted samples at once "
+                                                  "(BATCH_IDENTITIES only; costs the images it declares)")
+    async def score_batch(request: Request, identity: Annotated[Identity, Depends(caller)]) -> Response:
+        require_batch_permission(identity)  # before the body is read
+        return await score(Kind.BATCH, request, identity)
 
     return router

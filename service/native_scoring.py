@@ -1,14 +1,17 @@
 """The native protocol (v1) in a worker process: plan, evaluator and public-key store.
 
 Built once per worker from the loaded model. Requests arrive as raw bytes and are parsed here,
-in numpy, before any coefficient reaches SEAL; public keys are fetched from Blob Storage by
-their SHA-256 (`native-v1/<key id>` in KEY_CONTAINER of the service's own account), checked and
-prepared once, and cached like the seed protocol's keys.
+in numpy, before any coefficient reaches SEAL; public keys are fetched from Blob Storage by their
+owner and SHA-256 (`native-v1/<identity namespace>/<key id>` in KEY_CONTAINER of the service's own
+account), so an identity can only ever use its own keys; they are checked and prepared once, and
+cached like the seed protocol's keys (revalidated every NATIVE_KEY_REVALIDATE_S, refused after
+KEY_TTL_DAYS).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -26,11 +29,22 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "native-v1/"
 
 
+def owner_prefix(namespace: str) -> str:
+    """Where one identity's keys live (`Identity.namespace`)."""
+    return f"{KEY_PREFIX}{namespace}/"
+
+
+def key_name(namespace: str, key_id: str) -> str:
+    return owner_prefix(namespace) + key_id
+
+
 @dataclass(frozen=True)
 class NativeOutcome:
     reply: bytes
     engine_seconds: float
     keys_cached: bool
+    key_cache_bytes: int
+    worker: int
 
 
 @dataclass
@@ -61,14 +75,18 @@ def init(settings: Settings, model: LinearModel) -> dict | None:
             raise Unprocessable(f"stored public key is malformed: {exc}") from None
         return PreparedKeys(value=key, nbytes=key.nbytes)
 
-    _scorer = _NativeScorer(evaluator=evaluator, keys=KeyStore(settings, prepare))
+    # Key ids are content hashes (never a new version under the same name), so revalidation only has to
+    # notice deletions, and may be spaced out.
+    keys = KeyStore(settings, prepare, revalidate_after_s=settings.native_key_revalidate_s,
+                    ttl_s=settings.key_ttl_days * 86400)
+    _scorer = _NativeScorer(evaluator=evaluator, keys=keys)
     log.info("native protocol ready: profile %s, t = %d, replies at %d/%d bits", plan.public.params.profile,
              plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits)
     return plan.public.describe()
 
 
-def score(kind: Kind, body: bytes) -> NativeOutcome:
-    """Parse a native request, fetch its public key, and score it (in a worker process)."""
+def score(kind: Kind, body: bytes, namespace: str) -> NativeOutcome:
+    """Parse a native request, fetch its public key among `namespace`'s, and score it (in a worker process)."""
     if _scorer is None:
         raise ModelUnavailable(_unavailable or "the native protocol is not initialised in this worker")
     public = _scorer.evaluator.plan.public
@@ -77,7 +95,7 @@ def score(kind: Kind, body: bytes) -> NativeOutcome:
         request = read_request(body, kind, ciphertexts, max_images, public.params)
     except WireError as exc:
         raise Unprocessable(f"malformed request: {exc}") from None
-    lookup = _scorer.keys.get(KEY_PREFIX + request.key_id)
+    lookup = _scorer.keys.get(key_name(namespace, request.key_id))
     started = time.perf_counter()
     try:
         if kind is Kind.SINGLE:
@@ -86,4 +104,5 @@ def score(kind: Kind, body: bytes) -> NativeOutcome:
             reply = _scorer.evaluator.score_batch(request, lookup.keys.value)
     except WireError as exc:
         raise Unprocessable(str(exc)) from None
-    return NativeOutcome(reply=reply, engine_seconds=time.perf_counter() - started, keys_cached=lookup.cached)
+    return NativeOutcome(reply=reply, engine_seconds=time.perf_counter() - started, keys_cached=lookup.cached,
+                         key_cache_bytes=_scorer.keys.cached_bytes, worker=os.getpid())

@@ -12,22 +12,37 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.contract import ScoreOutcome
+from service.native_scoring import NativeOutcome
 
 log = logging.getLogger("service.access")
 
-ROUTES = {"/", "/ready", "/score", "/metrics", "/swagger.json", "/docs"}
+ROUTES = {"/", "/ready", "/score", "/metrics", "/swagger.json", "/docs",
+          "/v1/model", "/v1/keys", "/v1/score", "/v1/score/batch"}
+KEY_ROUTE = "/v1/keys/{key_id}"
+# Refusals an operator alerts on: no or bad credentials, not allowed, too slow a client, over quota.
+REFUSALS = {401, 403, 408, 429}
+OTHER_IDENTITY = "other"
 MAX_ID_LENGTH = 100
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
 
 
+def route_label(path: str) -> str:
+    """A bounded label for a request path: the route's template, or `other`."""
+    if path in ROUTES:
+        return path
+    return KEY_ROUTE if path.startswith("/v1/keys/") else "other"
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, identities: Iterable[str] = ()) -> None:
+        # Identities named in the settings get their own label; any other (Entra object ids) is `other`.
+        self._identities = frozenset(identities)
         self.registry = CollectorRegistry()
         self.requests = Counter("scoring_http_requests", "HTTP requests by route and status",
                                 ["route", "status"], registry=self.registry)
@@ -37,8 +52,12 @@ class Metrics:
                                      ["engine"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.key_cache = Counter("scoring_key_cache_lookups", "Public-key lookups by result (hit or miss)",
                                  ["result"], registry=self.registry)
-        self.key_cache_bytes = Gauge("scoring_key_cache_bytes", "Prepared public keys held, per worker",
-                                     ["worker"], registry=self.registry)
+        self.key_cache_bytes = Gauge("scoring_key_cache_bytes", "Prepared public keys held, per worker and engine",
+                                     ["worker", "engine"], registry=self.registry)
+        self.refusals = Counter("scoring_http_refusals", "Requests refused with 401, 403, 408 or 429",
+                                ["status"], registry=self.registry)
+        self.images = Counter("scoring_images", "Images scored, per identity (configured ones; else other)",
+                              ["identity"], registry=self.registry)
         self.queue_depth = Gauge("scoring_queue_depth", "Scorings waiting for a worker", registry=self.registry)
         self.in_flight = Gauge("scoring_in_flight", "Scorings running in workers", registry=self.registry)
 
@@ -46,10 +65,13 @@ class Metrics:
         self.queue_depth.set_function(queued)
         self.in_flight.set_function(running)
 
-    def record_scoring(self, engine: str, outcome: ScoreOutcome) -> None:
+    def record_scoring(self, engine: str, outcome: ScoreOutcome | NativeOutcome) -> None:
         self.engine_time.labels(engine).observe(outcome.engine_seconds)
         self.key_cache.labels("hit" if outcome.keys_cached else "miss").inc()
-        self.key_cache_bytes.labels(str(outcome.worker)).set(outcome.key_cache_bytes)
+        self.key_cache_bytes.labels(str(outcome.worker), engine).set(outcome.key_cache_bytes)
+
+    def record_images(self, identity: str, images: int) -> None:
+        self.images.labels(identity if identity in self._identities else OTHER_IDENTITY).inc(images)
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -72,7 +94,7 @@ class RequestTracking:
         request_id = _header(scope, b"x-request-id")[:MAX_ID_LENGTH] or str(uuid.uuid4())
         client_request_id = _header(scope, b"x-ms-client-request-id")[:MAX_ID_LENGTH]
         scope.setdefault("state", {})["request_id"] = request_id
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        route = route_label(scope["path"])
         started = time.perf_counter()
         status = 500
 
@@ -92,6 +114,8 @@ class RequestTracking:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route, str(status)).inc()
+            if status in REFUSALS:
+                self.metrics.refusals.labels(str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
             log.info("%s %s %d", scope["method"], scope["path"], status, extra={
                 "request_id": request_id, "client_request_id": client_request_id or None,

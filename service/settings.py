@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
@@ -66,7 +66,47 @@ class Settings(BaseSettings):
         255.0, gt=0, description="Native protocol: the model sees integer inputs divided by this (MNIST: 255).")
     native_input_max: int = Field(255, ge=1, le=2**20, description="Native protocol: largest |integer input|.")
 
-    @field_validator("allowed_storage_accounts", mode="before")
+    # Identities (service/http/auth.py): who may call, and what each caller may spend.
+    auth_mode: Literal["key", "entra", "none"] = Field(
+        "key", description="`key`: `Authorization: Bearer <key>` from API_KEYS / API_KEYS_FILE; `entra`: Microsoft "
+                           "Entra ID access tokens; `none`: no authentication (explicit only).")
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated `identity=key` pairs; several keys per identity allow rotation.")
+    api_keys_file: Path | None = Field(None, description="File of `identity=key` lines (same format as API_KEYS).")
+    entra_tenant_id: str | None = Field(None, description="Entra tenant id: gives the default issuer and JWKS URL.")
+    entra_issuer: str | None = Field(None, description="Expected `iss` (default: the tenant's v2.0 issuer).")
+    entra_audience: str | None = Field(None, description="Expected `aud`: the service's application id URI or id.")
+    entra_jwks_url: str | None = Field(None, description="Signing keys (default: the tenant's discovery keys).")
+    entra_required_role: str | None = Field(None, description="App role a token must carry in `roles`, if set.")
+    entra_jwks_min_refresh_s: float = Field(
+        300.0, ge=0, description="Least time between two JWKS downloads caused by unknown key ids.")
+    api_docs: Literal["open", "protected", "off"] = Field(
+        "protected", description="`/docs` and `/swagger.json`: open to all, behind authentication, or not served.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics without authentication on this port too (for scrapers).")
+
+    rate_limit: str = Field(
+        "", description="Images per identity, in the `limits` notation (`20000/hour;200000/day`); empty: unmetered.")
+    rate_limit_storage_uri: str = Field(
+        "memory://", repr=False, description="Where quota counters live: `memory://`, or `redis://host:port` to "
+                                             "share them between replicas.")
+    batch_identities: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Identities allowed on /v1/score/batch (comma-separated, `*` for all).")
+    max_keys_per_identity: int = Field(16, ge=1, description="Native public keys one identity may store.")
+    key_ttl_days: float = Field(30.0, gt=0, description="Native public keys expire this long after their upload.")
+    native_key_revalidate_s: float = Field(
+        60.0, ge=0, description="How long a worker uses a cached native key before checking it still exists.")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limits_notation(cls, value: str) -> str:
+        from limits import parse_many  # the notation's own parser, so no invalid limit reaches a request
+
+        if value.strip():
+            parse_many(value)
+        return value.strip()
+
+    @field_validator("allowed_storage_accounts", "batch_identities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

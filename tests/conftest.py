@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.mnist import load_evaluation_images
-from bench.processes import ServiceProcess, running_azurite, running_service
+from bench.processes import PROJECT_ROOT, TEST_API_KEY, ServiceProcess, running_azurite, running_service
+
+SHARED_SEED_MODEL_DIR = PROJECT_ROOT.parent / "shared" / "data" / "seed-model"
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +57,7 @@ def seed_session(service: ServiceProcess, azurite: str) -> Iterator[object]:
     """The unmodified seed client with its public keys uploaded to Azurite."""
     from client.seed import SeedSession
 
-    with SeedSession(url=service.url, conn_str=azurite, container="public-keys") as session:
+    with SeedSession(url=service.url, conn_str=azurite, container="public-keys", api_key=TEST_API_KEY) as session:
         yield session
 
 
@@ -76,7 +79,11 @@ def seed_ciphertext(seed_client: tuple[object, str, bytes]) -> str:
 
 
 @pytest.fixture(scope="session")
-def api_key(service: ServiceProcess) -> str | None:
-    """The API key clients of `service` send, if it requires one: the one place the JavaScript and
-    browser tests take it from."""
-    return getattr(service, "api_key", None)
+def seed_model_dir() -> Path:
+    """Folder of the seed tutorial's own `sklearn_mnist_model.pkl` (scikit-learn 0.22 pickle):
+    `SEED_MODEL_DIR` when set, else `../shared/data/seed-model`; the test skips when neither has it."""
+    folder = Path(os.environ.get("SEED_MODEL_DIR") or SHARED_SEED_MODEL_DIR)
+    if not (folder / DEFAULT_MODEL_FILE).is_file():
+        pytest.skip(f"no seed tutorial model at {folder / DEFAULT_MODEL_FILE} "
+                    "(set SEED_MODEL_DIR, or provide ../shared/data/seed-model)")
+    return folder

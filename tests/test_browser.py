@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bench.browser import CHROMIUM, VIEWPORT, draw_seven, launch_chromium
-from bench.processes import ServiceProcess
+from bench.processes import TEST_API_KEY, ServiceProcess
 from web.digits import DIGITS_FILE, bundled_digits
 
 pytestmark = [pytest.mark.browser,
@@ -37,7 +37,7 @@ def browser() -> Iterator[object]:
 class DemoPage:
     """The page, with every console error and every request body it sent recorded."""
 
-    def __init__(self, browser: object, service: ServiceProcess, api_key: str | None) -> None:
+    def __init__(self, browser: object, service: ServiceProcess, api_key: str) -> None:
         self.context = browser.new_context(viewport=VIEWPORT)
         self.page = self.context.new_page()
         self.errors: list[str] = []
@@ -46,8 +46,7 @@ class DemoPage:
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.route("**/*", self._record)
         self.response = self.page.goto(f"{service.url}/demo")
-        if api_key:
-            self.page.fill("#api-key", api_key)
+        self.page.fill("#api-key", api_key)
         self.page.wait_for_selector("#digits button >> nth=9")
 
     def _record(self, route: object) -> None:
@@ -70,8 +69,8 @@ class DemoPage:
 
 
 @pytest.fixture
-def demo(browser: object, service: ServiceProcess, api_key: str | None) -> Iterator[DemoPage]:
-    page = DemoPage(browser, service, api_key)
+def demo(browser: object, service: ServiceProcess) -> Iterator[DemoPage]:
+    page = DemoPage(browser, service, TEST_API_KEY)
     yield page
     page.context.close()
 

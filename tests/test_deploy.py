@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bench.processes import PROJECT_ROOT
+from bench.processes import PROJECT_ROOT, authenticated_settings
 from service.app import create_app
 from service.settings import Settings
 
@@ -23,7 +23,7 @@ DEPLOY = PROJECT_ROOT / "deploy"
 K8S_VERSION = "1.37.0"
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 IDENTITY_VARIABLES = {"AZURE_CLIENT_ID"}  # read by azure-identity's DefaultAzureCredential
-APP_ROUTES = set(create_app(Settings()).openapi()["paths"])
+APP_ROUTES = set(create_app(authenticated_settings()).openapi()["paths"])
 
 
 def kustomize_resources(folder: Path) -> list[Path]:
@@ -90,7 +90,8 @@ def test_secret_example_names_only_settings() -> None:
 def test_aci_yaml_is_a_container_group_for_this_service() -> None:
     text = Template((DEPLOY / "aci" / "aci.yaml").read_text()).safe_substitute(
         LOCATION="westeurope", IDENTITY_ID="/subscriptions/0/resourceGroups/rg/providers/id", REGISTRY="acr",
-        STORAGE_ACCOUNT="keys", CLIENT_ID="00000000-0000-0000-0000-000000000000", DNS_LABEL="scoring")
+        STORAGE_ACCOUNT="keys", CLIENT_ID="00000000-0000-0000-0000-000000000000", DNS_LABEL="scoring",
+        API_KEYS="client=a-long-random-key")
     group = yaml.safe_load(text)
     assert "${" not in str(group), "every placeholder of the file is listed in its header"
     assert group["type"] == "Microsoft.ContainerInstance/containerGroups"

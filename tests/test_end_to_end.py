@@ -15,7 +15,7 @@ import joblib
 import numpy as np
 import pytest
 
-from bench.processes import PROJECT_ROOT, running_service
+from bench.processes import PROJECT_ROOT, TEST_API_KEY, running_service
 from model import DEFAULT_MODEL_FILE
 
 def score_concurrently(session, images: np.ndarray, url: str | None = None) -> np.ndarray:
@@ -57,7 +57,8 @@ def test_demo_cli_runs_the_notebook_flow(service, azurite: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "client", "demo", "--url", service.url, "--count", "3", "--container", "demo-keys"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite, "COLUMNS": "120"})
+        env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite, "COLUMNS": "120",
+             "SCORING_API_KEY": TEST_API_KEY})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3/3 agree" in result.stdout
 
@@ -79,17 +80,15 @@ def test_contract_works_as_an_azureml_entry_script(engine: str, seed_session, az
     assert_matches_sklearn(bundled_estimator, images[3:4], seed_session.encryptor.decrypt(reply)[None, :])
 
 
-@pytest.mark.skipif(not os.environ.get("SEED_MODEL_DIR"),
-                    reason="set SEED_MODEL_DIR to the folder of the seed tutorial's sklearn_mnist_model.pkl "
-                           "(scikit-learn 0.22 pickle) to run the seed model end to end")
-def test_seed_tutorial_model_through_azureml_model_dir(azurite: str, mnist_test_images, tmp_path: Path) -> None:
+def test_seed_tutorial_model_through_azureml_model_dir(azurite: str, mnist_test_images, seed_model_dir: Path,
+                                                       tmp_path: Path) -> None:
     from client.seed import SeedSession
 
-    model_dir = os.environ["SEED_MODEL_DIR"]
-    estimator = joblib.load(Path(model_dir) / DEFAULT_MODEL_FILE)
-    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "AZUREML_MODEL_DIR": model_dir}
+    estimator = joblib.load(seed_model_dir / DEFAULT_MODEL_FILE)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "AZUREML_MODEL_DIR": str(seed_model_dir)}
     with running_service(env, tmp_path / "seed-model.log") as service:
         assert "was pickled by scikit-learn 0.22" in service.log()
-        with SeedSession(url=service.url, conn_str=azurite, container="seed-model-keys") as session:
+        with SeedSession(url=service.url, conn_str=azurite, container="seed-model-keys",
+                         api_key=TEST_API_KEY) as session:
             images, _, _ = mnist_test_images
             assert_matches_sklearn(estimator, images[:4], score_concurrently(session, images[:4]))

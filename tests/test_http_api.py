@@ -14,13 +14,14 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.seal_format import HEADER
-from service.settings import Settings
-from bench.processes import PROJECT_ROOT, AZURITE_KEY
+from bench.processes import (PROJECT_ROOT, AZURITE_KEY, TEST_AUTH_ENV, TEST_HEADERS, authenticated_settings,
+                             wait_until)
 
 
 def post_score(url: str, body: object, **kwargs) -> httpx.Response:
     content = json.dumps(body) if isinstance(body, (dict, list)) else body
-    return httpx.post(f"{url}/score", content=content, headers={"Content-Type": "application/json"},
+    return httpx.post(f"{url}/score", content=content,
+                      headers={"Content-Type": "application/json", **TEST_HEADERS},
                       timeout=120, **kwargs)
 
 
@@ -55,7 +56,7 @@ def test_liveness_readiness_and_openapi(service) -> None:
     live = httpx.get(f"{service.url}/")
     assert live.status_code == 200 and live.text == "Healthy"
     assert httpx.get(f"{service.url}/ready").json() == {"status": "ready", "workers": 2}
-    spec = httpx.get(f"{service.url}/swagger.json").json()
+    spec = service.http.get("/swagger.json").json()
     assert {"/", "/ready", "/score"} <= set(spec["paths"])
     assert "SeedScoreRequest" in json.dumps(spec["paths"]["/score"])
 
@@ -151,7 +152,7 @@ def test_credentials_never_reach_the_log(service, valid_body: dict) -> None:
 
 def test_not_ready_until_the_model_is_loaded(seed_ciphertext: str) -> None:
     # Without entering the client's context the lifespan has not run: no worker has loaded the model yet.
-    client = TestClient(create_app(Settings()))
+    client = TestClient(create_app(authenticated_settings()), headers=TEST_HEADERS)
     assert client.get("/").text == "Healthy"
     assert_error(client.get("/ready"), 503, "still loading")
     assert_error(client.post("/score", json={"data": [seed_ciphertext], "key_id": "k"}), 503, "still loading")
@@ -159,19 +160,17 @@ def test_not_ready_until_the_model_is_loaded(seed_ciphertext: str) -> None:
 
 def test_model_that_fails_to_load_keeps_the_service_unready_with_the_reason(tmp_path) -> None:
     (tmp_path / "broken.pkl").write_bytes(b"not a pickle")
-    settings = Settings(azureml_model_dir=tmp_path, model_file="broken.pkl", worker_count=1)
+    settings = authenticated_settings(azureml_model_dir=tmp_path, model_file="broken.pkl", worker_count=1)
     with TestClient(create_app(settings)) as client:
-        for _ in range(600):
-            response = client.get("/ready")
-            if "could not be loaded" in response.text:
-                break
-            __import__("time").sleep(0.1)
+        wait_until(lambda: "could not be loaded" in client.get("/ready").text, 300, "the load failure")
+        response = client.get("/ready")
         assert_error(response, 503, "cannot unpickle")
         assert response.headers["retry-after"]
 
 
 def test_python_m_service_exits_with_the_reason_when_the_model_is_missing(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "service"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            env={**__import__("os").environ, "AZUREML_MODEL_DIR": str(tmp_path)}, timeout=60)
+                            env={**__import__("os").environ, **TEST_AUTH_ENV, "AZUREML_MODEL_DIR": str(tmp_path)},
+                            timeout=60)
     assert result.returncode == 2
     assert "model file not found" in result.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.processes import ServiceProcess
+from bench.processes import TEST_API_KEY, ServiceProcess
 from model.loading import labels_from_scores, linear_model_from_estimator
 from native.encryption import ClientKeys
 from native.evaluation import NativeEvaluator
@@ -60,10 +60,10 @@ def test_python_and_javascript_decrypt_each_others_requests(bundled_estimator, m
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_javascript_client_predicts_as_scikit_learn(service: ServiceProcess, api_key: str | None, batch_size: int,
-                                                   bundled_estimator, mnist_test_images) -> None:
+def test_javascript_client_predicts_as_scikit_learn(service: ServiceProcess, batch_size: int, bundled_estimator,
+                                                   mnist_test_images) -> None:
     images = mnist_test_images[0][:3].reshape(3, -1)
-    result = _node("predict.mjs", {"url": service.url, "api_key": api_key, "images": images.tolist(),
+    result = _node("predict.mjs", {"url": service.url, "api_key": TEST_API_KEY, "images": images.tolist(),
                                    "batch_size": batch_size})
     model = linear_model_from_estimator(bundled_estimator)
     expected = model.scores(images / 255.0)

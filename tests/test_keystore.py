@@ -6,7 +6,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from service.engines import PreparedKeys
-from service.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
+from service.errors import BadRequest, Gone, NotFound, PayloadTooLarge, Unprocessable
 from service.keystore import KeyStore
 from service.seal_format import SealFormatError
 from service.settings import Settings
@@ -34,12 +34,40 @@ def test_prepared_keys_are_cached_until_evicted(azurite: str, container) -> None
     first = store.get("a", container.container_name)
     assert first.keys.value == b"KEYS-A" * 10 and not first.cached
     assert store.cached_bytes == 60
-    container.delete_blob("a")
-    again = store.get("a", container.container_name)  # served from the cache
+    again = store.get("a", container.container_name)  # unchanged blob (ETag): served from the cache
     assert again.cached and again.keys is first.keys
     store.get("b", container.container_name)  # 60 + 60 bytes > 100: "a" is evicted
+    assert not store.get("a", container.container_name).cached
+
+
+def test_an_overwritten_key_is_never_used_stale(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare)
+    container.upload_blob("a", b"keys-first")
+    assert store.get("a", container.container_name).keys.value == b"KEYS-FIRST"
+    container.upload_blob("a", b"keys-second", overwrite=True)  # another writer of the container
+    replaced = store.get("a", container.container_name)
+    assert replaced.keys.value == b"KEYS-SECOND" and not replaced.cached
+    assert store.get("a", container.container_name).cached
+
+
+def test_a_deleted_key_is_not_served_from_the_cache(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare)
+    container.upload_blob("a", b"keys-a")
+    store.get("a", container.container_name)
+    container.delete_blob("a")
     with pytest.raises(NotFound, match="no public keys named 'a'"):
         store.get("a", container.container_name)
+    assert store.cached_bytes == 0
+
+
+def test_a_key_older_than_the_ttl_is_refused_with_410(azurite: str, container) -> None:
+    store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare, ttl_s=3600)
+    container.upload_blob("fresh", b"keys-fresh")
+    assert store.get("fresh", container.container_name).keys.value == b"KEYS-FRESH"
+    # Azurite stamps Last-Modified at upload: a store whose TTL is already over sees the same blob expired.
+    expired_store = KeyStore(Settings(azure_storage_connection_string=azurite), prepare, ttl_s=1e-3)
+    with pytest.raises(Gone, match="'fresh' expired .* upload it again"):
+        expired_store.get("fresh", container.container_name)
 
 
 def test_keys_larger_than_the_cache_are_used_but_not_kept(azurite: str, container) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -104,8 +103,6 @@ def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
         load_linear_model(_dump(estimator, tmp_path / "nan.pkl"))
 
 
-@pytest.mark.skipif(not os.environ.get("SEED_MODEL_DIR"),
-                    reason="set SEED_MODEL_DIR to the folder of the seed tutorial's sklearn_mnist_model.pkl")
-def test_seed_tutorial_pickle_loads() -> None:
-    model = load_linear_model(Path(os.environ["SEED_MODEL_DIR"]) / DEFAULT_MODEL_FILE)
+def test_seed_tutorial_pickle_loads(seed_model_dir: Path) -> None:
+    model = load_linear_model(seed_model_dir / DEFAULT_MODEL_FILE)
     assert model.coef.shape == (10, 784) and model.pickled_with is not None

@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.processes import ServiceProcess
+from bench.processes import TEST_API_KEY, ServiceProcess
 from client.scoring import ScoringClient
 from model.loading import labels_from_scores, linear_model_from_estimator
 from native.wire import public_key_size, request_size
@@ -18,12 +18,12 @@ BINARY = {"content-type": "application/octet-stream"}
 
 @pytest.fixture(scope="module")
 def native_client(service: ServiceProcess) -> ScoringClient:
-    with ScoringClient(service.url) as client:
+    with ScoringClient(service.url, api_key=TEST_API_KEY) as client:
         yield client
 
 
 def test_model_description_is_served(service: ServiceProcess) -> None:
-    body = httpx.get(f"{service.url}/v1/model").json()
+    body = service.http.get("/v1/model").json()
     plan = PublicPlan.from_description(body)
     assert (body["poly_modulus_degree"], body["n_features"], body["n_outputs"]) == (4096, 784, 10)
     assert plan.params.meets_128_bit_security()
@@ -42,7 +42,7 @@ def test_client_predictions_equal_the_plaintext_model(native_client: ScoringClie
 
 
 def _post(service: ServiceProcess, path: str, body: bytes) -> httpx.Response:
-    return httpx.post(f"{service.url}{path}", content=body, headers=BINARY, timeout=30)
+    return service.http.post(path, content=body, headers=BINARY, timeout=30)
 
 
 def test_malformed_bodies_get_4xx_json(service: ServiceProcess, native_client: ScoringClient) -> None:

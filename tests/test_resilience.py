@@ -1,12 +1,12 @@
 """Bounded resources and failure isolation, over real HTTP against the seed's slow EIServer engine
-(about 10 s per request, so requests are reliably in flight while the test acts)."""
+(seconds per request, so requests stay in flight while the test acts). The tests wait for the state
+they need, read from the service's own gauges, never for an assumed scoring time."""
 
 from __future__ import annotations
 
 import os
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.processes import ServiceProcess, running_service
+from bench.processes import ServiceProcess, running_service, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +35,12 @@ def scoring_workers(service: ServiceProcess) -> list[int]:
     return workers
 
 
-def wait_until(condition, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
+# Generous bounds for states that arrive within milliseconds to tens of seconds on a slow machine.
+STATE_TIMEOUT_S = 300
+
+
+def wait_for_gauge(service: ServiceProcess, name: str, value: float) -> None:
+    wait_until(lambda: service.metric(name) == value, STATE_TIMEOUT_S, f"{name} == {value}")
 
 
 def test_queue_bound_and_timeout_answer_503_and_504_and_liveness_stays_up(azurite, seed_session, tmp_path) -> None:
@@ -48,23 +49,23 @@ def test_queue_bound_and_timeout_answer_503_and_504_and_liveness_stays_up(azurit
     body = seed_session.request_body(np.linspace(0, 1, 784))
     with running_service(env, tmp_path / "limits.log") as service:
         def post() -> httpx.Response:
-            return httpx.post(f"{service.url}/score", content=body, timeout=60,
+            return service.http.post("/score", content=body, timeout=60,
                               headers={"Content-Type": "application/json"})
 
         with ThreadPoolExecutor(3) as pool:
             first = pool.submit(post)
-            time.sleep(0.5)
+            wait_for_gauge(service, "scoring_in_flight", 1)
             second = pool.submit(post)
-            time.sleep(0.5)
+            wait_for_gauge(service, "scoring_queue_depth", 1)
             third = pool.submit(post)
             assert httpx.get(f"{service.url}/", timeout=5).text == "Healthy"
             responses = [first.result(), second.result(), third.result()]
         assert [r.status_code for r in responses] == [504, 504, 503], [r.text for r in responses]
         assert "within 3000 ms" in responses[0].json()["message"]
         assert "busy" in responses[2].json()["message"] and responses[2].headers["retry-after"]
-        # The timed-out scoring keeps its worker until it ends (~10 s), then frees its slot: two new
-        # requests are then one running and one queued (both time out), not one refused as busy.
-        time.sleep(15)
+        # The timed-out scoring keeps its worker until it ends, then frees its slot: two new requests
+        # are then one running and one queued (both time out), not one refused as busy.
+        wait_for_gauge(service, "scoring_in_flight", 0)
         with ThreadPoolExecutor(2) as pool:
             later = [pool.submit(post), pool.submit(post)]
             assert [future.result().status_code for future in later] == [504, 504]
@@ -77,14 +78,14 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
     body = seed_session.request_body(np.linspace(0, 1, 784))
 
     def post() -> httpx.Response:
-        return httpx.post(f"{eiserver_service.url}/score", content=body, timeout=120,
+        return eiserver_service.http.post("/score", content=body, timeout=120,
                           headers={"Content-Type": "application/json"})
 
     with ThreadPoolExecutor(2) as pool:
         pending = [pool.submit(post), pool.submit(post)]
         workers = scoring_workers(eiserver_service)
         assert len(workers) == 2
-        time.sleep(2)  # both requests are being scored (EIServer takes ~10 s each)
+        wait_for_gauge(eiserver_service, "scoring_in_flight", 2)  # both requests are being scored
         os.kill(workers[0], signal.SIGKILL)
         responses = [future.result() for future in pending]
     assert sorted(response.status_code for response in responses) == [200, 503]
@@ -92,7 +93,7 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
     assert "worker stopped" in failed.json()["message"] and failed.headers["retry-after"]
     answered = next(response for response in responses if response.status_code == 200)
     assert len(seed_session.encryptor.decrypt(answered.json())) == 10
-    wait_until(lambda: len(scoring_workers(eiserver_service)) == 2)
+    wait_until(lambda: len(scoring_workers(eiserver_service)) == 2, STATE_TIMEOUT_S, "a new worker")
     assert workers[0] not in scoring_workers(eiserver_service)
     assert httpx.get(f"{eiserver_service.url}/ready").status_code == 200
     for response in [post(), post()]:  # both workers, the new one included, score again
@@ -104,10 +105,10 @@ def test_graceful_shutdown_finishes_the_requests_in_flight(azurite, seed_session
     body = seed_session.request_body(np.linspace(0, 1, 784))
     with running_service(env, tmp_path / "shutdown.log") as service:
         result: dict[str, httpx.Response] = {}
-        sender = threading.Thread(target=lambda: result.update(response=httpx.post(
-            f"{service.url}/score", content=body, timeout=120, headers={"Content-Type": "application/json"})))
+        sender = threading.Thread(target=lambda: result.update(response=service.http.post(
+            "/score", content=body, timeout=120, headers={"Content-Type": "application/json"})))
         sender.start()
-        time.sleep(2)
+        wait_for_gauge(service, "scoring_in_flight", 1)
         service.process.send_signal(signal.SIGTERM)
         sender.join(120)
         # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is SIGTERM's.

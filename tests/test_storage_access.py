@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 
-import httpx
 import numpy as np
 import pytest
 
@@ -78,7 +77,7 @@ def test_a_foreign_account_is_refused_without_any_connection(service, seed_sessi
     body = json.loads(seed_session.request_body(np.zeros(784)))
     body["conn_str"] = (f"DefaultEndpointsProtocol=http;AccountName=attacker;AccountKey={AZURITE_KEY};"
                         f"BlobEndpoint=http://127.0.0.1:{listener.port}/attacker;")
-    response = httpx.post(f"{service.url}/score", json=body, timeout=60)
+    response = service.http.post("/score", json=body, timeout=60)
     assert response.status_code == 403
     assert "'attacker' is not allowed" in response.json()["message"]
     assert not listener.was_contacted()
@@ -89,7 +88,7 @@ def test_the_own_account_is_read_with_the_services_own_client(service, seed_sess
     body = json.loads(seed_session.request_body(np.linspace(0, 1, 784)))
     body["conn_str"] = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=bm9wZQ==;"
                         f"BlobEndpoint=http://127.0.0.1:{listener.port}/devstoreaccount1;")
-    response = httpx.post(f"{service.url}/score", json=body, timeout=60)
+    response = service.http.post("/score", json=body, timeout=60)
     assert response.status_code == 200, response.text
     assert len(seed_session.encryptor.decrypt(response.json())) == 10
     assert not listener.was_contacted()
@@ -98,5 +97,5 @@ def test_the_own_account_is_read_with_the_services_own_client(service, seed_sess
 def test_requests_may_leave_credentials_out(service, seed_session) -> None:
     body = json.loads(seed_session.request_body(np.linspace(0, 1, 784)))
     del body["conn_str"]
-    response = httpx.post(f"{service.url}/score", json=body, timeout=60)
+    response = service.http.post("/score", json=body, timeout=60)
     assert response.status_code == 200, response.text

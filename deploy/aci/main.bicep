@@ -1,7 +1,8 @@
 // The deployment deploy.sh makes, as Bicep (managed identity variant):
 //   az deployment group create --resource-group "$RESOURCE_GROUP" --template-file deploy/aci/main.bicep \
 //     --parameters image=<registry>.azurecr.io/encrypted-scoring:0.1.0 identityId=<identity resource id> \
-//                  identityClientId=<client id> storageAccountName=<account> dnsNameLabel=<label>
+//                  identityClientId=<client id> storageAccountName=<account> dnsNameLabel=<label> \
+//                  apiKeys='client=<a long random key>'
 
 @description('Container group name.')
 param name string = 'encrypted-scoring'
@@ -12,7 +13,7 @@ param location string = resourceGroup().location
 @description('Image reference in the registry, e.g. myacr.azurecr.io/encrypted-scoring:0.1.0.')
 param image string
 
-@description('Resource id of a user-assigned identity with AcrPull on the registry and Storage Blob Data Reader on the account.')
+@description('Resource id of a user-assigned identity with AcrPull on the registry and Storage Blob Data Contributor on the account (native keys are written).')
 param identityId string
 
 @description('Client id of that identity, for DefaultAzureCredential.')
@@ -24,6 +25,17 @@ param storageAccountName string
 
 @description('Blob container of the public keys.')
 param keyContainer string = 'public-keys'
+
+@description('API keys, `identity=key` pairs separated by commas (Authorization: Bearer <key>).')
+@secure()
+param apiKeys string
+
+@description('Images each identity may have scored, in the limits notation.')
+param rateLimit string = '20000/hour;200000/day'
+
+@description('Days a native public key lives after its upload; the service refuses older ones, and storage deletes them.')
+@minValue(1)
+param keyTtlDays int = 30
 
 @description('DNS label: the service answers on http://<label>.<region>.azurecontainer.io:8000.')
 param dnsNameLabel string
@@ -90,6 +102,18 @@ resource scoring 'Microsoft.ContainerInstance/containerGroups@2023-05-01' = {
               name: 'AZURE_CLIENT_ID'
               secureValue: identityClientId
             }
+            {
+              name: 'API_KEYS'
+              secureValue: apiKeys
+            }
+            {
+              name: 'RATE_LIMIT'
+              value: rateLimit
+            }
+            {
+              name: 'KEY_TTL_DAYS'
+              value: string(keyTtlDays)
+            }
           ]
           livenessProbe: {
             httpGet: {
@@ -120,6 +144,44 @@ resource scoring 'Microsoft.ContainerInstance/containerGroups@2023-05-01' = {
         {
           port: 8000
           protocol: 'TCP'
+        }
+      ]
+    }
+  }
+}
+
+// Expired native keys are refused by the service at read time; this rule deletes their blobs.
+resource keyAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource keyLifetime 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: keyAccount
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          enabled: true
+          name: 'expire-native-keys'
+          type: 'Lifecycle'
+          definition: {
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: keyTtlDays
+                }
+              }
+            }
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${keyContainer}/native-v1/'
+              ]
+            }
+          }
         }
       ]
     }

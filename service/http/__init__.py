@@ -1,0 +1,5 @@
+"""What every route shares, in the order a request meets it: identity (auth), then metering.
+
+The identity is decided once, at the edge, and passed inward as a value (`Identity`): routes,
+metering and the key store receive it; none of them reads a header.
+"""

@@ -1,0 +1,76 @@
+"""Metering in images per identity: RATE_LIMIT in the `limits` notation, counted in images.
+
+A linear model's scores give the model away to whoever may query enough chosen inputs (about one
+per feature plus one), so what an identity may spend is counted in what it learns: images, not
+requests. A single image costs 1, a batch what its header says. Counters live in memory, or in
+Redis (`RATE_LIMIT_STORAGE_URI=redis://...`) so that every replica draws from the same quota.
+The sliding-window counter keeps two integers per window and identity whatever the cost, where a
+moving window would keep one entry per image.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
+from starlette.concurrency import run_in_threadpool
+
+from service.errors import Forbidden, ScoringError, ServiceUnavailable
+from service.http.auth import Identity
+from service.settings import Settings
+
+
+class TooManyImages(ScoringError):
+    """429: the identity's image quota is spent; `retry_after` is when the window frees enough."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ImageQuota:
+    """Charges images to identities; raises `TooManyImages` when a limit would be passed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._limits: list[RateLimitItem] = parse_many(settings.rate_limit) if settings.rate_limit else []
+        storage = storage_from_string(settings.rate_limit_storage_uri, wrap_exceptions=True)
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
+
+    async def charge(self, identity: Identity, images: int) -> None:
+        """Count `images` against the identity's limits; fails closed (503) if the counters are unreachable."""
+        if not self._limits:
+            return
+        try:
+            await run_in_threadpool(self._charge, identity.namespace, images)
+        except StorageError:
+            raise ServiceUnavailable("the quota counters cannot be reached; try again later") from None
+
+    def _charge(self, who: str, images: int) -> None:
+        # Test every limit first, so a request refused by the daily limit does not eat the hourly one.
+        for limit in self._limits:
+            if not self._limiter.test(limit, who, cost=images):
+                self._refuse(limit, who, images)
+        for limit in self._limits:
+            if not self._limiter.hit(limit, who, cost=images):  # another replica got there first
+                self._refuse(limit, who, images)
+
+    def _refuse(self, limit: RateLimitItem, who: str, images: int) -> None:
+        if images > limit.amount:
+            raise TooManyImages(f"{images} images exceed the quota of {limit} images; send fewer per request",
+                                retry_after=limit.get_expiry())
+        reset_at, remaining = self._limiter.get_window_stats(limit, who)
+        wait = max(1, math.ceil(reset_at - time.time()))
+        raise TooManyImages(f"image quota of {limit} used up ({remaining} left, {images} asked); "
+                            f"retry in {wait} s", retry_after=wait)
+
+
+def require_batch_permission(identity: Identity) -> None:
+    """Batches are for identities in BATCH_IDENTITIES: one batch of chosen images reveals the model."""
+    if not identity.may_batch:
+        raise Forbidden(f"identity '{identity.name}' may not use batch requests (BATCH_IDENTITIES)")
