@@ -11,6 +11,11 @@ COPY model ./model
 COPY service ./service
 COPY client ./client
 COPY native ./native
+# The browser client (/demo) and its ChaCha20 module, fetched at the lockfile's version and hash.
+COPY web ./web
+COPY package-lock.json ./
+COPY scripts/vendor_web.py ./scripts/
+RUN python scripts/vendor_web.py
 
 # The runtime needs neither the installers (pip, setuptools; wheel is never installed) nor the
 # packages' own test suites (~65 MB of numpy, scipy and scikit-learn): both go here.

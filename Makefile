@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup run test test-image train fuzz load bench protocols clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed web/vendor/.installed
 
 # One environment for the service, the client, training and the tests; pins live in pyproject.toml.
 $(VENV)/.installed: pyproject.toml
@@ -14,15 +14,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# Azurite (the Azure Storage emulator), pinned in package.json / package-lock.json.
+# Azurite (the Azure Storage emulator) and @noble/ciphers, pinned in package.json / package-lock.json.
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser client's ChaCha20 (@noble/ciphers), copied where the service serves it (/demo/vendor/).
+web/vendor/.installed: node_modules/.installed scripts/vendor_web.py
+	$(PYTHON) scripts/vendor_web.py
 	touch $@
 
 run: setup
 	./scripts/run-local.sh
 
+# The JavaScript client's unit tests first (they compare with Python/SEAL), then pytest.
 test: setup
+	node --test tests/js/
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Only the container tests: build the image, run it, compose up and down (needs a Docker engine,
@@ -47,4 +54,4 @@ protocols: setup
 	$(PY) -m bench.protocols $(if $(wildcard ../shared/data/mnist),--mnist-dir ../shared/data/mnist)
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) node_modules web/vendor .azurite .pytest_cache .hypothesis *.egg-info

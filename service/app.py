@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service import demo
 from service.contract import SeedScoreRequest
 from service.errors import ScoringError, describe_validation_errors
 from service.http.auth import Authentication, Identity, authenticator, caller, configured_api_keys
@@ -86,13 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     native = NativeProtocol(runtime, settings)
     app.include_router(native_router(native, runtime, settings, metrics, quota))
+    app.include_router(demo.router)  # GET /demo: the browser client and its page
     budget = BodyBudget(settings.max_queue_bytes)
     app.add_middleware(BoundedBodies, default_limit=settings.max_request_bytes, rule_for=native.body_rule,
                        budget=budget, metrics=BodyMetrics(metrics.registry, budget),
                        stall_timeout_s=settings.body_timeout_s, min_bytes_per_s=settings.body_min_bytes_per_s)
     # Credentials before anything reads or limits the body; health probes (and docs if API_DOCS=open) stay open.
     docs = {"/docs", "/docs/oauth2-redirect", "/swagger.json"} if docs_open else set()
-    open_paths = frozenset({"/", "/ready", *docs})
+    open_paths = frozenset({"/", "/ready", *docs, *demo.OPEN_PATHS})
     app.add_middleware(Authentication, authenticate=authenticate, open_paths=open_paths,
                        batch_identities=frozenset(settings.batch_identities))
     app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer, 401s and 413s included

@@ -1,0 +1,104 @@
+// ScoringClient: the native protocol v1 from a browser or Node 20, as client/scoring.py.
+//
+//   const client = new ScoringClient('http://127.0.0.1:8000', { apiKey });
+//   const { labels, scores } = await client.predict(images);            // one request per image
+//   const { labels, scores } = await client.predict(images, { batchSize: 64 });
+//
+// On first use the client fetches the model's parameters (GET /v1/model), makes a key pair and
+// uploads the public key (POST /v1/keys). Images are arrays or typed arrays of integers 0..255
+// (MNIST: 784 pixels). Only ciphertexts leave the client; the secret key stays in this object.
+
+import { ClientKeys, parseExactJson, planFromDescription } from './bfv.js';
+
+const BINARY = { 'content-type': 'application/octet-stream' };
+const now = () => globalThis.performance.now();
+
+export class ScoringFailed extends Error {}
+
+export class ScoringClient {
+  /** `options.apiKey`: sent as `Authorization: Bearer` on every request. `options.secret`: a key
+   *  exported by `exportSecret()` to use instead of a fresh one. */
+  constructor(baseUrl, { apiKey, secret } = {}) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    this.apiKey = apiKey;
+    this.secret = secret;
+    this.lastExchange = null; // timings and bytes of the latest request, for display
+    this.starting = null;
+  }
+
+  async call(method, path, body) {
+    const headers = body ? { ...BINARY } : {};
+    if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
+    const response = await fetch(this.baseUrl + path, { method, headers, body });
+    if (!response.ok) {
+      let message = await response.text();
+      try { message = JSON.parse(message).message ?? message; } catch { /* not JSON: keep the text */ }
+      throw new ScoringFailed(`${method} ${path} answered ${response.status}: ${message}`);
+    }
+    return response;
+  }
+
+  /** Fetch the model, make the keys and upload the public one; once. */
+  ready() {
+    this.starting ??= (async () => {
+      this.model = parseExactJson(await (await this.call('GET', '/v1/model')).text());
+      this.plan = planFromDescription(this.model);
+      const started = now();
+      this.keys = this.secret ? ClientKeys.importSecret(this.plan, this.secret) : new ClientKeys(this.plan);
+      this.keygenMs = now() - started;
+      const stored = await (await this.call('POST', '/v1/keys', this.keys.publicKey)).json();
+      this.keyId = stored.key_id;
+    })();
+    this.starting.catch(() => { this.starting = null; }); // a failed start (say, a 503 while loading) is retried
+    return this.starting;
+  }
+
+  exportSecret() {
+    return this.keys.exportSecret();
+  }
+
+  /** One round trip: encrypt, post, decrypt; integer scores per sample. */
+  async exchange(path, samples, encrypt, decrypt) {
+    const started = now();
+    const request = await encrypt(samples);
+    const sent = now();
+    const reply = new Uint8Array(await (await this.call('POST', path, request)).arrayBuffer());
+    const received = now();
+    const scores = decrypt(reply);
+    this.lastExchange = {
+      samples: samples.length, request, requestBytes: request.length, replyBytes: reply.length,
+      encryptMs: sent - started, waitMs: received - sent, decryptMs: now() - received,
+    };
+    return scores;
+  }
+
+  /** Exact integer scores (samples x n_outputs) of integer inputs. */
+  async integerScores(samples, { batchSize = 1 } = {}) {
+    await this.ready();
+    const step = Math.max(1, Math.min(batchSize, this.plan.max_batch));
+    const scores = [];
+    for (let start = 0; start < samples.length; start += step) {
+      const chunk = Array.from(samples.slice(start, start + step), (sample) => Array.from(sample));
+      if (step === 1) {
+        scores.push(await this.exchange('/v1/score', chunk, (c) => this.keys.encryptSingle(c[0], this.keyId),
+          (reply) => [this.keys.decryptSingle(reply)]));
+      } else {
+        scores.push(await this.exchange('/v1/score/batch', chunk, (c) => this.keys.encryptBatch(c, this.keyId),
+          (reply) => this.keys.decryptBatch(reply)));
+      }
+    }
+    return scores.flat();
+  }
+
+  /** Labels and real-valued scores, as the plaintext scikit-learn model gives them. */
+  async predict(images, { batchSize = 1 } = {}) {
+    const integers = await this.integerScores(images, { batchSize });
+    const scores = integers.map((row) => row.map((v) => v / this.plan.score_scale));
+    const classes = this.plan.classes;
+    const labels = scores.map((row) => {
+      const index = row.length === 1 ? Number(row[0] > 0) : row.indexOf(Math.max(...row));
+      return classes ? classes[index] : index;
+    });
+    return { labels, scores };
+  }
+}
