@@ -1,6 +1,7 @@
 """The server's half: scores from ciphertexts, with no key but the client's public key.
 
-Single image: a * w_g for every group in the NTT domain (SEAL), one inverse NTT for all groups,
+Single image: a * w_g for two groups at a time in the NTT domain (SEAL: the two weight polynomials
+held as one ciphertext, times a as a plaintext, then one inverse NTT),
 c0 * w_g only at the result positions (exact float64 dot products on limbs of up to 30 bits); batch:
 sum_i W[j, i] * ct_i for every output as one matrix product per limb. Then every reply ciphertext
 gets a fresh encryption of zero under the client's public key (`rerandomize`; so c1 no longer
@@ -38,9 +39,16 @@ class NativeEvaluator:
         self._moduli = moduli_column(self._primes)
         self._positions = public.result_positions(0)  # the same local positions in every group
         weights = [plan.group_weight_poly(group) for group in range(len(public.groups))]
-        # None for a group whose weights are all zero: SEAL refuses a product by zero ("transparent").
-        self._weight_ntt = [self.ring.ntt_plaintext(from_signed(w, self._primes)) if w.any() else None
-                            for w in weights]
+        # Two groups' weights per NTT-form ciphertext, so one multiply_plain by a and one inverse NTT
+        # give a * w_g for both. Groups whose weights are all zero are left out (a * 0 = 0): SEAL
+        # refuses a product whose second polynomial is zero ("transparent").
+        live = [group for group, w in enumerate(weights) if w.any()]
+        self._weight_pairs = []
+        for start in range(0, len(live), 2):
+            pair = live[start : start + 2]
+            padded = pair if len(pair) == 2 else pair * 2  # a SEAL ciphertext has two polynomials
+            self._weight_pairs.append(
+                (pair, self.ring.to_ntt(np.stack([from_signed(weights[group], self._primes) for group in padded]))))
         # Every group's rows side by side (N, outputs): c0 * w_g at the result positions is one product.
         self._weight_rows = np.concatenate([negacyclic_rows(w, self._positions[: len(group)]).astype(np.float64)
                                             for w, group in zip(weights, public.groups)]).T
@@ -105,11 +113,10 @@ class NativeEvaluator:
         self._check_key(request, key)
         public, ring, evaluator = self.plan.public, self.ring, self.ring.evaluator
         zeros = np.stack(self.zeros.take(key, len(public.groups)))  # (groups, 2, N)
-        a_ntt = expand_uniform(request.seed, 0, self._primes, public.degree)
-        a_pair = ring.ciphertext(np.stack([a_ntt, a_ntt]), ntt_form=True)
-        products = [np.zeros_like(a_ntt) if weight is None else ring.polys(evaluator.multiply_plain(a_pair, weight))[0]
-                    for weight in self._weight_ntt]
-        c1 = self._inverse_ntt(products)  # (groups, k, N): a * w_g
+        a_plain = ring.ntt_plaintext_from_ntt(expand_uniform(request.seed, 0, self._primes, public.degree))
+        c1 = np.zeros((len(public.groups), len(self._primes), public.degree), dtype=np.uint64)  # a * w_g
+        for pair, weights_ntt in self._weight_pairs:
+            c1[pair] = ring.from_ntt(evaluator.multiply_plain(weights_ntt, a_plain))[: len(pair)]
         # c0 * w_g at the result positions only: exact float64 dot products on limbs, combined as
         # Python integers (a few values: cheaper than numpy's modular arithmetic).
         bits = self._single_limb_bits
