@@ -38,6 +38,10 @@ TEST_AUTH_ENV = {"AUTH_MODE": "key", "API_KEYS": f"{TEST_IDENTITY}={TEST_API_KEY
 
 TEST_HEADERS = bearer(TEST_API_KEY)
 
+# SCORING_TIMEOUT_MS for test services that run the seed's EIServer (10-35 s a scoring, more on a loaded
+# machine): far above the product's 60 s default, so no test depends on how fast the machine is.
+GENEROUS_SCORING_TIMEOUT_MS = 900_000
+
 
 def authenticated_settings(**overrides: object) -> Settings:
     """Settings for an in-process `create_app` that accepts `TEST_HEADERS`."""

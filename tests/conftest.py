@@ -10,7 +10,8 @@ import pytest
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.mnist import load_evaluation_images
-from bench.processes import PROJECT_ROOT, TEST_API_KEY, ServiceProcess, running_azurite, running_service
+from bench.processes import (GENEROUS_SCORING_TIMEOUT_MS, PROJECT_ROOT, TEST_API_KEY, ServiceProcess, running_azurite,
+                             running_service)
 
 SHARED_SEED_MODEL_DIR = PROJECT_ROOT.parent / "shared" / "data" / "seed-model"
 
@@ -24,7 +25,8 @@ def azurite() -> Iterator[str]:
 
 def _service(engine: str, azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     log_path = tmp_path_factory.mktemp(engine) / "service.log"
-    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "SCORING_ENGINE": engine}
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "SCORING_ENGINE": engine,
+           "SCORING_TIMEOUT_MS": str(GENEROUS_SCORING_TIMEOUT_MS)}
     with running_service(env, log_path) as process:
         yield process
 

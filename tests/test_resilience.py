@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.processes import ServiceProcess, running_service, wait_until
+from bench.processes import GENEROUS_SCORING_TIMEOUT_MS, ServiceProcess, running_service, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
     body = seed_session.request_body(np.linspace(0, 1, 784))
 
     def post() -> httpx.Response:
-        return eiserver_service.http.post("/score", content=body, timeout=120,
+        return eiserver_service.http.post("/score", content=body, timeout=600,
                           headers={"Content-Type": "application/json"})
 
     with ThreadPoolExecutor(2) as pool:
@@ -84,16 +84,17 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
 
 
 def test_graceful_shutdown_finishes_the_requests_in_flight(azurite, seed_session, tmp_path) -> None:
-    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "SCORING_ENGINE": "eiserver", "WORKER_COUNT": "1"}
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "SCORING_ENGINE": "eiserver", "WORKER_COUNT": "1",
+           "SCORING_TIMEOUT_MS": str(GENEROUS_SCORING_TIMEOUT_MS)}
     body = seed_session.request_body(np.linspace(0, 1, 784))
     with running_service(env, tmp_path / "shutdown.log") as service:
         result: dict[str, httpx.Response] = {}
         sender = threading.Thread(target=lambda: result.update(response=service.http.post(
-            "/score", content=body, timeout=120, headers={"Content-Type": "application/json"})))
+            "/score", content=body, timeout=600, headers={"Content-Type": "application/json"})))
         sender.start()
         wait_for_gauge(service, "scoring_in_flight", 1)
         service.process.send_signal(signal.SIGTERM)
-        sender.join(120)
+        sender.join(600)
         # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is SIGTERM's.
         assert service.process.wait(60) in (0, -signal.SIGTERM)
     assert result["response"].status_code == 200, result["response"].text

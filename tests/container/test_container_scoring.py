@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.processes import PROJECT_ROOT, TEST_API_KEY, TEST_HEADERS, wait_until
+from bench.processes import GENEROUS_SCORING_TIMEOUT_MS, PROJECT_ROOT, TEST_API_KEY, TEST_HEADERS, wait_until
 from client.seed import SeedSession
 from tests.container.conftest import KEY_CONTAINER, Container, service_container
 from tests.container.docker_cli import docker, inspect
@@ -71,7 +71,7 @@ def test_docker_stop_lets_an_in_flight_request_finish_and_exits_0(built_image: d
                                                                   bundled_estimator: object) -> None:
     # The seed's EIServer engine takes seconds per scoring: long enough to be caught in flight.
     features = mnist_test_images[0][:1] / 255.0
-    env = {"SCORING_ENGINE": "eiserver", "WORKER_COUNT": "1"}
+    env = {"SCORING_ENGINE": "eiserver", "WORKER_COUNT": "1", "SCORING_TIMEOUT_MS": str(GENEROUS_SCORING_TIMEOUT_MS)}
     with service_container(f"{network}-stop", network, env) as container, ThreadPoolExecutor(1) as pool:
         reply = pool.submit(seed_labels, container.url, azurite_container, features, bundled_estimator)
         wait_until(lambda: scorings_in_flight(container.url, reply) == 1, 600, "a scoring in flight")
