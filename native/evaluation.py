@@ -3,8 +3,9 @@
 Single image: a * w_g for two groups at a time in the NTT domain (SEAL: the two weight polynomials
 held as one ciphertext, times a as a plaintext, then one inverse NTT),
 c0 * w_g only at the result positions (exact float64 dot products on limbs of up to 30 bits); batch:
-sum_i W[j, i] * ct_i for every output as one matrix product per limb. Then every reply ciphertext
-gets a fresh encryption of zero under the client's public key (`rerandomize`; so c1 no longer
+sum_i W[j, i] * ct_i for every output as one matrix product per limb, plus the intercepts and a
+one-time pad on the slots the header does not declare (`_batch_plaintexts`). Then every reply
+ciphertext gets a fresh encryption of zero under the client's public key (`rerandomize`; so c1 no longer
 reveals the weights to a client who knows its own a), uniform flooding noise of 2^flooding_bits
 on c0 when the profile says so, and a switch to the modulus 2^bits; coefficients the client does
 not need (c0 outside the result positions) are never sent.
@@ -18,8 +19,8 @@ from native.encryption import PUBLIC_KEY_INDEX
 from native.plan import WEIGHT_BITS, NativePlan
 from native.rerandomize import NativeKey, ZeroEncryptions
 from native.ring import (add_mod, combine_limbs, limb_bits, expand_uniform, fraction_to_power_of_two, from_signed,
-                         moduli_column, negacyclic_rows, random_flooding, residue_fraction, scale_messages,
-                         split_limbs)
+                         moduli_column, negacyclic_rows, random_below, random_flooding, residue_fraction,
+                         scale_messages, split_limbs)
 
 WEIGHT_MAGNITUDE_BITS = WEIGHT_BITS - 1  # |W_int| <= 2^(WEIGHT_BITS - 1) - 1
 from native.seal_ring import SealRing
@@ -59,7 +60,7 @@ class NativeEvaluator:
         # Dot products of limbs with weights: N terms for one image, n_features for a batch.
         self._single_limb_bits = limb_bits(public.degree, WEIGHT_MAGNITUDE_BITS)
         self._batch_limb_bits = limb_bits(public.n_features, WEIGHT_MAGNITUDE_BITS)
-        self._batch_intercepts = self._scaled(plan.model.intercepts)  # (k, outputs)
+        self._batch_intercepts = np.mod(plan.model.intercepts, public.params.plain_modulus).astype(np.uint64)
         self.zeros = ZeroEncryptions(self.ring, mask_pool_size, background_masks)
 
     def _scaled(self, values: np.ndarray) -> np.ndarray:
@@ -144,6 +145,21 @@ class NativeEvaluator:
             total = part if total is None else total + part
         return total
 
+    def _batch_plaintexts(self, images: int) -> np.ndarray:
+        """What each output's c0 gets on top of sum_i W[j, i] * ct_i, as round(Q * P_j / t) residues
+        (outputs, k, N): P_j is the intercept (a constant polynomial, the same value in every slot) plus
+        a one-time pad, uniform modulo t and fresh for every output and reply in the slots after the
+        `images` the header declares (and is metered for), zero in theirs. A client that encrypts
+        images in every slot then decrypts the scores it paid for and uniform values elsewhere.
+        Scaled once: one rounding of at most 1/2 per coefficient, which the plan's noise bound counts."""
+        public = self.plan.public
+        t, degree = public.params.plain_modulus, public.degree
+        slots = np.zeros((public.n_outputs, degree), dtype=np.uint64)
+        slots[:, images:] = random_below(t, public.n_outputs * (degree - images)).reshape(public.n_outputs, -1)
+        plaintexts = np.stack([self.ring.batch_encode(row) for row in slots])
+        plaintexts[:, 0] = (plaintexts[:, 0] + self._batch_intercepts) % np.uint64(t)
+        return scale_messages(plaintexts, self._primes, t)
+
     def score_batch(self, request: Request, key: NativeKey) -> bytes:
         self._check_key(request, key)
         public = self.plan.public
@@ -153,7 +169,7 @@ class NativeEvaluator:
         for row, prime in enumerate(self._primes):
             for poly, source in enumerate((request.c0, a_ntt)):
                 sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime, self._batch_limb_bits)
-        sums[0, :, :, 0] = add_mod(sums[0, :, :, 0], self._batch_intercepts.T, self._moduli[:, 0])
+        sums[0] = add_mod(sums[0], self._batch_plaintexts(request.images), self._moduli)
         zeros = np.stack(self.zeros.take(key, public.n_outputs))  # (outputs, 2, N)
         c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],
                               public.batch_reply_bits)

@@ -20,7 +20,8 @@ up to N images, and class j's scores are sum_i W_int[j, i] * ct_i.
 `reply_bits` is the modulus 2^b that replies are switched to: the smallest b for which every
 revealed coefficient decrypts correctly unless a noise term passes 8 standard deviations (an
 8-sigma bound on the client's error times the weights, on the re-randomization noise and on the
-rounding of the switch; flooding, when on, is added at its worst case).
+rounding of the switch; the rounding of the plaintext the server adds, and flooding when on, are
+added at their worst case).
 
 `build_plan` refuses, with the reason, every plan whose replies it could not decrypt exactly:
 t of 32 bits or more (the arithmetic's products must fit in 64 bits), replies too wide for the
@@ -43,6 +44,9 @@ WEIGHT_BITS = 12
 TAIL_SIGMAS = 8.0
 FLOODING_MARGIN_BITS = 60  # flooding noise / honest noise bound, where the modulus leaves room
 MIN_FLOODING_MARGIN_BITS = 40  # below this, a flooded plan is refused rather than weakly flooded
+# round(Q * P / t) for the plaintext P the server adds to c0 (intercepts; in a batch also the pad
+# of the slots the header does not declare) is off by at most 1/2 in every coefficient.
+PLAINTEXT_ROUNDING = 0.5
 MAX_INTERCEPT = 2**62  # quantized intercepts stay int64; anything near this is refused by t anyway
 
 
@@ -261,9 +265,10 @@ def build_plan(model: LinearModel, profile: str = "compact", input_scale: float 
     fresh = ERROR_SIGMA * math.sqrt(2 * degree * 2 / 3 + 1)  # e2 * s + e_pk * u + e1 of the re-randomization
 
     def bound(weight_norm: float) -> float:
-        # e * w (client's error) and the rounding of round(Q m / t) times w, then the fresh noise.
+        # e * w (client's error) and the rounding of round(Q m / t) times w, then the fresh noise; plus
+        # the rounding of the plaintext the server adds (intercepts, and a batch's pad), at its worst.
         sigma = math.sqrt((ERROR_SIGMA ** 2 + 1 / 12) * weight_norm ** 2 + fresh ** 2)
-        return TAIL_SIGMAS * sigma
+        return TAIL_SIGMAS * sigma + PLAINTEXT_ROUNDING
 
     weight_norms = np.sqrt((quantized.weights.astype(np.float64) ** 2).sum(axis=1))
     single = max(bound(float(np.sqrt((weight_norms[list(group)] ** 2).sum()))) for group in groups)

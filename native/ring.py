@@ -126,6 +126,18 @@ def random_ternary(count: int) -> np.ndarray:
     return out[:count]
 
 
+def random_below(bound: int, count: int) -> np.ndarray:
+    """Uniform integers in [0, bound) (uint64) for 2 <= bound <= 2^32, exactly uniform: 32-bit words
+    masked to bound's bit length, the ones not below it rejected (one pad value in the undeclared
+    slots of a batch reply must tell nothing about the score it covers)."""
+    mask = np.uint32((1 << (bound - 1).bit_length()) - 1)
+    out = np.empty(0, dtype=_U64)
+    while out.size < count:
+        words = np.frombuffer(random_bytes(4 * (count + count // 2 + 64)), dtype="<u4") & mask
+        out = np.concatenate([out, words[words < bound].astype(_U64)])
+    return out[:count]
+
+
 def random_error(shape: tuple[int, ...]) -> np.ndarray:
     """Centred binomial errors (int64), the distribution SEAL and the HE standard use."""
     count = int(np.prod(shape))
