@@ -23,9 +23,9 @@ from service.contract import SeedScoreRequest
 from service.errors import ScoringError, describe_validation_errors
 from service.http.auth import Authentication, Identity, authenticator, caller, configured_api_keys
 from service.http.bodies import BodyBudget, BodyMetrics, BoundedBodies
-from service.http.metering import ImageQuota
+from service.http.metering import Admission, ImageQuota
 from service.http.responses import error_response
-from service.native_routes import NativeProtocol, native_router
+from service.native_routes import NATIVE_BATCH_PATH, NATIVE_SCORING_PATHS, NativeProtocol, native_router
 from service.observability import Metrics, RequestTracking
 from service.runtime import RuntimeState, ScoringRuntime
 from service.settings import Settings
@@ -92,6 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BoundedBodies, default_limit=settings.max_request_bytes, rule_for=native.body_rule,
                        budget=budget, metrics=BodyMetrics(metrics.registry, budget),
                        stall_timeout_s=settings.body_timeout_s, min_bytes_per_s=settings.body_min_bytes_per_s)
+    # Batch permission and a quota with an image left, decided from the headers (identity known by then).
+    app.add_middleware(Admission, quota=quota, scoring_paths=frozenset({"/score", *NATIVE_SCORING_PATHS}),
+                       batch_paths=frozenset({NATIVE_BATCH_PATH}))
     # Credentials before anything reads or limits the body; health probes (and docs if API_DOCS=open) stay open.
     docs = {"/docs", "/docs/oauth2-redirect", "/swagger.json"} if docs_open else set()
     open_paths = frozenset({"/", "/ready", *docs, *demo.OPEN_PATHS})

@@ -34,12 +34,16 @@ from service import native_scoring
 from service.errors import ModelUnavailable, NotFound, Unprocessable
 from service.http.auth import Identity, caller
 from service.http.bodies import BodyRule, read_body
-from service.http.metering import ImageQuota, require_batch_permission
+from service.http.metering import ImageQuota
 from service.keystore import delete_public_key, store_owned_key
 from service.observability import Metrics
 from service.runtime import RuntimeState, ScoringRuntime
 from service.settings import Settings
 from service.storage import StorageAccess
+
+# Scoring paths: metered in images (and batches allowed to BATCH_IDENTITIES only) by `Admission`.
+NATIVE_SINGLE_PATH, NATIVE_BATCH_PATH = "/v1/score", "/v1/score/batch"
+NATIVE_SCORING_PATHS = frozenset({NATIVE_SINGLE_PATH, NATIVE_BATCH_PATH})
 
 BINARY_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -73,7 +77,7 @@ class NativeProtocol:
         params = self.plan.params
         if path == "/v1/keys":
             return BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)
-        kind = {"/v1/score": Kind.SINGLE, "/v1/score/batch": Kind.BATCH}.get(path)
+        kind = {NATIVE_SINGLE_PATH: Kind.SINGLE, NATIVE_BATCH_PATH: Kind.BATCH}.get(path)
         if kind is None:
             return None
         ciphertexts, max_images = native_scoring.request_shape(kind, self.plan)
@@ -157,7 +161,6 @@ def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: S
                  response_class=Response, summary="Score up to max_batch encrypted samples at once "
                                                   "(BATCH_IDENTITIES only; costs the images it declares)")
     async def score_batch(request: Request, identity: Annotated[Identity, Depends(caller)]) -> Response:
-        require_batch_permission(identity)  # before the body is read
         return await score(Kind.BATCH, request, identity)
 
     return router

@@ -22,6 +22,7 @@ from service.http.auth import Identity
 from service.http.metering import ImageQuota
 from service.settings import Settings
 from tests.test_observability import metric_value
+from tests.unsent_body import send_without_body, status_of
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (.ci/run installs it)")
@@ -73,6 +74,8 @@ def test_an_identity_without_batch_permission_is_refused_a_batch(replicas) -> No
     with client(first, "bob") as bob:
         response = post(first, "/v1/score/batch", bob._keys.encrypt_batch(np.zeros((2, 784), np.int64)), "bob")
     assert response.status_code == 403 and "BATCH_IDENTITIES" in response.json()["message"]
+    # Decided from the headers alone: the service never receives the body of a refused batch.
+    assert status_of(send_without_body(first.url, "POST", "/v1/score/batch", auth("bob"))) == 403
 
 
 def test_quota_in_images_is_shared_by_two_replicas_and_other_identities_are_still_served(replicas) -> None:
@@ -85,6 +88,8 @@ def test_quota_in_images_is_shared_by_two_replicas_and_other_identities_are_stil
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["retry-after"]) >= 1 and "quota" in refused.json()["message"]
         assert post(second, "/v1/score", single, "carol").status_code == 429  # the other replica agrees
+        # Refused from the headers alone: a spent identity cannot make the service receive its bodies.
+        assert status_of(send_without_body(second.url, "POST", "/v1/score", auth("carol"))) == 429
         assert dave.predict(np.zeros((1, 28, 28), np.uint8))[0].shape == (1,)  # another identity is served
 
 

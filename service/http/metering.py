@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Forbidden, ScoringError, ServiceUnavailable
 from service.http.auth import Identity
+from service.http.responses import error_response
 from service.settings import Settings
 
 
@@ -42,20 +45,32 @@ class ImageQuota:
         storage = storage_from_string(settings.rate_limit_storage_uri, wrap_exceptions=True)
         self._limiter = SlidingWindowCounterRateLimiter(storage)
 
+    async def require_available(self, identity: Identity) -> None:
+        """Refuse (429) before the body is read when the identity has not one image left: an
+        identity over its quota cannot make the service receive and hold its bodies."""
+        await self._run(self._test, identity.namespace, 1)
+
     async def charge(self, identity: Identity, images: int) -> None:
-        """Count `images` against the identity's limits; fails closed (503) if the counters are unreachable."""
+        """Count `images` against the identity's limits."""
+        await self._run(self._charge, identity.namespace, images)
+
+    async def _run(self, step: Callable[[str, int], None], who: str, images: int) -> None:
+        """`step(who, images)` off the event loop; fails closed (503) if the counters are unreachable."""
         if not self._limits:
             return
         try:
-            await run_in_threadpool(self._charge, identity.namespace, images)
+            await run_in_threadpool(step, who, images)
         except StorageError:
             raise ServiceUnavailable("the quota counters cannot be reached; try again later") from None
 
-    def _charge(self, who: str, images: int) -> None:
-        # Test every limit first, so a request refused by the daily limit does not eat the hourly one.
+    def _test(self, who: str, images: int) -> None:
+        # Every limit first, so a request refused by the daily limit does not eat the hourly one.
         for limit in self._limits:
             if not self._limiter.test(limit, who, cost=images):
                 self._refuse(limit, who, images)
+
+    def _charge(self, who: str, images: int) -> None:
+        self._test(who, images)
         for limit in self._limits:
             if not self._limiter.hit(limit, who, cost=images):  # another replica got there first
                 self._refuse(limit, who, images)
@@ -74,3 +89,29 @@ def require_batch_permission(identity: Identity) -> None:
     """Batches are for identities in BATCH_IDENTITIES: one batch of chosen images reveals the model."""
     if not identity.may_batch:
         raise Forbidden(f"identity '{identity.name}' may not use batch requests (BATCH_IDENTITIES)")
+
+
+class Admission:
+    """ASGI middleware, between authentication and the body bounds: a scoring request whose identity
+    may not batch, or has not one image of quota left, is refused from its headers alone, so it
+    cannot make the service receive and hold its body. The route charges the images it declares."""
+
+    def __init__(self, app: ASGIApp, quota: ImageQuota, scoring_paths: frozenset[str],
+                 batch_paths: frozenset[str]) -> None:
+        self.app, self.quota = app, quota
+        self.scoring_paths, self.batch_paths = scoring_paths, batch_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else None
+        if path in self.scoring_paths:
+            identity: Identity = scope["state"]["identity"]
+            try:
+                if path in self.batch_paths:
+                    require_batch_permission(identity)
+                await self.quota.require_available(identity)
+            except ScoringError as error:
+                response = error_response(error.status_code, error.message, close=True,
+                                          retry_after=getattr(error, "retry_after", None))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
