@@ -6,6 +6,7 @@ import logging
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from model.loading import ModelLoadError, load_linear_model
 from native.plan import PlanError, build_plan
@@ -17,7 +18,12 @@ from service.settings import Settings
 
 
 def main() -> None:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # the values are hidden (they may be credentials); the reasons are not
+        reasons = "; ".join(f"{'.'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors())
+        print(f"cannot start: invalid settings: {reasons}", file=sys.stderr)
+        sys.exit(2)
     configure_logging(settings.log_level, settings.log_format)
     try:
         # Fail fast, with the reason, rather than serve a readiness probe that never turns green.

@@ -110,7 +110,7 @@ class NativeProtocol:
 def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: Settings, metrics: Metrics,
                   quota: ImageQuota) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["native protocol v1"])
-    ttl_s = settings.key_ttl_days * 86400
+    ttl_s = settings.key_ttl_s
 
     @router.get("/model", summary="The model's encoding parameters, for ScoringClient")
     async def describe() -> dict:

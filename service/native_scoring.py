@@ -79,7 +79,7 @@ def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | 
     # Key ids are content hashes (never a new version under the same name), so revalidation only has to
     # notice deletions, and may be spaced out.
     keys = KeyStore(settings, prepare, key_cache, "native", revalidate_after_s=settings.native_key_revalidate_s,
-                    ttl_s=settings.key_ttl_days * 86400)
+                    ttl_s=settings.key_ttl_s)
     _scorer = _NativeScorer(evaluator=evaluator, keys=keys)
     log.info("native protocol ready: profile %s, t = %d, replies at %d/%d bits", plan.public.params.profile,
              plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits)

@@ -24,8 +24,9 @@ MiB = 1024 * 1024
 class Settings(BaseSettings):
     """Service configuration. Defaults run the bundled model against a local Azurite."""
 
+    # Values never appear in validation errors: several settings hold credentials.
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
-                                      protected_namespaces=())
+                                      protected_namespaces=(), hide_input_in_errors=True)
 
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
@@ -121,6 +122,20 @@ class Settings(BaseSettings):
         if value.strip():
             parse_many(value)
         return value.strip()
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _known_storage_scheme(cls, value: str) -> str:
+        from limits.storage import SCHEMES  # what `limits` can connect to
+
+        scheme = value.partition("://")[0]
+        if scheme not in SCHEMES:  # the message names the scheme only: the URI may hold a password
+            raise ValueError(f"unknown scheme '{scheme}'; one of: memory, redis, rediss, valkey, ...")
+        return value
+
+    @property
+    def key_ttl_s(self) -> float:
+        return self.key_ttl_days * 86400
 
     @field_validator("allowed_storage_accounts", "batch_identities", mode="before")
     @classmethod

@@ -168,6 +168,16 @@ def test_model_that_fails_to_load_keeps_the_service_unready_with_the_reason(tmp_
         assert response.headers["retry-after"]
 
 
+def test_python_m_service_refuses_an_invalid_setting_without_echoing_its_value() -> None:
+    uri = "rediz://scorer:a-redis-password@127.0.0.1:6379"
+    result = subprocess.run([sys.executable, "-m", "service"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            env={**__import__("os").environ, **TEST_AUTH_ENV, "RATE_LIMIT_STORAGE_URI": uri},
+                            timeout=60)
+    assert result.returncode == 2
+    assert "RATE_LIMIT_STORAGE_URI" in result.stderr and "unknown scheme 'rediz'" in result.stderr
+    assert "a-redis-password" not in result.stderr + result.stdout
+
+
 def test_python_m_service_exits_with_the_reason_when_the_model_is_missing(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "service"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             env={**__import__("os").environ, **TEST_AUTH_ENV, "AZUREML_MODEL_DIR": str(tmp_path)},
