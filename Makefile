@@ -29,7 +29,7 @@ run: setup
 
 # The JavaScript client's unit tests first (they compare with Python/SEAL), then pytest.
 test: setup
-	node --test tests/js/
+	node --test tests/js/*.test.mjs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Only the container tests: build the image, run it, compose up and down (needs a Docker engine,

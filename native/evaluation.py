@@ -113,25 +113,24 @@ class NativeEvaluator:
     def score_single(self, request: Request, key: NativeKey) -> bytes:
         self._check_key(request, key)
         public, ring, evaluator = self.plan.public, self.ring, self.ring.evaluator
-        zeros = np.stack(self.zeros.take(key, len(public.groups)))  # (groups, 2, N)
-        a_plain = ring.ntt_plaintext_from_ntt(expand_uniform(request.seed, 0, self._primes, public.degree))
-        c1 = np.zeros((len(public.groups), len(self._primes), public.degree), dtype=np.uint64)  # a * w_g
-        for pair, weights_ntt in self._weight_pairs:
-            c1[pair] = ring.from_ntt(evaluator.multiply_plain(weights_ntt, a_plain))[: len(pair)]
-        # c0 * w_g at the result positions only: exact float64 dot products on limbs, combined as
-        # Python integers (a few values: cheaper than numpy's modular arithmetic).
-        bits = self._single_limb_bits
-        limbs = np.rint(split_limbs(request.c0[0], bits) @ self._weight_rows).astype(np.int64).astype(object)
-        c0 = (sum(limb << (bits * index) for index, limb in enumerate(limbs)) + self._intercepts) % self._moduli
-        c0 = c0.astype(np.uint64)  # (k, outputs)
-        c0, c1 = self._finish(c0, c1, zeros[:, 0].reshape(-1)[self._revealed], zeros[:, 1],
-                              public.single_reply_bits)
-        values, offset = [], 0
-        for group, outputs in enumerate(public.groups):
-            values += [c0[offset : offset + len(outputs)], c1[group]]
-            offset += len(outputs)
-        reply = write_reply(Kind.SINGLE, 1, public.single_reply_bits, np.concatenate(values))
-        self.zeros.replenish(key)
+        with self.zeros.serving(key, len(public.groups)) as zeros:  # (groups, 2, N)
+            a_plain = ring.ntt_plaintext_from_ntt(expand_uniform(request.seed, 0, self._primes, public.degree))
+            c1 = np.zeros((len(public.groups), len(self._primes), public.degree), dtype=np.uint64)  # a * w_g
+            for pair, weights_ntt in self._weight_pairs:
+                c1[pair] = ring.from_ntt(evaluator.multiply_plain(weights_ntt, a_plain))[: len(pair)]
+            # c0 * w_g at the result positions only: exact float64 dot products on limbs, combined as
+            # Python integers (a few values: cheaper than numpy's modular arithmetic).
+            bits = self._single_limb_bits
+            limbs = np.rint(split_limbs(request.c0[0], bits) @ self._weight_rows).astype(np.int64).astype(object)
+            c0 = (sum(limb << (bits * index) for index, limb in enumerate(limbs)) + self._intercepts) % self._moduli
+            c0 = c0.astype(np.uint64)  # (k, outputs)
+            c0, c1 = self._finish(c0, c1, zeros[:, 0].reshape(-1)[self._revealed], zeros[:, 1],
+                                  public.single_reply_bits)
+            values, offset = [], 0
+            for group, outputs in enumerate(public.groups):
+                values += [c0[offset : offset + len(outputs)], c1[group]]
+                offset += len(outputs)
+            reply = write_reply(Kind.SINGLE, 1, public.single_reply_bits, np.concatenate(values))
         return reply
 
     def _weighted_limbs(self, residues: np.ndarray) -> np.ndarray:
@@ -164,15 +163,14 @@ class NativeEvaluator:
         self._check_key(request, key)
         public = self.plan.public
         features, degree = public.n_features, public.degree
-        a_ntt = np.stack([expand_uniform(request.seed, index, self._primes, degree) for index in range(features)])
-        sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
-        for row, prime in enumerate(self._primes):
-            for poly, source in enumerate((request.c0, a_ntt)):
-                sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime, self._batch_limb_bits)
-        sums[0] = add_mod(sums[0], self._batch_plaintexts(request.images), self._moduli)
-        zeros = np.stack(self.zeros.take(key, public.n_outputs))  # (outputs, 2, N)
-        c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],
-                              public.batch_reply_bits)
-        reply = write_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack([c0, c1], axis=1))
-        self.zeros.replenish(key)
-        return reply
+        with self.zeros.serving(key, public.n_outputs) as zeros:  # (outputs, 2, N)
+            a_ntt = np.stack([expand_uniform(request.seed, index, self._primes, degree) for index in range(features)])
+            sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
+            for row, prime in enumerate(self._primes):
+                for poly, source in enumerate((request.c0, a_ntt)):
+                    sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime,
+                                                       self._batch_limb_bits)
+            sums[0] = add_mod(sums[0], self._batch_plaintexts(request.images), self._moduli)
+            c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],
+                                  public.batch_reply_bits)
+        return write_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack([c0, c1], axis=1))

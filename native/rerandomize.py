@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,22 +68,20 @@ class ZeroEncryptions:
                 out.append(residue_fraction(add_small(masked, random_error((2, degree)), primes), primes))
         return out
 
-    def take(self, key: NativeKey, count: int) -> list[np.ndarray]:
-        """`count` encryptions of zero for a request; the background thread pauses until `replenish`."""
+    @contextmanager
+    def serving(self, key: NativeKey, count: int) -> Iterator[np.ndarray]:
+        """`count` encryptions of zero (count, 2, N) for one request. The background thread pauses
+        from here until the request is done, or failed, then refills `key`'s."""
         self._idle.clear()
-        taken = []
-        while len(taken) < count:
-            try:
+        try:
+            taken = []
+            while len(taken) < count and key.zeros:
                 taken.append(key.zeros.popleft())
-            except IndexError:
-                return taken + self.make(key, count - len(taken))
-        return taken
-
-    def replenish(self, key: NativeKey) -> None:
-        """Ask the background thread to refill `key`'s encryptions; called once a reply is built."""
-        self._next = key
-        self._idle.set()
-        self._wanted.set()
+            yield np.stack(taken + self.make(key, count - len(taken)))  # made now if the store ran dry
+        finally:
+            self._next = key
+            self._idle.set()
+            self._wanted.set()
 
     def fill(self, key: NativeKey, between: Callable[[], object] = lambda: None) -> None:
         while len(key.zeros) < self.per_key:
