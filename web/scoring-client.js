@@ -26,10 +26,17 @@ export class ScoringClient {
     this.starting = null;
   }
 
+  /** One request. Every request here is idempotent (scoring changes nothing; a key's id is its
+   *  hash), so one that fails on the network (a kept-alive connection the server closed while this
+   *  client was busy encrypting) is sent once more, on a new connection. */
   async call(method, path, body) {
     const headers = body ? { ...BINARY } : {};
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
-    const response = await fetch(this.baseUrl + path, { method, headers, body });
+    const send = () => fetch(this.baseUrl + path, { method, headers, body });
+    const response = await send().catch((error) => {
+      if (error instanceof TypeError) return send(); // fetch's network failure
+      throw error;
+    });
     if (!response.ok) {
       let message = await response.text();
       try { message = JSON.parse(message).message ?? message; } catch { /* not JSON: keep the text */ }

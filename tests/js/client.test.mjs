@@ -22,3 +22,25 @@ test('the API key goes as a bearer token, a refusal becomes the service’s mess
     server.close();
   }
 });
+
+test('a request the server drops on the network is sent once more, on a new connection', async () => {
+  let attempts = 0;
+  const server = createServer((request, response) => {
+    attempts += 1;
+    if (attempts === 1) {
+      request.socket.destroy(); // as a server closing a kept-alive connection under the client
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end('{"ok": true}');
+  });
+  await new Promise((resolve) => { server.listen(0, '127.0.0.1', resolve); });
+  try {
+    const client = new ScoringClient(`http://127.0.0.1:${server.address().port}`);
+    const response = await client.call('POST', '/v1/score', new Uint8Array(1024));
+    assert.deepEqual(await response.json(), { ok: true });
+    assert.equal(attempts, 2);
+  } finally {
+    server.close();
+  }
+});
