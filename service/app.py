@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ScoringError)
     async def scoring_error(_: Request, exc: ScoringError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, retry_after=getattr(exc, "retry_after", None))
+        return error_response(exc.status_code, exc.message, retry_after=exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,6 +14,7 @@ class ScoringError(Exception):
     """Base class: `message` is safe to return to the client (no credentials, no internals)."""
 
     status_code = 500
+    retry_after: int | None = None  # seconds for a Retry-After header, where the status calls for one
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

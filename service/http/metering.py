@@ -111,7 +111,7 @@ class Admission:
                 await self.quota.require_available(identity)
             except ScoringError as error:
                 response = error_response(error.status_code, error.message, close=True,
-                                          retry_after=getattr(error, "retry_after", None))
+                                          retry_after=error.retry_after)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
