@@ -55,11 +55,10 @@ def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inpu
                        profile: str = "compact") -> dict[str, dict[str, float]]:
     """Server time (parse + score, as a worker does) per image, mean and median over one-image
     requests, per image of one batch request, and the time spent between requests making encryptions of zero (what
-    a worker's background thread does while it waits; here done in line, since this process also
-    runs the client and would otherwise share the GIL with it)."""
+    a worker does in its idle steps while it waits for the next request)."""
     plan = build_plan(model, profile)
     public = plan.public
-    evaluator = NativeEvaluator(plan, background_masks=False)
+    evaluator = NativeEvaluator(plan)
     keys = ClientKeys(public)
     key = evaluator.prepare_key(keys.public_key)
     single, between = [], []

@@ -21,6 +21,12 @@ def _pairs_fit(width: int) -> bool:
     return width % 4 == 0 and 32 <= width <= 64
 
 
+def _pair_bytes(words: np.ndarray, width: int) -> np.ndarray:
+    """The first width / 4 bytes of each 16-byte row of `words` (pairs, 2), as one opaque item per row:
+    numpy copies such items whole, where a (pairs, width / 4) uint8 view is copied byte by byte."""
+    return np.ndarray(shape=(words.shape[0],), dtype=f"V{width // 4}", buffer=words, strides=(16,))
+
+
 def pack(values: np.ndarray, width: int) -> bytes:
     """`values` (any shape, each < 2^width) as `packed_size(values.size, width)` bytes."""
     flat = np.asarray(values, dtype=_U64).reshape(-1)
@@ -33,7 +39,7 @@ def pack(values: np.ndarray, width: int) -> bytes:
         np.left_shift(pairs[:, 1], _U64(width), out=words[:, 0])
         words[:, 0] |= pairs[:, 0]
         np.right_shift(pairs[:, 1], _U64(64 - width), out=words[:, 1])
-        return words.view(np.uint8)[:, : width // 4].tobytes()
+        return _pair_bytes(words, width).tobytes()
     lanes = padded.reshape(groups, 8)
     out = np.zeros((groups, width + 8), dtype=np.uint8)
     for lane in range(8):
@@ -54,9 +60,8 @@ def unpack(data: bytes | memoryview, count: int, width: int) -> np.ndarray:
         raise ValueError(f"{len(data)} bytes cannot hold {count} values of {width} bits")
     mask = _U64((1 << width) - 1) if width < 64 else _U64(2**64 - 1)
     if _pairs_fit(width):
-        raw = np.zeros((groups * 4, 16), dtype=np.uint8)
-        raw[:, : width // 4] = np.frombuffer(data, dtype=np.uint8).reshape(groups * 4, width // 4)
-        words = raw.view("<u8")
+        words = np.zeros((groups * 4, 2), dtype="<u8")
+        _pair_bytes(words, width)[:] = np.frombuffer(data, dtype=f"V{width // 4}")
         out = np.empty((groups * 4, 2), dtype=_U64)
         out[:, 0] = words[:, 0] & mask
         out[:, 1] = ((words[:, 0] >> _U64(width)) | (words[:, 1] << _U64(64 - width))) & mask

@@ -30,9 +30,9 @@ _FEATURES_PER_SLICE = 64  # batch dot products: limbs x 64 x N float64 (4-6 MB f
 
 
 class NativeEvaluator:
-    def __init__(self, plan: NativePlan, mask_pool_size: int = 4, background_masks: bool = True) -> None:
+    def __init__(self, plan: NativePlan, mask_pool_size: int = 4) -> None:
         """`mask_pool_size` encryptions of zero are kept ready for the last key used (two single-image
-        requests' worth for the bundled model), made in the background unless `background_masks` is off."""
+        requests' worth for the bundled model), made by `zeros.make_ahead` between requests."""
         self.plan = plan
         public = plan.public
         self.ring = SealRing(public.params)
@@ -50,18 +50,23 @@ class NativeEvaluator:
             padded = pair if len(pair) == 2 else pair * 2  # a SEAL ciphertext has two polynomials
             self._weight_pairs.append(
                 (pair, self.ring.to_ntt(np.stack([from_signed(weights[group], self._primes) for group in padded]))))
-        # Every group's rows side by side (N, outputs): c0 * w_g at the result positions is one product.
-        self._weight_rows = np.concatenate([negacyclic_rows(w, self._positions[: len(group)]).astype(np.float64)
-                                            for w, group in zip(weights, public.groups)]).T
-        self._revealed = np.concatenate([self._positions[: len(outputs)] + group * public.degree
-                                         for group, outputs in enumerate(public.groups)])
-        self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]]).astype(object)
+        # Every group's rows, one per output (outputs, N): c0 * w_g at the result positions is one product.
+        self._result_rows = np.concatenate([negacyclic_rows(w, self._positions[: len(group)]).astype(np.float64)
+                                            for w, group in zip(weights, public.groups)])
+        # Where each group's values start in a single reply (c0 at its result positions, then c1), and
+        # which columns of the result dot products are its outputs.
+        sizes = [len(outputs) + public.degree for outputs in public.groups]
+        self._reply_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+        firsts = np.concatenate([[0], np.cumsum([len(outputs) for outputs in public.groups])]).tolist()
+        self._group_outputs = [slice(first, last) for first, last in zip(firsts, firsts[1:])]
+        self._zero_groups = [group for group, w in enumerate(weights) if not w.any()]
+        self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]]).T.tolist()
         self._batch_weights = plan.model.weights.astype(np.float64)
         # Dot products of limbs with weights: N terms for one image, n_features for a batch.
         self._single_limb_bits = limb_bits(public.degree, WEIGHT_MAGNITUDE_BITS)
         self._batch_limb_bits = limb_bits(public.n_features, WEIGHT_MAGNITUDE_BITS)
         self._batch_intercepts = np.mod(plan.model.intercepts, public.params.plain_modulus).astype(np.uint64)
-        self.zeros = ZeroEncryptions(self.ring, mask_pool_size, background_masks)
+        self.zeros = ZeroEncryptions(self.ring, mask_pool_size)
 
     def _scaled(self, values: np.ndarray) -> np.ndarray:
         """round(Q * v / t) residues (k, len(v)) for signed integers v (intercepts)."""
@@ -110,28 +115,54 @@ class NativeEvaluator:
             out[pair] = self.ring.from_ntt(ciphertext)[: len(pair)]
         return out
 
+    def _result_dot_products(self, c0: np.ndarray) -> np.ndarray:
+        """c0 * w_g at every group's result positions, plus the intercepts: residues (k, outputs).
+
+        Exact float64 dot products on limbs of c0 (each partial sum below 2^53), combined as Python
+        integers: a few values, where numpy's modular arithmetic would cost more in calls than in work.
+        """
+        bits, primes = self._single_limb_bits, self._primes
+        limbs = split_limbs(c0, bits)  # (limbs, k, N)
+        sums = np.rint(self._result_rows @ limbs.reshape(-1, limbs.shape[-1]).T).astype(np.int64)
+        sums = sums.reshape(-1, limbs.shape[0], len(primes)).tolist()  # (outputs, limbs, k)
+        shifts = [bits * index for index in range(limbs.shape[0])]
+        out = np.empty((len(primes), len(sums)), dtype=np.uint64)
+        for column, (output, intercepts) in enumerate(zip(sums, self._intercepts)):
+            for row, prime in enumerate(primes):
+                total = intercepts[row]
+                for shift, limb in zip(shifts, output):
+                    total += limb[row] << shift
+                out[row, column] = total % prime
+        return out
+
     def score_single(self, request: Request, key: NativeKey) -> bytes:
         self._check_key(request, key)
-        public, ring, evaluator = self.plan.public, self.ring, self.ring.evaluator
-        with self.zeros.serving(key, len(public.groups)) as zeros:  # (groups, 2, N)
-            a_plain = ring.ntt_plaintext_from_ntt(expand_uniform(request.seed, 0, self._primes, public.degree))
-            c1 = np.zeros((len(public.groups), len(self._primes), public.degree), dtype=np.uint64)  # a * w_g
-            for pair, weights_ntt in self._weight_pairs:
-                c1[pair] = ring.from_ntt(evaluator.multiply_plain(weights_ntt, a_plain))[: len(pair)]
-            # c0 * w_g at the result positions only: exact float64 dot products on limbs, combined as
-            # Python integers (a few values: cheaper than numpy's modular arithmetic).
-            bits = self._single_limb_bits
-            limbs = np.rint(split_limbs(request.c0[0], bits) @ self._weight_rows).astype(np.int64).astype(object)
-            c0 = (sum(limb << (bits * index) for index, limb in enumerate(limbs)) + self._intercepts) % self._moduli
-            c0 = c0.astype(np.uint64)  # (k, outputs)
-            c0, c1 = self._finish(c0, c1, zeros[:, 0].reshape(-1)[self._revealed], zeros[:, 1],
-                                  public.single_reply_bits)
-            values, offset = [], 0
-            for group, outputs in enumerate(public.groups):
-                values += [c0[offset : offset + len(outputs)], c1[group]]
-                offset += len(outputs)
-            reply = write_reply(Kind.SINGLE, 1, public.single_reply_bits, np.concatenate(values))
-        return reply
+        public, ring = self.plan.public, self.ring
+        groups, degree = len(public.groups), public.degree
+        a_plain = ring.ntt_plaintext_from_ntt(expand_uniform(request.seed, 0, self._primes, degree))
+        c0 = self._result_dot_products(request.c0[0])
+        if public.flooding_bits:
+            c0 = add_mod(c0, random_flooding((c0.shape[1],), public.flooding_bits, self._primes), self._moduli)
+        c0_fractions = residue_fraction(c0, self._primes)
+        # The reply, as fractions of Q: for each group, c0 at its result positions, then c1 (N); each
+        # plus its own encryption of zero, then switched to 2^bits at once.
+        fractions = np.empty(sum(len(outputs) + degree for outputs in public.groups))
+        zeros = self.zeros.take(key, groups)  # (2, N) each: c0, c1
+
+        def add_group(group: int, c1_fraction: np.ndarray) -> None:
+            outputs, start = len(public.groups[group]), self._reply_offsets[group]
+            np.add(c0_fractions[self._group_outputs[group]], zeros[group][0, self._positions[:outputs]],
+                   out=fractions[start : start + outputs])
+            np.add(c1_fraction, zeros[group][1], out=fractions[start + outputs : start + outputs + degree])
+
+        for pair, weights_ntt in self._weight_pairs:  # a * w_g for two groups per SEAL product
+            products = ring.from_ntt(ring.evaluator.multiply_plain(weights_ntt, a_plain))
+            for group, c1 in zip(pair, products):
+                add_group(group, residue_fraction(c1, self._primes))
+        for group in self._zero_groups:  # a * 0 = 0: c1 is the encryption of zero alone
+            add_group(group, 0.0)
+        bits = public.single_reply_bits
+        return write_reply(Kind.SINGLE, 1, bits, fraction_to_power_of_two(fractions, bits))
 
     def _weighted_limbs(self, residues: np.ndarray) -> np.ndarray:
         """`weights @ split_limbs(residues)` (limbs, outputs, N), a slice of features at a time: a
@@ -163,14 +194,14 @@ class NativeEvaluator:
         self._check_key(request, key)
         public = self.plan.public
         features, degree = public.n_features, public.degree
-        with self.zeros.serving(key, public.n_outputs) as zeros:  # (outputs, 2, N)
-            a_ntt = np.stack([expand_uniform(request.seed, index, self._primes, degree) for index in range(features)])
-            sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
-            for row, prime in enumerate(self._primes):
-                for poly, source in enumerate((request.c0, a_ntt)):
-                    sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime,
-                                                       self._batch_limb_bits)
-            sums[0] = add_mod(sums[0], self._batch_plaintexts(request.images), self._moduli)
-            c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],
-                                  public.batch_reply_bits)
+        zeros = np.stack(self.zeros.take(key, public.n_outputs))  # (outputs, 2, N)
+        a_ntt = np.stack([expand_uniform(request.seed, index, self._primes, degree) for index in range(features)])
+        sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
+        for row, prime in enumerate(self._primes):
+            for poly, source in enumerate((request.c0, a_ntt)):
+                sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime,
+                                                   self._batch_limb_bits)
+        sums[0] = add_mod(sums[0], self._batch_plaintexts(request.images), self._moduli)
+        c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],
+                              public.batch_reply_bits)
         return write_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack([c0, c1], axis=1))

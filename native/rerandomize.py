@@ -3,11 +3,13 @@
 Every reply ciphertext is re-randomized with its own encryption of zero, (pk0 * u + e0, pk1 * u + e1)
 with a fresh ternary u and fresh errors, so c1 no longer reveals the weights to a client who knows
 its own `a`. Making one takes a forward NTT, a product and an inverse NTT: more than the rest of a
-single-image reply. A background thread makes them for the key of the last request while the
-worker waits for the next one (one worker serves one request at a time), and a request takes
-prepared ones; none is ever used twice. The thread stops between steps (~100 µs each) while a
-request runs: both hold the GIL, so working on would halve the request's speed. A key without enough ready (its first request, bursts)
-gets them made on the request's own time: same values, just slower.
+single-image reply. So a worker makes them for the key of its last request while it waits for the
+next one (`make_ahead`, one small step at a time, called by the worker's loop only when no request
+is waiting), and a request takes prepared ones; none is ever used twice. A key without enough ready
+(its first request, bursts) gets them made on the request's own time: same values, just slower.
+This used to be a background thread; but SEAL's calls hold the GIL, and a request that wanted the
+GIL back could wait for a whole switch interval (5 ms), so the work now runs in the worker's own
+thread, between requests.
 
 They are kept as fractions of the modulus, z / Q mod 1, the form the switch to 2^bits adds them in
 (`ring.residue_fraction`).
@@ -15,10 +17,7 @@ They are kept as fractions of the modulus, z / Q mod 1, the form the switch to 2
 
 from __future__ import annotations
 
-import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,56 +39,52 @@ class NativeKey:
 class ZeroEncryptions:
     """Makes and hands out encryptions of zero; keeps up to `per_key` ready for the last key used."""
 
-    def __init__(self, ring: SealRing, per_key: int, background: bool = True) -> None:
+    def __init__(self, ring: SealRing, per_key: int) -> None:
         self._ring, self.per_key = ring, per_key
-        self._wanted, self._idle = threading.Event(), threading.Event()
-        self._idle.set()
         self._next: NativeKey | None = None
-        if per_key and background:
-            threading.Thread(target=self._keep_ready, name="zero-encryptions", daemon=True).start()
+        self._spare_u: list[np.ndarray] = []  # a ternary u in NTT form, drawn with the last one used
 
     def entry_bytes(self) -> int:
         return 2 * self._ring.params.degree * 8
 
-    def make(self, key: NativeKey, count: int, between: Callable[[], object] = lambda: None) -> list[np.ndarray]:
-        """`count` fresh encryptions of zero under `key`, (2, N) fractions of Q each (c0, c1);
-        `between` runs before each SEAL step."""
+    def _ternary_ntt(self) -> np.ndarray:
+        """A fresh ternary u in NTT form (k, N). u does not depend on the key; two are transformed per
+        forward NTT (a SEAL ciphertext holds two polynomials) and the second is kept for the next call."""
+        if not self._spare_u:
+            params = self._ring.params
+            u = from_signed(random_ternary(2 * params.degree).reshape(2, params.degree), params.data_primes)
+            self._spare_u.extend(self._ring.polys(self._ring.to_ntt(u)))
+        return self._spare_u.pop()
+
+    def _make_one(self, key: NativeKey) -> np.ndarray:
         ring, params = self._ring, self._ring.params
-        primes, degree = params.data_primes, params.degree
-        out = []
-        for start in range(0, count, 2):  # two u per forward NTT
-            u = from_signed(random_ternary(2 * degree).reshape(2, degree), primes)
-            between()
-            transformed = ring.polys(ring.to_ntt(u))
-            for row in range(min(2, count - start)):
-                between()
-                factor = ring.ntt_plaintext_from_ntt(transformed[row])
-                masked = ring.from_ntt(ring.evaluator.multiply_plain(key.public_ntt, factor))
-                out.append(residue_fraction(add_small(masked, random_error((2, degree)), primes), primes))
-        return out
+        factor = ring.ntt_plaintext_from_ntt(self._ternary_ntt())
+        masked = ring.from_ntt(ring.evaluator.multiply_plain(key.public_ntt, factor))
+        errors = random_error((2, params.degree))
+        return residue_fraction(add_small(masked, errors, params.data_primes), params.data_primes)
 
-    @contextmanager
-    def serving(self, key: NativeKey, count: int) -> Iterator[np.ndarray]:
-        """`count` encryptions of zero (count, 2, N) for one request. The background thread pauses
-        from here until the request is done, or failed, then refills `key`'s."""
-        self._idle.clear()
-        try:
-            taken = []
-            while len(taken) < count and key.zeros:
-                taken.append(key.zeros.popleft())
-            yield np.stack(taken + self.make(key, count - len(taken)))  # made now if the store ran dry
-        finally:
-            self._next = key
-            self._idle.set()
-            self._wanted.set()
+    def make(self, key: NativeKey, count: int) -> list[np.ndarray]:
+        """`count` fresh encryptions of zero under `key`, (2, N) fractions of Q each (c0, c1)."""
+        return [self._make_one(key) for _ in range(count)]
 
-    def fill(self, key: NativeKey, between: Callable[[], object] = lambda: None) -> None:
-        while len(key.zeros) < self.per_key:
-            key.zeros.extend(self.make(key, min(2, self.per_key - len(key.zeros)), between))
+    def take(self, key: NativeKey, count: int) -> list[np.ndarray]:
+        """`count` encryptions of zero for one request: the ready ones first, the rest made now.
+        `key` is the one `make_ahead` works for from now on."""
+        taken = [key.zeros.popleft() for _ in range(min(count, len(key.zeros)))]
+        self._next = key
+        return taken + self.make(key, count - len(taken))
 
-    def _keep_ready(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            if self._next is not None:
-                self.fill(self._next, self._idle.wait)
+    def make_ahead(self) -> bool:
+        """One step of preparing the last key's encryptions of zero (one of them: ~0.2 ms, so a
+        request that arrives meanwhile waits no longer than that); whether more steps remain."""
+        key = self._next
+        if key is None or len(key.zeros) >= self.per_key:
+            return False
+        key.zeros.append(self._make_one(key))
+        return len(key.zeros) < self.per_key
+
+    def fill(self, key: NativeKey) -> None:
+        """Make `key`'s encryptions of zero up to `per_key` (what idle steps would do, all at once)."""
+        self._next = key
+        while self.make_ahead():
+            pass

@@ -208,7 +208,9 @@ def fraction_to_power_of_two(fraction: np.ndarray, bits: int) -> np.ndarray:
     With f good to ~2^-52 (a sum of a few fractions below 2), the result is off by at most one
     unit of 2^-bits for bits <= 41, which is one more rounding error of the same size as the rounding itself.
     """
-    return (np.rint(fraction * float(1 << bits)).astype(np.int64) & ((1 << bits) - 1)).astype(_U64)
+    values = np.rint(fraction * float(1 << bits)).astype(np.int64)
+    values &= (1 << bits) - 1
+    return values.view(_U64)
 
 
 def add_small(residues: np.ndarray, small: np.ndarray, primes: Sequence[int]) -> np.ndarray:
@@ -248,7 +250,8 @@ def split_limbs(residues: np.ndarray, bits: int) -> np.ndarray:
     mask = _U64((1 << bits) - 1)
     out = np.empty((-(-RESIDUE_BITS // bits),) + residues.shape, dtype=np.float64)
     for limb in range(out.shape[0]):
-        out[limb] = (residues >> _U64(bits * limb)) & mask  # converted to float64 on assignment
+        # Converted on assignment; from int64 (exact: below 2^60), which numpy converts faster than uint64.
+        out[limb] = ((residues >> _U64(bits * limb)) & mask).view(np.int64)
     return out
 
 

@@ -86,6 +86,11 @@ def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | 
     return plan.public.describe()
 
 
+def prepare_ahead() -> bool:
+    """One step of preparing the last scored key's encryptions of zero; whether more steps remain."""
+    return _scorer is not None and _scorer.evaluator.zeros.make_ahead()
+
+
 def request_shape(kind: Kind, plan: PublicPlan) -> tuple[int, int]:
     """(ciphertexts, most images) a request of `kind` holds for this model; the web process checks
     a body's header with it, the worker the whole body."""

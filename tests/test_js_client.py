@@ -33,7 +33,7 @@ def _node(script: str, payload: dict) -> dict:
 def test_python_and_javascript_decrypt_each_others_requests(bundled_estimator, mnist_test_images) -> None:
     plan = build_plan(linear_model_from_estimator(bundled_estimator))
     params = plan.public.params
-    evaluator = NativeEvaluator(plan, mask_pool_size=4, background_masks=False)
+    evaluator = NativeEvaluator(plan, mask_pool_size=4)
     keys = ClientKeys(plan.public)
     key = evaluator.prepare_key(keys.public_key)
     images = mnist_test_images[0][:3].reshape(3, -1).astype(np.int64)

@@ -37,7 +37,7 @@ def test_undeclared_slots_decrypt_to_uniform_values_and_declared_ones_to_exact_s
         profile: str, bundled_estimator: object, mnist_test_images) -> None:
     plan = build_plan(linear_model_from_estimator(bundled_estimator), profile)
     public = plan.public
-    evaluator = NativeEvaluator(plan, mask_pool_size=4, background_masks=False)
+    evaluator = NativeEvaluator(plan, mask_pool_size=4)
     keys = ClientKeys(public)
     key = evaluator.prepare_key(keys.public_key)
     images = mnist_test_images[0].reshape(-1, public.n_features).astype(np.int64)

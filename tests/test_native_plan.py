@@ -69,7 +69,7 @@ def _check_refusal(model: LinearModel, profile: str, scale: float, limit: int, m
 
 def _check_exact(plan, rng: np.random.Generator) -> None:
     public = plan.public
-    evaluator = NativeEvaluator(plan, mask_pool_size=2, background_masks=False)
+    evaluator = NativeEvaluator(plan, mask_pool_size=2)
     keys = ClientKeys(public)
     key = evaluator.prepare_key(keys.public_key)
     inputs = _inputs(plan, rng, 3)

@@ -26,7 +26,7 @@ from native.wire import Kind, read_reply, read_request
 
 def _pair(model: LinearModel, profile: str = "compact", input_scale: float = 255.0, input_max: int = 255):
     plan = build_plan(model, profile, input_scale, input_max)
-    evaluator = NativeEvaluator(plan, mask_pool_size=4, background_masks=False)
+    evaluator = NativeEvaluator(plan, mask_pool_size=4)
     keys = ClientKeys(plan.public)
     return plan, evaluator, keys, evaluator.prepare_key(keys.public_key)
 
