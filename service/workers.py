@@ -2,8 +2,9 @@
 
 A worker is a spawned process joined to the web process by a Unix socket pair. The event loop
 writes calls to the socket and reads the answers itself (`Worker` is an asyncio protocol), so a
-call costs a socket write and read on each side and no thread hand-off: `ProcessPoolExecutor`
-passed each call through a manager thread, a feeder thread and two queues, ~2 ms per call.
+call costs a socket write and read on each side and no thread hand-off. `ProcessPoolExecutor`
+passed each call through a manager thread, a feeder thread and two queues: with a 30 KB request
+and a 37 KB answer, 0.4-0.6 ms per call against 0.12-0.23 ms here (uvloop, 2 workers).
 
 A message is its length (8 bytes) then a pickle (protocol 5). A worker takes one call at a time,
 `(function, args)`, and answers `(True, result)` or `(False, exception)`; its first message is its
