@@ -70,7 +70,6 @@ class _Scorer:
 
 _scorer: _Scorer | None = None
 _init_error: str | None = None
-_native_description: dict | None = None
 
 
 def init(settings: Settings | None = None) -> None:
@@ -127,22 +126,6 @@ def run(raw_data: str | bytes) -> list[str]:
     return score_measured(parse_request(raw_data)).reply
 
 
-def init_worker(settings: Settings) -> None:
-    """Worker-process initializer: `init()`, keeping a failure rather than raising it.
-
-    Raising would only break the worker's pool without a reason; kept, the failure is reported by
-    `worker_report()` and later calls answer 503 with it.
-    """
-    global _init_error, _native_description
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        init(settings)
-        _native_description = native_scoring.init(settings, _scorer.model, _scorer.key_cache)
-    except Exception as exc:  # noqa: BLE001 - reported to the web process through worker_report()
-        _init_error = f"the model could not be loaded: {exc}"
-        log.error("%s", _init_error)
-
-
 @dataclass(frozen=True)
 class WorkerReport:
     pid: int
@@ -150,9 +133,21 @@ class WorkerReport:
     native_description: dict | None
 
 
-def worker_report() -> WorkerReport:
-    """A worker's first task: its pid, its initialisation error if any, and the native protocol's plan."""
-    return WorkerReport(pid=os.getpid(), error=_init_error, native_description=_native_description)
+def init_worker(settings: Settings) -> WorkerReport:
+    """A worker process's start: `init()`, then its report to the web process (pid, the native
+    protocol's plan). A failure is kept and reported rather than raised: the web process states
+    it, and later calls answer 503 with it.
+    """
+    global _init_error
+    configure_logging(settings.log_level, settings.log_format)
+    native_description = None
+    try:
+        init(settings)
+        native_description = native_scoring.init(settings, _scorer.model, _scorer.key_cache)
+    except Exception as exc:  # noqa: BLE001 - reported to the web process
+        _init_error = f"the model could not be loaded: {exc}"
+        log.error("%s", _init_error)
+    return WorkerReport(pid=os.getpid(), error=_init_error, native_description=native_description)
 
 
 def work_while_idle() -> bool:

@@ -1,21 +1,18 @@
 """Worker processes that run the scoring contract off the web server's event loop, within bounds.
 
 Neither SEAL binding releases the GIL, EIServer holds it for seconds per request and its native
-code aborts the process on bad input, so scoring runs in `WORKER_COUNT` worker processes, each
-initialised once with `contract.init_worker` and given one request at a time. At most
-`MAX_CONCURRENT` scorings run, at most `MAX_QUEUE` wait (503 beyond), and none is waited for longer
-than `SCORING_TIMEOUT_MS` (504). A worker that dies fails only the request it was running (503);
-a new worker takes its place and the web process keeps serving.
+code aborts the process on bad input, so scoring runs in `WORKER_COUNT` worker processes
+(`service.workers`), each initialised once with `contract.init_worker` and given one request at a
+time. At most `MAX_CONCURRENT` scorings run, at most `MAX_QUEUE` wait (503 beyond), and none is
+waited for longer than `SCORING_TIMEOUT_MS` (504). A worker that dies fails only the request it was
+running (503); a new worker takes its place and the web process keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar
@@ -24,10 +21,13 @@ from service import contract, worker_deadline
 from service.contract import ScoreOutcome, SeedScoreRequest
 from service.errors import ModelUnavailable, ScoringTimeout, ServiceUnavailable
 from service.settings import Settings
+from service.workers import Worker, WorkerDied
 
 log = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT_S = 300
+# An idle worker exits as soon as its channel closes; only one still loading the model needs killing.
+WORKER_STOP_GRACE_S = 30
 
 T = TypeVar("T")
 
@@ -41,13 +41,11 @@ class RuntimeState(str, Enum):
 class ScoringRuntime:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        # spawn, not fork: the web process runs threads (event loop, storage clients) that fork would copy mid-state.
-        self._context = multiprocessing.get_context("spawn")
-        # One single-process pool per worker, each given one scoring at a time: a worker that dies
-        # breaks its own pool only, so only the request it was running fails.
-        self._workers: list[ProcessPoolExecutor] = []
-        self._idle: asyncio.Queue[int] = asyncio.Queue()
+        self._workers: list[Worker] = []
+        # Each worker is given one scoring at a time, so only the request it runs fails if it dies.
+        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self._slots = asyncio.Semaphore(min(settings.max_concurrent or settings.worker_count, settings.worker_count))
+        self._replacing: set[asyncio.Task] = set()
         self.queued = 0
         self.running = 0
         self.state = RuntimeState.STARTING
@@ -58,24 +56,17 @@ class ScoringRuntime:
     def worker_count(self) -> int:
         return self._settings.worker_count
 
-    def _new_worker(self) -> tuple[ProcessPoolExecutor, Future]:
-        """A single-process pool, started now (not on the first request), and its start-up report."""
-        worker = ProcessPoolExecutor(max_workers=1, mp_context=self._context,
-                                     initializer=contract.init_worker, initargs=(self._settings,))
-        return worker, worker.submit(contract.worker_report)
-
     async def start(self) -> None:
         """Start every worker and wait until each has loaded the model; never raises."""
         count = self._settings.worker_count
-        started = [self._new_worker() for _ in range(count)]
-        self._workers = [worker for worker, _ in started]
+        self._workers = [await Worker.spawn(self._settings) for _ in range(count)]
         try:
             async with asyncio.timeout(WORKER_START_TIMEOUT_S):
-                reports = await asyncio.gather(*(asyncio.wrap_future(report) for _, report in started))
+                reports = await asyncio.gather(*(worker.report for worker in self._workers))
         except TimeoutError:
             self._fail(f"the scoring workers did not start within {WORKER_START_TIMEOUT_S} s; see the log above")
             return
-        except BrokenProcessPool:
+        except WorkerDied:
             self._fail("a scoring worker exited while loading the model; see the log above")
             return
         errors = [report.error for report in reports if report.error]
@@ -83,8 +74,8 @@ class ScoringRuntime:
             self._fail(errors[0])
             return
         self.native_description = reports[0].native_description
-        for index in range(count):
-            self._idle.put_nowait(index)
+        for worker in self._workers:
+            self._idle.put_nowait(worker)
         self.state = RuntimeState.READY
         log.info("ready: %d scoring worker(s), pids %s", count, sorted(report.pid for report in reports))
 
@@ -119,34 +110,61 @@ class ScoringRuntime:
         even if the caller gave up waiting."""
         self.running += 1
         try:
-            index = await self._idle.get()
-            worker = self._workers[index]
-            future = asyncio.get_running_loop().run_in_executor(worker, function, *args)
+            worker = await self._idle.get()
+            try:
+                answer = worker.call(function, args)
+            except BaseException:
+                self._idle.put_nowait(worker)
+                raise
         except BaseException:
             self._release()
             raise
-        future.add_done_callback(lambda done: self._finished(index, worker, done))
+        answer.add_done_callback(lambda done: self._finished(worker, done))
         try:
-            return await asyncio.shield(future)
-        except BrokenProcessPool:
+            return await asyncio.shield(answer)
+        except WorkerDied:
             raise ServiceUnavailable(
                 "the scoring worker stopped while processing this request and has been replaced; "
                 "if it happens again, the request or the public keys are malformed") from None
 
-    def _finished(self, index: int, worker: ProcessPoolExecutor, done: asyncio.Future) -> None:
-        if not done.cancelled() and isinstance(done.exception(), BrokenProcessPool):
-            log.error("scoring worker %d died; starting a new one", index)
-            self._workers[index], _ = self._new_worker()
-            worker.shutdown(wait=False, cancel_futures=True)
-        self._idle.put_nowait(index)
+    def _finished(self, worker: Worker, answer: asyncio.Future) -> None:
+        if isinstance(answer.exception(), WorkerDied):  # an answer future is never cancelled
+            log.error("scoring worker %d died; starting a new one", worker.pid)
+            replacing = asyncio.ensure_future(self._replace(worker))
+            self._replacing.add(replacing)
+            replacing.add_done_callback(self._replacing.discard)
+        else:
+            self._idle.put_nowait(worker)
         self._release()
 
     def _release(self) -> None:
         self.running -= 1
         self._slots.release()
 
+    async def _replace(self, dead: Worker) -> None:
+        """Reap a dead worker and start another in its place; requests wait for an idle worker meanwhile.
+
+        A replacement that does not start is stopped and given back dead: the next request on it
+        fails with 503 and tries another (as a model that fails to load answers 503 with the reason).
+        """
+        await dead.stop(grace_s=0)
+        worker = await Worker.spawn(self._settings)
+        self._workers[self._workers.index(dead)] = worker
+        try:
+            async with asyncio.timeout(WORKER_START_TIMEOUT_S):
+                await worker.report
+        except TimeoutError:
+            log.error("a new scoring worker did not start within %d s", WORKER_START_TIMEOUT_S)
+            await worker.stop(grace_s=0)
+        except WorkerDied:
+            log.error("a new scoring worker exited while loading the model")
+            await worker.stop(grace_s=0)
+        self._idle.put_nowait(worker)
+
     async def stop(self) -> None:
-        """Let in-flight scorings finish, then stop the workers."""
-        workers, self._workers = self._workers, []
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(None, worker.shutdown, True) for worker in workers))
+        """Let in-flight scorings finish (every worker comes back idle, a dead one replaced), then
+        stop the workers."""
+        if self.state is RuntimeState.READY:
+            for _ in self._workers:
+                await self._idle.get()
+        await asyncio.gather(*(worker.stop(WORKER_STOP_GRACE_S) for worker in self._workers))
