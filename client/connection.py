@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,7 +35,7 @@ class Response:
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
 
-    def json(self) -> object:
+    def json(self) -> Any:
         """The body parsed as JSON (`ValueError` when it is not)."""
         return json.loads(self.content)
 
