@@ -14,8 +14,8 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext

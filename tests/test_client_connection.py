@@ -32,7 +32,8 @@ def _reply(conn: socket.socket, body: bytes) -> None:
 
 
 class Server:
-    """A loopback server for `connections` connections in turn, each served by handler(server, connection, its number)."""
+    """A loopback server for `connections` connections in turn, each served by
+    handler(server, connection, its number)."""
 
     def __init__(self, handler: Handler, connections: int) -> None:
         self.requests: list[bytes] = []
@@ -67,7 +68,8 @@ def test_a_connection_is_kept_alive_and_the_request_is_one_message() -> None:
 
     server = Server(keep_alive, connections=1)
     connection = Connection(server.url, timeout=10, headers={"Authorization": "Bearer k"})
-    assert connection.request("POST", "/v1/score", b"abc", {"Content-Type": "application/octet-stream"}).content == b"abc"
+    response = connection.request("POST", "/v1/score", b"abc", {"Content-Type": "application/octet-stream"})
+    assert response.content == b"abc"
     assert connection.request("GET", "/v1/model").status_code == 200
     connection.close()
     first, second = server.finish()

@@ -39,7 +39,8 @@ def _add_mod(x: np.ndarray, y: np.ndarray, p: np.ndarray | int) -> np.ndarray:
 
 
 def _from_signed(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:
-    return np.mod(np.asarray(values, dtype=np.int64)[..., None, :], np.array(primes, dtype=np.int64)[:, None]).astype(_U64)
+    values = np.asarray(values, dtype=np.int64)[..., None, :]
+    return np.mod(values, np.array(primes, dtype=np.int64)[:, None]).astype(_U64)
 
 
 def _scale_messages(messages: np.ndarray, primes: Sequence[int], plain_modulus: int) -> np.ndarray:
@@ -135,7 +136,11 @@ class ReferenceKeys:
 def _deterministic_stream(label: bytes) -> Callable[[int], bytes]:
     """A keystream whose keys and nonces come from `label`, the same on every call of this function."""
     counter = iter(range(1 << 30))
-    return KeyStream(entropy=lambda count: (label + next(counter).to_bytes(4, "little")).ljust(count, b"\0")[:count]).read
+
+    def entropy(count: int) -> bytes:
+        return (label + next(counter).to_bytes(4, "little")).ljust(count, b"\0")[:count]
+
+    return KeyStream(entropy=entropy).read
 
 
 @pytest.fixture(params=sorted(PROFILES))
