@@ -11,14 +11,15 @@ batches of up to `max_batch` per request.
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 import numpy as np
 
 from client import bearer
+from client.connection import Connection, Response, Verify
 from model.loading import labels_from_scores
 from native.encryption import ClientKeys
 from native.plan import PublicPlan
@@ -43,15 +44,17 @@ class Traffic:
 
 
 class ScoringClient:
-    def __init__(self, url: str, timeout: float = 120.0, transport: httpx.BaseTransport | None = None,
-                 api_key: str | None = None) -> None:
-        """`api_key` (or an Entra access token) is sent as `Authorization: Bearer` on every request."""
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport,
-                                  headers=bearer(api_key))
+    def __init__(self, url: str, timeout: float = 120.0, verify: Verify = True, api_key: str | None = None) -> None:
+        """`api_key` (or an Entra access token) is sent as `Authorization: Bearer` on every request.
+
+        `verify` checks an https server's certificate against the system's CAs (True), a CA file or
+        folder, or an `ssl.SSLContext`; False turns the check off. `timeout` bounds each socket operation.
+        """
+        self._http = Connection(url, timeout, verify, headers=bearer(api_key))
         self.plan = PublicPlan.from_description(self._call("GET", "/v1/model").json())
         self._keys = ClientKeys(self.plan)
         self.key_bytes = len(self._keys.public_key)
-        self._call("POST", "/v1/keys", content=self._keys.public_key, headers=OCTET_STREAM)
+        self._call("POST", "/v1/keys", self._keys.public_key, OCTET_STREAM)
         self.traffic = Traffic()
 
     def close(self) -> None:
@@ -63,10 +66,10 @@ class ScoringClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    def _call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+            response = self._http.request(method, path, body, headers)
+        except (OSError, http.client.HTTPException) as exc:
             raise ScoringFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
             try:
@@ -86,7 +89,7 @@ class ScoringClient:
         return np.clip(scaled, -self.plan.input_max, self.plan.input_max).astype(np.int64)
 
     def _post(self, path: str, body: bytes, samples: int) -> bytes:
-        response = self._call("POST", path, content=body, headers=OCTET_STREAM)
+        response = self._call("POST", path, body, OCTET_STREAM)
         self.traffic.requests += 1
         self.traffic.samples += samples
         self.traffic.request_bytes += len(body)

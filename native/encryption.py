@@ -4,15 +4,22 @@ Encryption is symmetric (secret-key) RLWE in the BFV layout, c0 = -a*s + e + rou
 a = `expand_uniform(seed, i)` taken as an NTT-domain polynomial, so only c0 and a 32-byte seed
 travel. The public key (pk0 = -a*s + e, with its own seed for a) is uploaded once; the server uses
 it only to re-randomize replies. The secret key never leaves this object.
+
+SEAL multiplies the two polynomials of a ciphertext at a time, and a single request needs one a*s:
+each request draws the next request's seed right after its own error (where the next request
+would have drawn it anyway, so the keystream is read in the same order), and a request that must
+compute its own a*s computes the next one's in the same call.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from native.plan import PublicPlan
-from native.ring import (SEED_BYTES, add_mod, expand_uniform, from_signed, moduli_column, random_bytes,
-                         random_error, random_ternary, round_scale, scale_messages)
+from native.ring import (SEED_BYTES, expand_uniform, from_signed, moduli_column, random_bytes, random_error,
+                         random_ternary, round_scale, scale_messages)
 from native.seal_ring import SealRing
 from native.wire import Kind, PublicKey, Request, key_id, read_reply, write_public_key, write_request
 
@@ -20,7 +27,10 @@ PUBLIC_KEY_INDEX = 0xFFFFFFFF  # index of the public key's uniform polynomial in
 
 
 class ClientKeys:
-    """A fresh key pair for one server's plan; encrypts requests and decrypts replies."""
+    """A fresh key pair for one server's plan; encrypts requests and decrypts replies.
+
+    Requests from several threads are safe: a lock hands each request its own seed.
+    """
 
     def __init__(self, plan: PublicPlan) -> None:
         self.plan = plan
@@ -28,14 +38,26 @@ class ClientKeys:
         params = plan.params
         self._primes = params.data_primes
         self._moduli = moduli_column(params.data_primes)
+        self._twice_moduli = self._moduli * np.uint64(2)
         self._secret = random_ternary(params.degree)
         residues = from_signed(self._secret, self._primes)
         self._secret_ntt = self.ring.ntt_plaintext(residues)
+        self._lock = threading.Lock()
         seed = random_bytes(SEED_BYTES)
-        self.public_key = write_public_key(PublicKey(seed=seed, pk0=self._encrypt_zero(seed, PUBLIC_KEY_INDEX)), params)
+        noise = random_error((params.degree,))
+        self._seed = random_bytes(SEED_BYTES)  # the next request's; _seed_negated is its 2p - a*s once computed
+        negated, self._seed_negated = self._negated_products((seed, PUBLIC_KEY_INDEX), (self._seed, 0))
+        self.public_key = write_public_key(PublicKey(seed=seed, pk0=self._c0(negated, noise)), params)
         self.key_id = key_id(self.public_key)
         # Row j holds s's negacyclic coefficients so that (c1 * s)[r_j] = row_j . c1, for single replies.
         self._secret_rows = [self._negacyclic_rows(plan.result_positions(group)) for group in range(len(plan.groups))]
+        # A single reply holds, group after group, c0 for each of its outputs, then c1's N coefficients.
+        starts = np.cumsum([0] + [len(outputs) + plan.degree for outputs in plan.groups])
+        self._single_reply_values = int(starts[-1])
+        self._single_reply_c0 = np.concatenate([start + np.arange(len(outputs))
+                                                for start, outputs in zip(starts, plan.groups)])
+        self._single_reply_c1 = [int(start) + len(outputs) for start, outputs in zip(starts, plan.groups)]
+        self._single_reply_outputs = np.concatenate([np.asarray(outputs, dtype=np.intp) for outputs in plan.groups])
 
     def _negacyclic_rows(self, positions: np.ndarray) -> np.ndarray:
         degree = self.plan.degree
@@ -46,48 +68,65 @@ class ClientKeys:
             rows[row] = np.where(k <= position, self._secret[index], -self._secret[index])
         return rows
 
-    def _times_secret(self, polys_ntt: np.ndarray) -> np.ndarray:
-        """a * s in coefficients, for one or two NTT-domain polynomials (rows of `polys_ntt`)."""
-        pair = polys_ntt if polys_ntt.shape[0] == 2 else np.concatenate([polys_ntt, polys_ntt])
-        return self.ring.multiply_ntt(pair, self._secret_ntt)[: polys_ntt.shape[0]]
+    def _negated_products(self, *polys: tuple[bytes, int]) -> np.ndarray:
+        """2p - a*s in coefficients, in (p, 2p], for one or two uniform polynomials a given by (seed, index).
 
-    def _encrypt_zero(self, seed: bytes, index: int) -> np.ndarray:
-        a_ntt = expand_uniform(seed, index, self._primes, self.plan.degree)[None]
-        minus_as = (self._moduli - self._times_secret(a_ntt)[0]) % self._moduli
-        return add_mod(minus_as, from_signed(random_error((self.plan.degree,)), self._primes), self._moduli)
+        SEAL multiplies a ciphertext's two polynomials at once; a lone one goes in twice.
+        """
+        a_ntt = np.stack([expand_uniform(seed, index, self._primes, self.plan.degree) for seed, index in polys])
+        if len(polys) == 1:
+            a_ntt = np.concatenate([a_ntt, a_ntt])
+        return self._twice_moduli - self.ring.multiply_ntt(a_ntt, self._secret_ntt)[: len(polys)]
 
-    def _encrypt(self, messages: np.ndarray, seed: bytes) -> np.ndarray:
-        """c0 of each message (count, N) -> (count, k, N)."""
-        count, degree = messages.shape
-        c0 = np.empty((count, len(self._primes), degree), dtype=np.uint64)
-        for start in range(0, count, 2):
-            stop = min(start + 2, count)
-            a_ntt = np.stack([expand_uniform(seed, index, self._primes, degree) for index in range(start, stop)])
-            products = self._times_secret(a_ntt)
-            c0[start:stop] = (self._moduli - products) % self._moduli
-        noise = from_signed(random_error((count, degree)), self._primes)
-        scaled = scale_messages(messages, self._primes, self.plan.params.plain_modulus)
-        return add_mod(add_mod(c0, noise, self._moduli), scaled, self._moduli)
+    def _c0(self, negated: np.ndarray, noise: np.ndarray, scaled: np.ndarray | None = None) -> np.ndarray:
+        """c0 = -a*s + e + round(Q*m/t) mod p, computed in place of `negated` (..., k, N) = 2p - a*s.
+
+        `noise` (..., N) are the errors e (|e| <= 21), `scaled` (..., k, n) round(Q*m/t) of messages
+        whose coefficients from n on are zero. The sum stays in (p - 21, 4p), so uint64 arithmetic
+        (the errors added in two's complement) is exact and two wrapping subtractions reduce it.
+        """
+        negated += noise.view(np.uint64)[..., None, :]
+        if scaled is not None:
+            negated[..., : scaled.shape[-1]] += scaled
+        for bound in (self._twice_moduli, self._moduli):
+            np.minimum(negated, negated - bound, out=negated)  # a value below bound wraps above it
+        return negated
 
     def _as_message(self, values: np.ndarray) -> np.ndarray:
         return np.mod(np.asarray(values, dtype=np.int64), self.plan.params.plain_modulus).astype(np.uint64)
 
     def encrypt_single(self, inputs: np.ndarray) -> bytes:
-        """A request for one sample of integer inputs (n_features,)."""
-        message = np.zeros((1, self.plan.degree), dtype=np.int64)
-        message[0, : self.plan.n_features] = inputs
-        seed = random_bytes(SEED_BYTES)
-        c0 = self._encrypt(self._as_message(message), seed)
-        return write_request(Request(Kind.SINGLE, 1, self.key_id, seed, c0), self.plan.params)
+        """A request for one sample of integer inputs (n_features,).
+
+        Only the first n_features coefficients of the message are nonzero, so only they are scaled.
+        """
+        message = np.empty(self.plan.n_features, dtype=np.int64)
+        message[:] = inputs
+        scaled = scale_messages(self._as_message(message), self._primes, self.plan.params.plain_modulus)
+        with self._lock:
+            seed, negated = self._seed, self._seed_negated
+            noise = random_error((self.plan.degree,))
+            self._seed, self._seed_negated = random_bytes(SEED_BYTES), None
+            if negated is None:
+                negated, self._seed_negated = self._negated_products((seed, 0), (self._seed, 0))
+        c0 = self._c0(negated, noise, scaled)
+        return write_request(Request(Kind.SINGLE, 1, self.key_id, seed, c0[None]), self.plan.params)
 
     def encrypt_batch(self, inputs: np.ndarray) -> bytes:
         """A request for up to N samples of integer inputs (images, n_features): one ciphertext per feature."""
-        images = inputs.shape[0]
-        slots = np.zeros((self.plan.n_features, self.plan.degree), dtype=np.uint64)
+        images, count = inputs.shape[0], self.plan.n_features
+        slots = np.zeros((count, self.plan.degree), dtype=np.uint64)
         slots[:, :images] = self._as_message(inputs.T)
         messages = np.stack([self.ring.batch_encode(row) for row in slots])
-        seed = random_bytes(SEED_BYTES)
-        c0 = self._encrypt(messages, seed)
+        with self._lock:
+            seed = self._seed
+            noise = random_error((count, self.plan.degree))
+            self._seed, self._seed_negated = random_bytes(SEED_BYTES), None
+        negated = np.empty((count, len(self._primes), self.plan.degree), dtype=np.uint64)
+        for start in range(0, count, 2):
+            stop = min(start + 2, count)
+            negated[start:stop] = self._negated_products(*((seed, index) for index in range(start, stop)))
+        c0 = self._c0(negated, noise, scale_messages(messages, self._primes, self.plan.params.plain_modulus))
         return write_request(Request(Kind.BATCH, images, self.key_id, seed, c0), self.plan.params)
 
     def _plain(self, phases: np.ndarray, bits: int) -> np.ndarray:
@@ -101,19 +140,16 @@ class ClientKeys:
         return np.where(values > t // 2, values - t, values)
 
     def decrypt_single(self, reply: bytes) -> np.ndarray:
-        """Integer scores (n_outputs,) from a single-image reply."""
-        plan, bits = self.plan, self.plan.single_reply_bits
-        sizes = [len(group) + plan.degree for group in plan.groups]
-        _, values = read_reply(reply, Kind.SINGLE, bits, sum(sizes))
+        """Integer scores (n_outputs,) from a single-image reply: every group's outputs in one pass."""
+        plan, bits, t = self.plan, self.plan.single_reply_bits, self.plan.params.plain_modulus
+        _, values = read_reply(reply, Kind.SINGLE, bits, self._single_reply_values)
+        c1_s = np.concatenate([rows @ values[start : start + plan.degree].astype(np.float64)
+                               for rows, start in zip(self._secret_rows, self._single_reply_c1)])
+        # exact: |c1 . row| < N * 2^bits < 2^53; & keeps the phases modulo 2^bits, non-negative
+        phases = (values[self._single_reply_c0].astype(np.int64) + c1_s.astype(np.int64)) & ((1 << bits) - 1)
+        plain = round_scale(phases, t, bits) % t
         scores = np.zeros(plan.n_outputs, dtype=np.int64)
-        offset = 0
-        for group, outputs in enumerate(plan.groups):
-            c0 = values[offset : offset + len(outputs)].astype(np.int64)
-            c1 = values[offset + len(outputs) : offset + sizes[group]].astype(np.float64)
-            offset += sizes[group]
-            c1_s = (self._secret_rows[group] @ c1).astype(np.int64)  # exact: |sum| < N * 2^bits < 2^53
-            phases = np.mod(c0 + c1_s, 1 << bits).astype(np.uint64)
-            scores[list(outputs)] = self._centred(self._plain(phases, bits))
+        scores[self._single_reply_outputs] = np.where(plain > t // 2, plain - t, plain)
         return scores
 
     def decrypt_batch(self, reply: bytes) -> np.ndarray:

@@ -12,6 +12,7 @@ ChaCha20 keyed by a 32-byte seed, so a ciphertext's second polynomial travels as
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -32,16 +33,24 @@ def moduli_column(primes: Sequence[int]) -> np.ndarray:
 
 
 def mul_small(x: np.ndarray, y: np.ndarray | int, p: np.ndarray | int) -> np.ndarray:
-    """(x * y) mod p for x < p < 2^62 and 0 <= y < 2^32 (array or scalar)."""
+    """(x * y) mod p for x < p < 2^62 and 0 <= y < 2^32 (array or scalar).
+
+    x * y - q * p, with q the floating-point quotient (off by at most one), lies in (-p, 2p);
+    plus p it is in (0, 3p), below 2^64, and two wrapping subtractions with a minimum reduce it.
+    """
     x = np.asarray(x, dtype=_U64)
     y = np.asarray(y, dtype=_U64)
     p = np.asarray(p, dtype=_U64)
-    quotient = np.floor(x.astype(np.float64) * y.astype(np.float64) / p.astype(np.float64)).astype(_U64)
-    signed_p = p.astype(np.int64)
-    remainder = (x * y - quotient * p).astype(np.int64)  # exact: the true value lies in (-p, 2p)
-    remainder = np.where(remainder < 0, remainder + signed_p, remainder)
-    remainder = np.where(remainder >= signed_p, remainder - signed_p, remainder)
-    return remainder.astype(_U64)
+    quotient = (x.astype(np.float64) * y.astype(np.float64) / p.astype(np.float64)).astype(_U64)  # truncation floors
+    remainder = np.asarray(x * y - quotient * p)
+    remainder += p
+    return _reduce_below(_reduce_below(remainder, p + p), p)
+
+
+def _reduce_below(values: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """values in [0, 2 * bound) reduced below `bound`, in place: where values < bound, values - bound wraps
+    above 2^63 > values, so the minimum picks the right one of the two (bound < 2^63)."""
+    return np.minimum(values, values - bound, out=values)
 
 
 def mul_mod(x: np.ndarray, y: np.ndarray | int, p: np.ndarray | int) -> np.ndarray:
@@ -52,14 +61,24 @@ def mul_mod(x: np.ndarray, y: np.ndarray | int, p: np.ndarray | int) -> np.ndarr
 
 
 def add_mod(x: np.ndarray, y: np.ndarray, p: np.ndarray | int) -> np.ndarray:
+    """(x + y) mod p for x, y < p < 2^63."""
     total = np.asarray(x, dtype=_U64) + np.asarray(y, dtype=_U64)
-    return np.where(total >= p, total - np.asarray(p, dtype=_U64), total)
+    return np.minimum(total, total - np.asarray(p, dtype=_U64))  # see _reduce_below
 
 
 def from_signed(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:
-    """Signed integers (|v| < 2^62) as residues: shape (..., N) -> (..., k, N)."""
+    """Signed integers (|v| < 2^62) as residues: shape (..., N) -> (..., k, N).
+
+    Values in [-p, p) for every prime, as errors and secrets are, need no division: taken as
+    uint64, a negative v is 2^64 + v, and adding p wraps it to v + p, below the unwrapped value.
+    """
     values = np.asarray(values, dtype=np.int64)[..., None, :]
-    return np.mod(values, np.array(primes, dtype=np.int64)[:, None]).astype(_U64)
+    moduli = moduli_column(primes)
+    unsigned = values.view(_U64)
+    residues = np.minimum(unsigned, unsigned + moduli)
+    if (residues < moduli).all():  # every value was in [-p, p)
+        return residues
+    return np.mod(values, moduli.astype(np.int64)).astype(_U64)
 
 
 REKEY_BLOCKS = 2**30  # ChaCha20 blocks one key serves; its 32-bit block counter never gets near a wrap
@@ -105,16 +124,23 @@ random_bytes = KeyStream().read
 def scale_messages(messages: np.ndarray, primes: Sequence[int], plain_modulus: int) -> np.ndarray:
     """round(Q * m / t) as residues (..., k, N) for messages (..., N) in [0, t), t < 2^32.
 
-    Q * m / t = floor(Q / t) * m + (Q mod t) * m / t: the first term is a product modulo each prime
-    with a factor below 2^32, the second's rounding fits in 64 bits.
+    Q * m / t = floor(Q / t) * m + (Q mod t) * m / t: the second term's rounding fits in 64 bits.
+    With one prime the sum is below Q = p (m <= t - 1) and needs no reduction; with more, the first
+    term is a product modulo each prime with a factor below 2^32.
     """
-    modulus = int(np.prod([int(p) for p in primes], dtype=object))
+    modulus = math.prod(int(p) for p in primes)
     messages = np.asarray(messages, dtype=_U64)
-    rounding = (messages * _U64(modulus % plain_modulus) + _U64(plain_modulus // 2)) // _U64(plain_modulus)
-    scaled = np.stack([mul_small(np.full(messages.shape, (modulus // plain_modulus) % prime, dtype=_U64),
-                                 messages, prime) for prime in primes], axis=-2)
-    moduli = moduli_column(primes)
-    return add_mod(scaled, rounding[..., None, :] % moduli, moduli)
+    rounding = messages * _U64(modulus % plain_modulus)
+    rounding += _U64(plain_modulus // 2)
+    rounding //= _U64(plain_modulus)
+    if len(primes) == 1:
+        rounding += messages * _U64(modulus // plain_modulus)
+        return rounding[..., None, :]
+    scaled = np.empty(messages.shape[:-1] + (len(primes), messages.shape[-1]), dtype=_U64)
+    for row, prime in enumerate(primes):
+        scaled[..., row, :] = add_mod(mul_small(messages, (modulus // plain_modulus) % prime, prime),
+                                      rounding % _U64(prime), prime)
+    return scaled
 
 
 def random_ternary(count: int) -> np.ndarray:
@@ -139,11 +165,12 @@ def random_below(bound: int, count: int) -> np.ndarray:
 
 
 def random_error(shape: tuple[int, ...]) -> np.ndarray:
-    """Centred binomial errors (int64), the distribution SEAL and the HE standard use."""
-    count = int(np.prod(shape))
-    raw = np.frombuffer(random_bytes(8 * count), dtype=np.uint64)
-    coins = np.bitwise_count(raw & _U64((1 << ERROR_ETA) - 1)).astype(np.int64)
-    coins -= np.bitwise_count((raw >> _U64(ERROR_ETA)) & _U64((1 << ERROR_ETA) - 1)).astype(np.int64)
+    """Centred binomial errors (int64), the distribution SEAL and the HE standard use: the 1 bits
+    among a 64-bit word's low ERROR_ETA bits minus those among the next ERROR_ETA."""
+    raw = np.frombuffer(random_bytes(8 * math.prod(shape)), dtype=np.uint64)
+    mask = (1 << ERROR_ETA) - 1
+    coins = np.bitwise_count(raw & _U64(mask)).astype(np.int64)
+    coins -= np.bitwise_count(raw & _U64(mask << ERROR_ETA))
     return coins.reshape(shape)
 
 

@@ -67,7 +67,7 @@ def tls_service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def assert_scores_correctly(url: str, verify: ssl.SSLContext | bool, images: np.ndarray, estimator: object) -> None:
     """The native client, over `url`, checking the server certificate with `verify`."""
-    with ScoringClient(url, transport=httpx.HTTPTransport(verify=verify), api_key=TEST_API_KEY) as client:
+    with ScoringClient(url, verify=verify, api_key=TEST_API_KEY) as client:
         labels, _ = client.predict(images)
     model = linear_model_from_estimator(estimator)
     assert (labels == labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), model.classes)).all()

@@ -1,0 +1,103 @@
+"""`client.connection`: one write per request, and one retry only when a kept-alive connection went stale."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from client.connection import Connection
+
+Handler = Callable[["Server", socket.socket, int], None]
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    """One request's head and body, read by its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length")), 0)
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _reply(conn: socket.socket, body: bytes) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class Server:
+    """A loopback server for `connections` connections in turn, each served by
+    handler(server, connection, its number)."""
+
+    def __init__(self, handler: Handler, connections: int) -> None:
+        self.requests: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/prefix/"
+        self._thread = threading.Thread(target=self._serve, args=(handler, connections), daemon=True)
+        self._thread.start()
+
+    def _serve(self, handler: Handler, connections: int) -> None:
+        with self._listener:
+            for number in range(connections):
+                conn, _ = self._listener.accept()
+                with conn:
+                    handler(self, conn, number)
+
+    def record(self, conn: socket.socket) -> bytes:
+        request = _read_request(conn)
+        self.requests.append(request)
+        return request
+
+    def finish(self) -> list[bytes]:
+        """The requests seen, once every connection is served."""
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive()
+        return self.requests
+
+
+def test_a_connection_is_kept_alive_and_the_request_is_one_message() -> None:
+    def keep_alive(server: Server, conn: socket.socket, _: int) -> None:
+        for _ in range(2):
+            _reply(conn, server.record(conn)[-3:])
+
+    server = Server(keep_alive, connections=1)
+    connection = Connection(server.url, timeout=10, headers={"Authorization": "Bearer k"})
+    response = connection.request("POST", "/v1/score", b"abc", {"Content-Type": "application/octet-stream"})
+    assert response.content == b"abc"
+    assert connection.request("GET", "/v1/model").status_code == 200
+    connection.close()
+    first, second = server.finish()
+    assert first.startswith(b"POST /prefix/v1/score HTTP/1.1\r\n") and first.endswith(b"\r\n\r\nabc")
+    assert b"\r\nAuthorization: Bearer k\r\n" in first and b"\r\nContent-Length: 3\r\n" in first
+    assert second.startswith(b"GET /prefix/v1/model HTTP/1.1\r\n") and b"Content-Length" not in second
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_once() -> None:
+    def one_then_close(server: Server, conn: socket.socket, number: int) -> None:
+        server.record(conn)
+        _reply(conn, b"%d" % number)
+
+    server = Server(one_then_close, connections=2)
+    connection = Connection(server.url, timeout=10)
+    assert connection.request("POST", "/v1/score", b"x").content == b"0"
+    assert connection.request("POST", "/v1/score", b"y").content == b"1"  # sent again on connection 1
+    connection.close()
+    assert [request[-1:] for request in server.finish()] == [b"x", b"y"]
+
+
+def test_a_fresh_connection_is_not_retried() -> None:
+    def hang_up(server: Server, conn: socket.socket, _: int) -> None:
+        server.record(conn)
+
+    server = Server(hang_up, connections=1)
+    connection = Connection(server.url, timeout=10)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        connection.request("POST", "/v1/score", b"x")
+    connection.close()
+    assert len(server.finish()) == 1
