@@ -260,16 +260,21 @@ def running_caddy(upstream: str, workdir: Path) -> Iterator[tuple[str, Path]]:
     try:
         _wait_for_port(port, process, 60)
         root = data / "pki" / "authorities" / "local" / "root.crt"
-        _wait_for_file(root, process, 60)
+        # Caddy listens before it has issued its own certificate; until then handshakes fail.
+        wait_until(lambda: process.poll() is None and _verified_handshake(port, root), 60,
+                   "Caddy serving a certificate from its local CA")
         yield f"https://127.0.0.1:{port}", root
     finally:
         stop_process(process, grace_s=10)
         log.close()
 
 
-def _wait_for_file(path: Path, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{path} was not written")
-        time.sleep(0.1)
+def _verified_handshake(port: int, root: Path) -> bool:
+    """Whether a TLS handshake with 127.0.0.1:`port` verifies against the CA certificate `root`."""
+    try:
+        context = ssl.create_default_context(cafile=str(root))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1"):
+            return True
+    except (OSError, ssl.SSLError):  # no CA file yet, or no certificate served yet
+        return False
