@@ -163,7 +163,10 @@ def serve(channel: socket.socket, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel.sendall(_frame((True, contract.init_worker(settings))))
     with channel, channel.makefile("rb") as reader:
-        while _idle_until_called(channel) and (length := reader.read(_LENGTH)):
+        while True:
+            _work_until_called(channel)
+            if not (length := reader.read(_LENGTH)):
+                return
             function, args = pickle.loads(reader.read(int.from_bytes(length, "big")))
             try:
                 answer = (True, function(*args))
@@ -174,13 +177,12 @@ def serve(channel: socket.socket, settings: Settings) -> None:
             channel.sendall(_answer_frame(answer))
 
 
-def _idle_until_called(channel: socket.socket) -> bool:
+def _work_until_called(channel: socket.socket) -> None:
     """Do the worker's preparatory work (`contract.work_while_idle`), one small step at a time, until a
-    call arrives or nothing is left to do; then the caller blocks on the channel. (One call at a time:
-    nothing of the next call is buffered in the reader while the worker is here.)"""
+    call arrives or nothing is left to do. (One call at a time: nothing of the next call is buffered
+    in the reader while the worker is here, so the socket tells whether one waits.)"""
     while not select.select([channel], [], [], 0)[0] and contract.work_while_idle():
         pass
-    return True
 
 
 def _answer_frame(answer: tuple[bool, Any]) -> memoryview:
