@@ -253,6 +253,7 @@ class Authentication:
         return await self.authenticate(credential.strip())
 
 
-def caller(request: Request) -> Identity:
-    """FastAPI dependency: the identity `Authentication` decided for this request."""
+async def caller(request: Request) -> Identity:
+    """FastAPI dependency: the identity `Authentication` decided for this request. (async although it
+    does not wait: FastAPI runs a plain function dependency in a thread pool, a thread hop per request.)"""
     return request.state.identity
