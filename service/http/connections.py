@@ -51,7 +51,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            self._head_bytes += len(data)  # an upper bound: the chunk may also hold the start of the body
+            self._head_bytes += len(data)  # checked below only if the head is still incomplete after it
         super().data_received(data)
         if self._in_head and self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
             self._refuse_head()
@@ -61,12 +61,14 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._disarm_head_deadline()
         if self._parsed_head_bytes() > self.max_header_bytes:
             self._head_too_large = True
-            raise _HeadTooLarge  # uvicorn answers parser errors with `send_400_response`, below
+            raise _HeadTooLarge  # stops the parser; uvicorn logs a warning and calls `send_400_response`
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head, self._head_bytes = True, 0  # what comes next is the next request's head
+        if self.cycle is not None and self.cycle.response_complete and not self.transport.is_closing():
+            self._arm_head_deadline()  # answered before its body was in: the deadline runs from now
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
