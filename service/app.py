@@ -83,11 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs" if docs_served else None,
         redoc_url=None,
         lifespan=lifespan,
+        # Metrics are Prometheus (`Metrics`); FastAPI's OpenTelemetry hooks would only cost time per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     native = NativeProtocol(runtime, settings)
     app.include_router(native_router(native, runtime, settings, metrics, quota))
-    app.include_router(demo.router)  # GET /demo: the browser client and its page
     budget = BodyBudget(settings.max_queue_bytes)
     app.add_middleware(BoundedBodies, default_limit=settings.max_request_bytes, rule_for=native.body_rule,
                        budget=budget, metrics=BodyMetrics(metrics.registry, budget),
@@ -151,4 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # GET /demo: the browser client and its page. Routes are matched in order, and a router that
+    # does not match still costs a few microseconds: the probes and /score come before it.
+    app.include_router(demo.router)
     return app

@@ -10,6 +10,7 @@ BATCH_IDENTITIES.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Annotated
 
@@ -58,6 +59,7 @@ class NativeProtocol:
         self._runtime, self._settings = runtime, settings
         self._plan: PublicPlan | None = None
         self._storage: StorageAccess | None = None
+        self._body_rules: dict[str, BodyRule] | None = None
 
     @property
     def plan(self) -> PublicPlan:
@@ -72,17 +74,20 @@ class NativeProtocol:
     def body_rule(self, path: str) -> BodyRule | None:
         """The exact size a native body can have on `path` and the check of its header, for
         `BoundedBodies`; None for other paths."""
-        if not path.startswith("/v1/") or self._runtime.native_description is None:
+        if self._runtime.native_description is None:
             return None
+        if self._body_rules is None:  # the plan never changes once known, so neither do the rules
+            self._body_rules = self._make_body_rules()
+        return self._body_rules.get(path)
+
+    def _make_body_rules(self) -> dict[str, BodyRule]:
         params = self.plan.params
-        if path == "/v1/keys":
-            return BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)
-        kind = {NATIVE_SINGLE_PATH: Kind.SINGLE, NATIVE_BATCH_PATH: Kind.BATCH}.get(path)
-        if kind is None:
-            return None
-        ciphertexts, max_images = native_scoring.request_shape(kind, self.plan)
-        return BodyRule(request_size(ciphertexts, params), REQUEST_HEADER_SIZE,
-                        lambda head, size: self._check_request_head(kind, head, size))
+        rules = {"/v1/keys": BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)}
+        for path, kind in ((NATIVE_SINGLE_PATH, Kind.SINGLE), (NATIVE_BATCH_PATH, Kind.BATCH)):
+            ciphertexts, _ = native_scoring.request_shape(kind, self.plan)
+            rules[path] = BodyRule(request_size(ciphertexts, params), REQUEST_HEADER_SIZE,
+                                   functools.partial(self._check_request_head, kind))
+        return rules
 
     def _check_key_head(self, head: bytes, size: int) -> None:
         try:

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,18 +61,35 @@ class Metrics:
                               ["identity"], registry=self.registry)
         self.queue_depth = Gauge("scoring_queue_depth", "Scorings waiting for a worker", registry=self.registry)
         self.in_flight = Gauge("scoring_in_flight", "Scorings running in workers", registry=self.registry)
+        # Labelled series by (metric, label values), each looked up with `labels()` once rather than
+        # on every request; bounded, as label values are (routes, statuses, workers, known identities).
+        self._series: dict[tuple[object, tuple[str, ...]], Counter | Gauge | Histogram] = {}
+
+    def _labelled(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, cached."""
+        key = (metric, labels)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = metric.labels(*labels)
+        return found
+
+    def record_request(self, route: str, status: int, seconds: float) -> None:
+        self._labelled(self.requests, route, str(status)).inc()
+        self._labelled(self.latency, route).observe(seconds)
+        if status in REFUSALS:
+            self._labelled(self.refusals, str(status)).inc()
 
     def track_runtime(self, queued: Callable[[], float], running: Callable[[], float]) -> None:
         self.queue_depth.set_function(queued)
         self.in_flight.set_function(running)
 
     def record_scoring(self, engine: str, outcome: ScoreOutcome | NativeOutcome) -> None:
-        self.engine_time.labels(engine).observe(outcome.engine_seconds)
-        self.key_cache.labels("hit" if outcome.keys_cached else "miss").inc()
-        self.key_cache_bytes.labels(str(outcome.worker), engine).set(outcome.key_cache_bytes)
+        self._labelled(self.engine_time, engine).observe(outcome.engine_seconds)
+        self._labelled(self.key_cache, "hit" if outcome.keys_cached else "miss").inc()
+        self._labelled(self.key_cache_bytes, str(outcome.worker), engine).set(outcome.key_cache_bytes)
 
     def record_images(self, identity: str, images: int) -> None:
-        self.images.labels(identity if identity in self._identities else OTHER_IDENTITY).inc(images)
+        self._labelled(self.images, identity if identity in self._identities else OTHER_IDENTITY).inc(images)
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -79,6 +97,17 @@ def _header(scope: Scope, name: bytes) -> str:
         if key == name:
             return value.decode("latin-1")
     return ""
+
+
+def _request_ids(scope: Scope) -> tuple[str, str]:
+    """The caller's `x-request-id` and `x-ms-client-request-id` (empty if absent), in one pass."""
+    request_id = client_request_id = b""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            request_id = value
+        elif key == b"x-ms-client-request-id":
+            client_request_id = value
+    return (request_id[:MAX_ID_LENGTH].decode("latin-1"), client_request_id[:MAX_ID_LENGTH].decode("latin-1"))
 
 
 class RequestTracking:
@@ -91,8 +120,8 @@ class RequestTracking:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id")[:MAX_ID_LENGTH] or str(uuid.uuid4())
-        client_request_id = _header(scope, b"x-ms-client-request-id")[:MAX_ID_LENGTH]
+        request_id, client_request_id = _request_ids(scope)
+        request_id = request_id or str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
         route = route_label(scope["path"])
         started = time.perf_counter()
@@ -113,11 +142,9 @@ class RequestTracking:
             await self.app(scope, receive, send_with_ids)
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(route, str(status)).inc()
-            if status in REFUSALS:
-                self.metrics.refusals.labels(str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
-            log.info("%s %s %d", scope["method"], scope["path"], status, extra={
-                "request_id": request_id, "client_request_id": client_request_id or None,
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "duration_ms": round(elapsed * 1000, 3)})
+            self.metrics.record_request(route, status, elapsed)
+            if log.isEnabledFor(logging.INFO):  # the line's fields are not built for a level that drops it
+                log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                    "request_id": request_id, "client_request_id": client_request_id or None,
+                    "method": scope["method"], "path": scope["path"], "status": status,
+                    "duration_ms": round(elapsed * 1000, 3)})

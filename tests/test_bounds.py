@@ -306,6 +306,31 @@ def test_connections_that_never_finish_a_request_head_are_closed(impatient_servi
         assert sock.recv(1) == b""  # closed by the service after HEADER_TIMEOUT_S, with no answer
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "unfinished"])
+def test_a_request_head_over_max_header_bytes_is_refused_with_431(impatient_service, whole: bool) -> None:
+    """Refused whether the head is complete or still arriving (never finished: only its bytes count)."""
+    limit = Settings().max_header_bytes
+    address = urlsplit(impatient_service.url)
+    head = f"GET /ready HTTP/1.1\r\nHost: {address.netloc}\r\nX-Padding: {'a' * limit}".encode()
+    with socket.create_connection((address.hostname, address.port), timeout=GENEROUS_S) as sock:
+        sock.sendall(head + (b"\r\n\r\n" if whole else b""))
+        reader = sock.makefile("rb")
+        assert reader.readline().split()[1] == b"431"
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            assert line.lower() != b"connection: keep-alive\r\n"
+        assert b"request head over the limit" in reader.readline()
+        assert reader.read(1) == b""  # and the connection is closed
+
+
+def test_a_request_head_at_max_header_bytes_is_served(impatient_service) -> None:
+    address = urlsplit(impatient_service.url)
+    fixed = f"GET /ready HTTP/1.1\r\nHost: {address.netloc}\r\nX-Padding: \r\n\r\n".encode()
+    padding = b"a" * (Settings().max_header_bytes - len(fixed))
+    with socket.create_connection((address.hostname, address.port), timeout=GENEROUS_S) as sock:
+        sock.sendall(fixed.replace(b"X-Padding: ", b"X-Padding: " + padding))
+        assert sock.makefile("rb").readline().split()[1] == b"200"
+
+
 def test_a_client_that_leaves_mid_body_is_one_info_line(impatient_service, impatient_plan) -> None:
     body, _ = single_request(impatient_plan)
     before = impatient_service.metric("scoring_client_gone_total", 0.0, stage="body")

@@ -161,7 +161,8 @@ class BoundedBodies:
             try:
                 if wait <= 0:
                     raise TimeoutError
-                message = await asyncio.wait_for(receive(), wait)
+                async with asyncio.timeout(wait):  # a timer, where wait_for would also make a task
+                    message = await receive()
             except TimeoutError:
                 raise RequestTimeout(
                     f"request body too slow: {received} of {expected} bytes received; a body must not pause "
