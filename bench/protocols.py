@@ -6,7 +6,8 @@ then scores the same MNIST test images with the seed client (`POST /score`) and 
 `ScoringClient` one image per request and in batches. Prints ms per image (server and end to end;
 server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext
 model; then the native protocol's figures in-process and over HTTP against its goals, as
-multiples of a floor measured in the same run (`bench.native_timing`).
+multiples of a floor measured in the same run (`bench.native_timing`), before and after the rest:
+the faster of the two is the one the goals are read against.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     model = load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
     expected = labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), None)
     console = Console(stderr=True)
+    with console.status("the floor, before"):
+        floors = [seal_floor_seconds(model)]
     rows = []
     with tempfile.TemporaryDirectory() as workdir, running_azurite() as conn_str:
         env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": str(args.workers)}
@@ -111,13 +114,17 @@ def main(argv: list[str] | None = None) -> None:
                     console.status("seed protocol, EIServer engine"):
                 rows.append(_seed_row("seed /score, EIServer", service.url, conn_str,
                                       images[: args.eiserver_images], expected[: args.eiserver_images]))
-    with console.status("native protocol in-process, and the floor"):
+    with console.status("native protocol in-process, and the floor again"):
         inputs = images.reshape(len(images), -1).astype(np.int64)
         in_process = in_process_seconds(model, inputs[: args.single_images], inputs[: args.batch])
-        floor = seal_floor_seconds(model)
+        floors.append(seal_floor_seconds(model))
+    # The machine's speed drifts during a run: the goals are read against the faster of the two
+    # floors (the stricter reading), both printed.
+    floor = min(floors)
     goals = _goals(rows, in_process, floor)
     if args.json:
-        print(json.dumps({"rows": rows, "floor_ms": floor * 1000, "goals": goals}, indent=2))
+        print(json.dumps({"rows": rows, "floor_ms": floor * 1000, "floors_ms": [f * 1000 for f in floors],
+                          "goals": goals}, indent=2))
         return
     table = Table(title=f"MNIST ({source}), {args.workers} worker(s); per image", show_lines=False)
     for column in ("protocol", "images", "server ms", "end-to-end ms", "request B", "reply B", "key B", "agreement"):
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"{row['agreement']:.4f}")
     Console(width=160).print(table)
     goal_table = Table(title=f"native protocol against its goals; floor (multiply_plain + inverse NTT, "
-                             f"N=4096, one prime) = {floor * 1e6:.0f} µs, this run")
+                             f"N=4096, one prime) = {floor * 1e6:.0f} µs, the faster of "
+                             f"{' and '.join(f'{f * 1e6:.0f}' for f in floors)} µs measured before and after")
     for column in ("measure", "mean ms / image", "median ms / image", "median × floor", "goal (× floor)", "met"):
         goal_table.add_column(column, justify="left" if column == "measure" else "right")
     for goal in goals:
