@@ -153,5 +153,5 @@ def init_worker(settings: Settings) -> WorkerReport:
 def work_while_idle() -> bool:
     """One step of what a worker prepares between requests (the native protocol's encryptions of
     zero); whether more steps remain. The worker's loop calls it only while no request waits, so a
-    request that arrives waits for one step (~0.2 ms) at most."""
+    request that arrives waits for one step (one encryption of zero, ~0.35 ms here) at most."""
     return native_scoring.prepare_ahead()
