@@ -13,6 +13,8 @@ not need (c0 outside the result positions) are never sent.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 
 from native.encryption import PUBLIC_KEY_INDEX
@@ -55,11 +57,10 @@ class NativeEvaluator:
                                             for w, group in zip(weights, public.groups)])
         # Where each group's values start in a single reply (c0 at its result positions, then c1), and
         # which columns of the result dot products are its outputs.
-        sizes = [len(outputs) + public.degree for outputs in public.groups]
-        self._reply_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
-        firsts = np.concatenate([[0], np.cumsum([len(outputs) for outputs in public.groups])]).tolist()
+        self._reply_offsets = list(accumulate((len(outputs) + public.degree for outputs in public.groups), initial=0))
+        firsts = list(accumulate((len(outputs) for outputs in public.groups), initial=0))
         self._group_outputs = [slice(first, last) for first, last in zip(firsts, firsts[1:])]
-        self._zero_groups = [group for group, w in enumerate(weights) if not w.any()]
+        self._zero_groups = [group for group in range(len(weights)) if group not in live]
         self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]]).T.tolist()
         self._batch_weights = plan.model.weights.astype(np.float64)
         # Dot products of limbs with weights: N terms for one image, n_features for a batch.

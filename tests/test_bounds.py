@@ -11,7 +11,6 @@ observed with `Expect: 100-continue`: the service asks for the body only when it
 
 from __future__ import annotations
 
-import re
 import select
 import socket
 import threading
