@@ -19,7 +19,7 @@ import numpy as np
 
 from native.plan import PublicPlan
 from native.ring import (SEED_BYTES, expand_uniform, from_signed, moduli_column, random_bytes, random_error,
-                         random_ternary, round_scale, scale_messages)
+                         random_ternary, reduce_below, round_scale, scale_messages)
 from native.seal_ring import SealRing
 from native.wire import Kind, PublicKey, Request, key_id, read_reply, write_public_key, write_request
 
@@ -88,9 +88,7 @@ class ClientKeys:
         negated += noise.view(np.uint64)[..., None, :]
         if scaled is not None:
             negated[..., : scaled.shape[-1]] += scaled
-        for bound in (self._twice_moduli, self._moduli):
-            np.minimum(negated, negated - bound, out=negated)  # a value below bound wraps above it
-        return negated
+        return reduce_below(reduce_below(negated, self._twice_moduli), self._moduli)
 
     def _as_message(self, values: np.ndarray) -> np.ndarray:
         return np.mod(np.asarray(values, dtype=np.int64), self.plan.params.plain_modulus).astype(np.uint64)
@@ -141,15 +139,14 @@ class ClientKeys:
 
     def decrypt_single(self, reply: bytes) -> np.ndarray:
         """Integer scores (n_outputs,) from a single-image reply: every group's outputs in one pass."""
-        plan, bits, t = self.plan, self.plan.single_reply_bits, self.plan.params.plain_modulus
+        plan, bits = self.plan, self.plan.single_reply_bits
         _, values = read_reply(reply, Kind.SINGLE, bits, self._single_reply_values)
         c1_s = np.concatenate([rows @ values[start : start + plan.degree].astype(np.float64)
                                for rows, start in zip(self._secret_rows, self._single_reply_c1)])
         # exact: |c1 . row| < N * 2^bits < 2^53; & keeps the phases modulo 2^bits, non-negative
         phases = (values[self._single_reply_c0].astype(np.int64) + c1_s.astype(np.int64)) & ((1 << bits) - 1)
-        plain = round_scale(phases, t, bits) % t
         scores = np.zeros(plan.n_outputs, dtype=np.int64)
-        scores[self._single_reply_outputs] = np.where(plain > t // 2, plain - t, plain)
+        scores[self._single_reply_outputs] = self._centred(self._plain(phases, bits))
         return scores
 
     def decrypt_batch(self, reply: bytes) -> np.ndarray:

@@ -44,10 +44,10 @@ def mul_small(x: np.ndarray, y: np.ndarray | int, p: np.ndarray | int) -> np.nda
     quotient = (x.astype(np.float64) * y.astype(np.float64) / p.astype(np.float64)).astype(_U64)  # truncation floors
     remainder = np.asarray(x * y - quotient * p)
     remainder += p
-    return _reduce_below(_reduce_below(remainder, p + p), p)
+    return reduce_below(reduce_below(remainder, p + p), p)
 
 
-def _reduce_below(values: np.ndarray, bound: np.ndarray) -> np.ndarray:
+def reduce_below(values: np.ndarray, bound: np.ndarray) -> np.ndarray:
     """values in [0, 2 * bound) reduced below `bound`, in place: where values < bound, values - bound wraps
     above 2^63 > values, so the minimum picks the right one of the two (bound < 2^63)."""
     return np.minimum(values, values - bound, out=values)
@@ -63,7 +63,7 @@ def mul_mod(x: np.ndarray, y: np.ndarray | int, p: np.ndarray | int) -> np.ndarr
 def add_mod(x: np.ndarray, y: np.ndarray, p: np.ndarray | int) -> np.ndarray:
     """(x + y) mod p for x, y < p < 2^63."""
     total = np.asarray(x, dtype=_U64) + np.asarray(y, dtype=_U64)
-    return np.minimum(total, total - np.asarray(p, dtype=_U64))  # see _reduce_below
+    return np.minimum(total, total - np.asarray(p, dtype=_U64))  # as reduce_below, but p may broadcast wider
 
 
 def from_signed(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:
