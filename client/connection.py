@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,11 @@ class Connection:
             raise
         return sock
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+                while_waiting: Callable[[], object] | None = None) -> Response:
+        """Send a request and read its response. `while_waiting` runs after the request is sent and
+        before its response is read (the caller's work overlaps the server's), again if the request
+        is sent once more on a fresh connection."""
         head = f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._head}"
         head += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         if body or method not in ("GET", "HEAD"):
@@ -107,18 +112,20 @@ class Connection:
         message = (head + "\r\n").encode("latin-1") + body
         reused = self._socket is not None
         try:
-            return self._exchange(method, message)
+            return self._exchange(method, message, while_waiting)
         except _STALE:
             self.close()
             if not reused:
                 raise
-        return self._exchange(method, message)
+        return self._exchange(method, message, while_waiting)
 
-    def _exchange(self, method: str, message: bytes) -> Response:
+    def _exchange(self, method: str, message: bytes, while_waiting: Callable[[], object] | None) -> Response:
         if self._socket is None:
             self._socket = self._connect()
         try:
             self._socket.sendall(message)
+            if while_waiting is not None:
+                while_waiting()
             response = http.client.HTTPResponse(self._socket, method=method)
             response.begin()
             content = response.read()

@@ -66,9 +66,10 @@ class ScoringClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
+    def _call(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+              while_waiting: Callable[[], object] | None = None) -> Response:
         try:
-            response = self._http.request(method, path, body, headers)
+            response = self._http.request(method, path, body, headers, while_waiting)
         except (OSError, http.client.HTTPException) as exc:
             raise ScoringFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
@@ -88,8 +89,8 @@ class ScoringClient:
         scaled = np.rint(samples.astype(np.float64) * self.plan.input_scale)
         return np.clip(scaled, -self.plan.input_max, self.plan.input_max).astype(np.int64)
 
-    def _post(self, path: str, body: bytes, samples: int) -> bytes:
-        response = self._call("POST", path, body, OCTET_STREAM)
+    def _post(self, path: str, body: bytes, samples: int, while_waiting: Callable[[], object] | None = None) -> bytes:
+        response = self._call("POST", path, body, OCTET_STREAM, while_waiting)
         self.traffic.requests += 1
         self.traffic.samples += samples
         self.traffic.request_bytes += len(body)
@@ -106,7 +107,9 @@ class ScoringClient:
         for start in range(0, inputs.shape[0], step):
             chunk = inputs[start : start + step]
             if step == 1:
-                reply = self._post("/v1/score", self._keys.encrypt_single(chunk[0]), 1)
+                # The next request's encryption mask is computed while the server scores this one.
+                reply = self._post("/v1/score", self._keys.encrypt_single(chunk[0]), 1,
+                                   while_waiting=self._keys.prepare_single if start + 1 < len(inputs) else None)
                 scores[start] = self._keys.decrypt_single(reply)
             else:
                 reply = self._post("/v1/score/batch", self._keys.encrypt_batch(chunk), len(chunk))

@@ -101,3 +101,29 @@ def test_a_fresh_connection_is_not_retried() -> None:
         connection.request("POST", "/v1/score", b"x")
     connection.close()
     assert len(server.finish()) == 1
+
+
+def test_while_waiting_runs_between_the_request_sent_and_the_response_read() -> None:
+    """The server answers only once `while_waiting` has run, and `while_waiting` sees the request arrived."""
+    waited = threading.Event()
+
+    def answer_after_the_wait(server: Server, conn: socket.socket, _: int) -> None:
+        server.record(conn)
+        assert waited.wait(timeout=30)
+        _reply(conn, b"ok")
+
+    server = Server(answer_after_the_wait, connections=1)
+    connection = Connection(server.url, timeout=30)
+    seen: list[int] = []
+
+    def while_waiting() -> None:
+        for _ in range(3000):  # the request is on its way: the server records it without our help
+            if server.requests:
+                break
+            threading.Event().wait(0.01)
+        seen.append(len(server.requests))
+        waited.set()
+
+    assert connection.request("POST", "/v1/score", b"x", while_waiting=while_waiting).content == b"ok"
+    connection.close()
+    assert seen == [1] and len(server.finish()) == 1
