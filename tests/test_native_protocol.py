@@ -7,7 +7,7 @@ import hashlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClassifier
 from sklearn.svm import LinearSVC
@@ -139,6 +139,27 @@ def test_bit_packing_round_trips(width: int, values: list[int]) -> None:
     packed = bitpack.pack(array, width)
     assert len(packed) == bitpack.packed_size(array.size, width)
     assert (bitpack.unpack(packed, array.size, width) == array).all()
+
+
+def _reference_pack(values: list[int], width: int) -> bytes:
+    """The layout in plain integers: each group of eight values is one little-endian integer of
+    `width` bytes, value i at bits i * width (what the JavaScript client writes and reads)."""
+    groups = [values[start : start + 8] for start in range(0, len(values), 8)]
+    return b"".join(sum(value << (lane * width) for lane, value in enumerate(group)).to_bytes(width, "little")
+                    for group in groups)
+
+
+@settings(max_examples=120, deadline=None)
+@given(width=st.integers(1, 64), values=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=40))
+@example(width=40, values=[2**40 - 1] * 9 + [1])
+@example(width=64, values=[2**64 - 1, 0, 2**63 + 5])
+@example(width=36, values=[2**36 - 1] * 17)
+def test_bit_packing_is_the_reference_layout(width: int, values: list[int]) -> None:
+    """Every width, including the whole-byte and paired-value fast paths, lays bits out alike."""
+    values = [value % (1 << width) for value in values]
+    packed = bitpack.pack(np.array(values, dtype=np.uint64), width)
+    assert packed == _reference_pack(values, width)
+    assert bitpack.unpack(packed, len(values), width).tolist() == values
 
 
 def test_seed_expansion_is_frozen() -> None:
