@@ -100,24 +100,35 @@ class ScoringClient:
 
     def integer_scores(self, inputs: np.ndarray, batch_size: int = 1,
                        progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Exact integer scores (samples, n_outputs) of integer inputs (samples, n_features)."""
+        """Exact integer scores (samples, n_outputs) of integer inputs (samples, n_features).
+
+        Requests go one after another; each one's successor is encrypted while the server scores it.
+        """
         started = time.perf_counter()
         scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=np.int64)
         step = max(1, min(batch_size, self.plan.degree))
-        for start in range(0, inputs.shape[0], step):
-            chunk = inputs[start : start + step]
+        path = "/v1/score" if step == 1 else "/v1/score/batch"
+        body = self._encrypt(inputs[:step], step) if len(inputs) else b""
+        for start in range(0, len(inputs), step):
+            chunk, after = inputs[start : start + step], inputs[start + step : start + 2 * step]
+            following: list[bytes] = []
+
+            def encrypt_after() -> None:  # runs while the server scores `chunk`
+                following.append(self._encrypt(after, step))
+
+            reply = self._post(path, body, len(chunk), while_waiting=encrypt_after if len(after) else None)
             if step == 1:
-                # The next request's encryption mask is computed while the server scores this one.
-                reply = self._post("/v1/score", self._keys.encrypt_single(chunk[0]), 1,
-                                   while_waiting=self._keys.prepare_single if start + 1 < len(inputs) else None)
                 scores[start] = self._keys.decrypt_single(reply)
             else:
-                reply = self._post("/v1/score/batch", self._keys.encrypt_batch(chunk), len(chunk))
                 scores[start : start + len(chunk)] = self._keys.decrypt_batch(reply)
             if progress:
                 progress(len(chunk))
+            body = following[-1] if following else b""  # the last one, if a retry sent this request twice
         self.traffic.total_seconds += time.perf_counter() - started
         return scores
+
+    def _encrypt(self, chunk: np.ndarray, step: int) -> bytes:
+        return self._keys.encrypt_single(chunk[0]) if step == 1 else self._keys.encrypt_batch(chunk)
 
     def predict(self, samples: np.ndarray, batch_size: int = 1,
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,7 @@ it only to re-randomize replies. The secret key never leaves this object.
 SEAL multiplies the two polynomials of a ciphertext at a time, and a single request needs one a*s:
 each request draws the next request's seed right after its own error (where the next request
 would have drawn it anyway, so the keystream is read in the same order), and a request that must
-compute its own a*s computes the next one's in the same call. `prepare_single` computes the next
-request's a*s ahead, so a caller can do it while it waits for the server.
+compute its own a*s computes the next one's in the same call.
 """
 
 from __future__ import annotations
@@ -110,13 +109,6 @@ class ClientKeys:
                 negated, self._seed_negated = self._negated_products((seed, 0), (self._seed, 0))
         c0 = self._c0(negated, noise, scaled)
         return write_request(Request(Kind.SINGLE, 1, self.key_id, seed, c0[None]), self.plan.params)
-
-    def prepare_single(self) -> None:
-        """Compute the next single request's a*s now (it reads nothing from the keystream), so that
-        `encrypt_single` only samples its error and adds the message."""
-        with self._lock:
-            if self._seed_negated is None:
-                self._seed_negated = self._negated_products((self._seed, 0))[0]
 
     def encrypt_batch(self, inputs: np.ndarray) -> bytes:
         """A request for up to N samples of integer inputs (images, n_features): one ciphertext per feature."""

@@ -157,23 +157,17 @@ def _keys_on_stream(monkeypatch: pytest.MonkeyPatch, make: Callable[[PublicPlan]
 
 
 def test_requests_are_the_bytes_the_reference_arithmetic_gives(monkeypatch, plan, mnist_test_images) -> None:
-    """Singles and batches interleaved, some singles after `prepare_single` (as `ScoringClient` calls it
-    while it waits for a reply), so any seed or product kept between requests is exercised."""
+    """Singles and batches interleaved, so any seed or product kept between requests is exercised."""
     images = mnist_test_images[0][:5].reshape(5, -1).astype(np.int64)
     signed = np.arange(plan.n_features, dtype=np.int64) % 511 - 255  # negative inputs as well
-    steps: list[tuple[str, np.ndarray]] = [
-        ("single", images[0]), ("single", images[1]), ("prepared single", signed), ("batch", images[:3]),
-        ("prepared single", images[2]), ("prepared single", images[0]), ("single", images[1]),
-        ("batch", images[3:]), ("batch", images[:1]), ("single", images[4])]
+    steps: list[tuple[str, np.ndarray]] = [("single", images[0]), ("single", images[1]), ("single", signed),
+                                           ("batch", images[:3]), ("single", images[2]), ("batch", images[3:]),
+                                           ("batch", images[:1]), ("single", images[4])]
     bodies = []
     for make in (ClientKeys, ReferenceKeys):
         keys = _keys_on_stream(monkeypatch, make, plan, b"requests")
-        body = [keys.public_key]
-        for kind, x in steps:
-            if kind == "prepared single" and isinstance(keys, ClientKeys):
-                keys.prepare_single()
-            body.append(keys.encrypt_batch(x) if kind == "batch" else keys.encrypt_single(x))
-        bodies.append(body)
+        bodies.append([keys.public_key] + [keys.encrypt_single(x) if kind == "single" else keys.encrypt_batch(x)
+                                           for kind, x in steps])
     assert bodies[0] == bodies[1]
 
 
