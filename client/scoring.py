@@ -102,7 +102,10 @@ class ScoringClient:
                        progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Exact integer scores (samples, n_outputs) of integer inputs (samples, n_features).
 
-        Requests go one after another; each one's successor is encrypted while the server scores it.
+        Requests go one after another. A single image's successor is encrypted while the server
+        scores it: its encryption leaves each request's path. A batch's successor is encrypted after:
+        on a machine the client shares with the service, encrypting it meanwhile took the cores the
+        scoring used (server time per image 0.17 -> 0.29-0.34 x the floor, for 10-20 % less in all).
         """
         started = time.perf_counter()
         scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=np.int64)
@@ -113,16 +116,19 @@ class ScoringClient:
             chunk, after = inputs[start : start + step], inputs[start + step : start + 2 * step]
             following: list[bytes] = []
 
-            def encrypt_after() -> None:  # runs while the server scores `chunk`
+            def encrypt_after() -> None:
                 following.append(self._encrypt(after, step))
 
-            reply = self._post(path, body, len(chunk), while_waiting=encrypt_after if len(after) else None)
+            overlap = step == 1 and len(after) > 0
+            reply = self._post(path, body, len(chunk), while_waiting=encrypt_after if overlap else None)
             if step == 1:
                 scores[start] = self._keys.decrypt_single(reply)
             else:
                 scores[start : start + len(chunk)] = self._keys.decrypt_batch(reply)
             if progress:
                 progress(len(chunk))
+            if len(after) and not following:
+                encrypt_after()
             body = following[-1] if following else b""  # the last one, if a retry sent this request twice
         self.traffic.total_seconds += time.perf_counter() - started
         return scores
