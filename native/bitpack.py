@@ -60,11 +60,14 @@ def unpack(data: bytes | memoryview, count: int, width: int) -> np.ndarray:
         raise ValueError(f"{len(data)} bytes cannot hold {count} values of {width} bits")
     mask = _U64((1 << width) - 1) if width < 64 else _U64(2**64 - 1)
     if _pairs_fit(width):
-        words = np.zeros((groups * 4, 2), dtype="<u8")
-        _pair_bytes(words, width)[:] = np.frombuffer(data, dtype=f"V{width // 4}")
-        out = np.empty((groups * 4, 2), dtype=_U64)
-        out[:, 0] = words[:, 0] & mask
-        out[:, 1] = ((words[:, 0] >> _U64(width)) | (words[:, 1] << _U64(64 - width))) & mask
+        # A pair is width / 4 >= 8 bytes: its first value is in its first 8 bytes, its second is
+        # the top of its last 8 bytes. Both read in place through unaligned strided views, no copy.
+        size, pairs = width // 4, groups * 4
+        first = np.ndarray((pairs,), dtype="<u8", buffer=data, offset=0, strides=(size,))
+        last = np.ndarray((pairs,), dtype="<u8", buffer=data, offset=size - 8, strides=(size,))
+        out = np.empty((pairs, 2), dtype=_U64)
+        np.bitwise_and(first, mask, out=out[:, 0])
+        np.right_shift(last, _U64(64 - width), out=out[:, 1])
         return out.reshape(-1)[:count]
     raw = np.zeros((groups, width + 9), dtype=np.uint8)
     raw[:, :width] = np.frombuffer(data, dtype=np.uint8).reshape(groups, width)
