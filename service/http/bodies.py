@@ -187,9 +187,14 @@ class BoundedBodies:
                 return body
 
     async def _run_watched(self, scope: Scope, receive: Receive, send: Send, body: bytearray) -> None:
-        """Run the route with `body`; cancel it if the client goes away before it is answered."""
+        """Run the route with `body`, in this task; cancel it if the client goes away before it is answered.
+
+        The route runs here rather than in a task of its own: one task fewer per request, and the
+        route starts without waiting for the event loop's next turn."""
         delivered, answered = False, False
         gone = asyncio.Event()
+        route = asyncio.current_task()
+        assert route is not None  # an ASGI app runs in a task
 
         async def replay() -> Message:
             nonlocal delivered, body
@@ -206,21 +211,25 @@ class BoundedBodies:
                 answered = True
             await send(message)
 
-        route = asyncio.ensure_future(self.app(scope, replay, tracked_send))
+        def client_left(watch: asyncio.Future) -> None:
+            if not answered and not watch.cancelled():
+                gone.set()
+                route.cancel()
+
         # With the body read, the server's receive() returns only once the client has gone away
         # (or the answer is complete).
         watch = asyncio.ensure_future(receive())
+        watch.add_done_callback(client_left)
         try:
-            await asyncio.wait({route, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if route.done() or answered:
-                await route
-                return
-            gone.set()
-            route.cancel()
-            await asyncio.gather(route, return_exceptions=True)
+            await self.app(scope, replay, tracked_send)
+            return
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise  # cancelled from outside (the server stopping): not ours to absorb
+            route.uncancel()
         finally:
-            for task in (route, watch):
-                task.cancel()
+            watch.remove_done_callback(client_left)
+            watch.cancel()
         self.metrics.client_gone.labels("waiting").inc()
         log.info("client went away before its answer to %s %s; its request was dropped", scope["method"],
                  scope["path"])
