@@ -92,13 +92,6 @@ class Metrics:
         self._labelled(self.images, identity if identity in self._identities else OTHER_IDENTITY).inc(images)
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
 def _request_ids(scope: Scope) -> tuple[str, str]:
     """The caller's `x-request-id` and `x-ms-client-request-id` (empty if absent), in one pass."""
     request_id = client_request_id = b""

@@ -31,7 +31,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.http.responses import error_response
-from service.observability import _header
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -212,6 +211,13 @@ def authenticator(settings: Settings) -> Authenticate | None:
                               "(one identity=key per line), or AUTH_MODE=entra, or AUTH_MODE=none explicitly")
     log.info("API key authentication for %d identities", len(keys))
     return ApiKeys(keys)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
 
 
 def _refusal(error: AuthFailed) -> JSONResponse:
