@@ -5,6 +5,13 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# A C compiler for the native protocol's compiled loops (native/_kernels.c); the runtime stage does not
+# get it. The versions are those of the base image's Debian release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model ./model
@@ -20,12 +27,14 @@ RUN python scripts/vendor_web.py
 # The runtime needs neither the installers (pip, setuptools; wheel is never installed) nor the
 # packages' own test suites (~65 MB of numpy, scipy and scikit-learn): both go here.
 # encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
-# so the runtime image works with a read-only root filesystem.
+# so the runtime image works with a read-only root filesystem. The build fails if the compiled loops
+# did not build (pip would have gone on without them).
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir . \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -c "import encrypted.inference.eiserver, service.app, native.evaluation"
+    && /opt/venv/bin/python -c "import encrypted.inference.eiserver, service.app, native.evaluation" \
+    && /opt/venv/bin/python -c "from native import kernels; assert kernels.AVAILABLE, kernels.STATUS"
 
 # Runtime stage: the environment only, a non-root user, nothing to write but /tmp.
 FROM python:3.11-slim

@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 setup: $(VENV)/.installed node_modules/.installed web/vendor/.installed
 
 # One environment for the service, the client, training and the tests; pins live in pyproject.toml.
-$(VENV)/.installed: pyproject.toml
+# The editable install also compiles native/_kernels.c next to it (again when the C file changes).
+$(VENV)/.installed: pyproject.toml native/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
@@ -54,4 +55,4 @@ protocols: setup
 	$(PY) -m bench.protocols $(if $(wildcard ../shared/data/mnist),--mnist-dir ../shared/data/mnist)
 
 clean:
-	rm -rf $(VENV) node_modules web/vendor .azurite .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) node_modules web/vendor .azurite .pytest_cache .hypothesis *.egg-info build native/*.so

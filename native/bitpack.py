@@ -1,13 +1,20 @@
-"""Fixed-width bit packing of unsigned integers (1..62 bits), little-endian, vectorised.
+"""Fixed-width bit packing of unsigned integers (1..64 bits), little-endian.
 
 Ciphertext coefficients are below 2^60 but SEAL stores each in 8 bytes; packing them at their
 real width is where most of the native protocol's byte savings come from. Values are packed in
 groups of eight, so a group of `width`-bit values is exactly `width` bytes.
+
+`pack`, `unpack` and `pack_fractions` run the compiled loops of `native.kernels` where the package
+was built with them, and the numpy code below (`numpy_pack`, `numpy_unpack`) otherwise; the numpy
+code is the reference both are tested against.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from native import kernels
+from native.ring import fraction_to_power_of_two
 
 _U64 = np.uint64
 
@@ -27,7 +34,7 @@ def _pair_bytes(words: np.ndarray, width: int) -> np.ndarray:
     return np.ndarray(shape=(words.shape[0],), dtype=f"V{width // 4}", buffer=words, strides=(16,))
 
 
-def pack(values: np.ndarray, width: int) -> bytes:
+def numpy_pack(values: np.ndarray, width: int) -> bytes:
     """`values` (any shape, each < 2^width) as `packed_size(values.size, width)` bytes."""
     flat = np.asarray(values, dtype=_U64).reshape(-1)
     groups = (flat.size + 7) // 8
@@ -53,8 +60,8 @@ def pack(values: np.ndarray, width: int) -> bytes:
     return out[:, :width].tobytes()
 
 
-def unpack(data: bytes | memoryview, count: int, width: int) -> np.ndarray:
-    """The first `count` values packed by `pack`; `data` must be exactly `packed_size` bytes."""
+def numpy_unpack(data: bytes | memoryview, count: int, width: int) -> np.ndarray:
+    """The first `count` values packed by `numpy_pack`; `data` must be exactly `packed_size` bytes."""
     groups = (count + 7) // 8
     if len(data) != groups * width:
         raise ValueError(f"{len(data)} bytes cannot hold {count} values of {width} bits")
@@ -80,3 +87,25 @@ def unpack(data: bytes | memoryview, count: int, width: int) -> np.ndarray:
             value |= raw[:, byte + 8].astype(_U64) << _U64(64 - shift)
         lanes[:, lane] = value & mask
     return lanes.reshape(-1)[:count]
+
+
+def pack(values: np.ndarray, width: int, prefix: bytes = b"") -> bytes:
+    """`prefix`, then `values` (any shape, each < 2^width) as `packed_size(values.size, width)` bytes."""
+    if kernels.AVAILABLE:
+        return bytes(kernels.pack(values, width, prefix))
+    return prefix + numpy_pack(values, width)
+
+
+def unpack(data: bytes | memoryview, count: int, width: int) -> np.ndarray:
+    """The first `count` values packed by `pack`; `data` must be exactly `packed_size` bytes."""
+    if kernels.AVAILABLE:
+        return kernels.unpack(data, count, width)
+    return numpy_unpack(data, count, width)
+
+
+def pack_fractions(fractions: np.ndarray, bits: int, prefix: bytes = b"") -> bytes:
+    """`prefix`, then round(f * 2^bits) mod 2^bits for each fraction f (of the modulus Q: the switch of a
+    ciphertext coefficient to the modulus 2^bits, see `ring.fraction_to_power_of_two`), packed at `bits`."""
+    if kernels.AVAILABLE:
+        return bytes(kernels.pack_fractions(fractions, bits, prefix))
+    return prefix + numpy_pack(fraction_to_power_of_two(fractions, bits), bits)

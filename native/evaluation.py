@@ -20,13 +20,12 @@ import numpy as np
 from native.encryption import PUBLIC_KEY_INDEX
 from native.plan import WEIGHT_BITS, NativePlan
 from native.rerandomize import NativeKey, ZeroEncryptions
-from native.ring import (add_mod, combine_limbs, limb_bits, expand_uniform, fraction_to_power_of_two, from_signed,
-                         moduli_column, negacyclic_rows, random_below, random_flooding, residue_fraction,
-                         scale_messages, split_limbs)
+from native.ring import (add_mod, combine_limbs, expand_uniform, from_signed, limb_bits, moduli_column,
+                         negacyclic_rows, random_below, random_flooding, residue_fraction, scale_messages, split_limbs)
+from native.seal_ring import SealRing
+from native.wire import Kind, Request, WireError, key_id, read_public_key, write_switched_reply
 
 WEIGHT_MAGNITUDE_BITS = WEIGHT_BITS - 1  # |W_int| <= 2^(WEIGHT_BITS - 1) - 1
-from native.seal_ring import SealRing
-from native.wire import Kind, Request, WireError, key_id, read_public_key, write_reply
 
 _FEATURES_PER_SLICE = 64  # batch dot products: limbs x 64 x N float64 (4-6 MB for N = 4096) at a time
 
@@ -67,7 +66,7 @@ class NativeEvaluator:
         self._single_limb_bits = limb_bits(public.degree, WEIGHT_MAGNITUDE_BITS)
         self._batch_limb_bits = limb_bits(public.n_features, WEIGHT_MAGNITUDE_BITS)
         self._batch_intercepts = np.mod(plan.model.intercepts, public.params.plain_modulus).astype(np.uint64)
-        self.zeros = ZeroEncryptions(self.ring, mask_pool_size)
+        self.zeros = ZeroEncryptions(self.ring, mask_pool_size, self._positions)
 
     def _scaled(self, values: np.ndarray) -> np.ndarray:
         """round(Q * v / t) residues (k, len(v)) for signed integers v (intercepts)."""
@@ -81,16 +80,19 @@ class NativeEvaluator:
         pk1_ntt = expand_uniform(key.seed, PUBLIC_KEY_INDEX, self._primes, params.degree)
         pk0_ntt = self.ring.polys(self.ring.to_ntt(np.stack([key.pk0, key.pk0])))[0]
         public_ntt = self.ring.ciphertext(np.stack([pk0_ntt, pk1_ntt]), ntt_form=True)
-        return NativeKey(key_id=key_id(blob), public_ntt=public_ntt,
-                         nbytes=2 * pk0_ntt.nbytes + self.zeros.per_key * self.zeros.entry_bytes())
+        # pk0 (coefficients) + pk1 (plaintext) + public_ntt (two polynomials), and the zeros kept ready
+        nbytes = 4 * key.pk0.nbytes + self.zeros.per_key * self.zeros.entry_bytes()
+        return NativeKey(key_id=key_id(blob), public_ntt=public_ntt, pk0=np.ascontiguousarray(key.pk0),
+                         pk1_ntt=self.ring.ntt_plaintext_from_ntt(pk1_ntt), nbytes=nbytes)
 
     def _check_key(self, request: Request, key: NativeKey) -> None:
         if request.key_id != key.key_id:
             raise WireError("the request names another public key than the one it is scored with")
 
-    def _finish(self, c0: np.ndarray, c1: np.ndarray, zeros0: np.ndarray, zeros1: np.ndarray,
-                bits: int) -> tuple[np.ndarray, np.ndarray]:
-        """Flood c0 when the profile says so, re-randomize, and switch to 2^bits.
+    def _finish(self, c0: np.ndarray, c1: np.ndarray, zeros0: np.ndarray,
+                zeros1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flood c0 when the profile says so and re-randomize: the reply's c0 and c1 as fractions of Q,
+        which the reply's writer switches to 2^bits.
 
         c0 (..., k, n) and c1 (..., k, N) residues; zeros0 (..., n) and zeros1 (..., N) the
         encryption of zero's two parts at the same coefficients, as fractions of Q.
@@ -98,8 +100,7 @@ class NativeEvaluator:
         flooding = self.plan.public.flooding_bits
         if flooding:
             c0 = add_mod(c0, random_flooding(c0.shape[:-2] + c0.shape[-1:], flooding, self._primes), self._moduli)
-        return (fraction_to_power_of_two(residue_fraction(c0, self._primes) + zeros0, bits),
-                fraction_to_power_of_two(residue_fraction(c1, self._primes) + zeros1, bits))
+        return residue_fraction(c0, self._primes) + zeros0, residue_fraction(c1, self._primes) + zeros1
 
     def _inverse_ntt(self, polys_ntt: list[np.ndarray]) -> np.ndarray:
         """Coefficients of NTT-domain polynomials (k, N) each, two per SEAL inverse NTT.
@@ -148,13 +149,14 @@ class NativeEvaluator:
         # The reply, as fractions of Q: for each group, c0 at its result positions, then c1 (N); each
         # plus its own encryption of zero, then switched to 2^bits at once.
         fractions = np.empty(sum(len(outputs) + degree for outputs in public.groups))
-        zeros = self.zeros.take(key, groups)  # (2, N) each: c0, c1
+        zeros = self.zeros.take_single(key, groups)  # c0 at the result positions, then c1 (N)
+        positions = len(self._positions)
 
         def add_group(group: int, c1_fraction: np.ndarray) -> None:
             outputs, start = len(public.groups[group]), self._reply_offsets[group]
-            np.add(c0_fractions[self._group_outputs[group]], zeros[group][0, self._positions[:outputs]],
+            np.add(c0_fractions[self._group_outputs[group]], zeros[group][:outputs],
                    out=fractions[start : start + outputs])
-            np.add(c1_fraction, zeros[group][1], out=fractions[start + outputs : start + outputs + degree])
+            np.add(c1_fraction, zeros[group][positions:], out=fractions[start + outputs : start + outputs + degree])
 
         for pair, weights_ntt in self._weight_pairs:  # a * w_g for two groups per SEAL product
             products = ring.from_ntt(ring.evaluator.multiply_plain(weights_ntt, a_plain))
@@ -162,8 +164,7 @@ class NativeEvaluator:
                 add_group(group, residue_fraction(c1, self._primes))
         for group in self._zero_groups:  # a * 0 = 0: c1 is the encryption of zero alone
             add_group(group, 0.0)
-        bits = public.single_reply_bits
-        return write_reply(Kind.SINGLE, 1, bits, fraction_to_power_of_two(fractions, bits))
+        return write_switched_reply(Kind.SINGLE, 1, public.single_reply_bits, fractions)
 
     def _weighted_limbs(self, residues: np.ndarray) -> np.ndarray:
         """`weights @ split_limbs(residues)` (limbs, outputs, N), a slice of features at a time: a
@@ -195,7 +196,7 @@ class NativeEvaluator:
         self._check_key(request, key)
         public = self.plan.public
         features, degree = public.n_features, public.degree
-        zeros = np.stack(self.zeros.take(key, public.n_outputs))  # (outputs, 2, N)
+        zeros = np.stack(self.zeros.make(key, public.n_outputs))  # (outputs, 2, N)
         a_ntt = np.stack([expand_uniform(request.seed, index, self._primes, degree) for index in range(features)])
         sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
         for row, prime in enumerate(self._primes):
@@ -203,6 +204,5 @@ class NativeEvaluator:
                 sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime,
                                                    self._batch_limb_bits)
         sums[0] = add_mod(sums[0], self._batch_plaintexts(request.images), self._moduli)
-        c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1],
-                              public.batch_reply_bits)
-        return write_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack([c0, c1], axis=1))
+        c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1])
+        return write_switched_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack([c0, c1], axis=1))

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from native import kernels
+
 SEED_BYTES = 32
 ERROR_ETA = 21  # centred binomial with 21 + 21 coins: variance 10.5, sigma 3.24 (the HE standard's 3.2)
 ERROR_SIGMA = float(np.sqrt(ERROR_ETA / 2))
@@ -67,7 +69,14 @@ def add_mod(x: np.ndarray, y: np.ndarray, p: np.ndarray | int) -> np.ndarray:
 
 
 def from_signed(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:
-    """Signed integers (|v| < 2^62) as residues: shape (..., N) -> (..., k, N).
+    """Signed integers (|v| < 2^62) as residues: shape (..., N) -> (..., k, N)."""
+    if kernels.AVAILABLE:
+        return kernels.signed_residues(values, primes)
+    return numpy_from_signed(values, primes)
+
+
+def numpy_from_signed(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:
+    """`from_signed` in numpy (the reference of `kernels.signed_residues`).
 
     Values in [-p, p) for every prime, as errors and secrets are, need no division: taken as
     uint64, a negative v is 2^64 + v, and adding p wraps it to v + p, below the unwrapped value.
@@ -148,11 +157,18 @@ _TERNARY_OF_BYTE = np.arange(243, dtype=np.int64) % 3 - 1  # a table lookup, not
 
 def random_ternary(count: int) -> np.ndarray:
     """Uniform coefficients in {-1, 0, 1} (bytes >= 243 are rejected)."""
+    to_ternary = kernels.ternary if kernels.AVAILABLE else numpy_ternary
     out = np.empty(0, dtype=np.int64)
     while out.size < count:
-        raw = np.frombuffer(random_bytes(count + count // 16 + 64), dtype=np.uint8)
-        out = np.concatenate([out, _TERNARY_OF_BYTE[raw[raw < 243]]])
-    return out[:count]
+        out = np.concatenate([out, to_ternary(random_bytes(count + count // 16 + 64), count - out.size)])
+    return out
+
+
+def numpy_ternary(random: bytes, room: int) -> np.ndarray:
+    """Up to `room` values in {-1, 0, 1} from random bytes, in order, a byte b < 243 giving b % 3 - 1
+    (the reference of `kernels.ternary`)."""
+    raw = np.frombuffer(random, dtype=np.uint8)
+    return _TERNARY_OF_BYTE[raw[raw < 243]][:room]
 
 
 def random_below(bound: int, count: int) -> np.ndarray:
@@ -171,10 +187,17 @@ def random_error(shape: tuple[int, ...]) -> np.ndarray:
     """Centred binomial errors (int64), the distribution SEAL and the HE standard use: the 1 bits
     among a 64-bit word's low ERROR_ETA bits minus those among the next ERROR_ETA."""
     raw = np.frombuffer(random_bytes(8 * math.prod(shape)), dtype=np.uint64)
-    mask = (1 << ERROR_ETA) - 1
-    coins = np.bitwise_count(raw & _U64(mask)).astype(np.int64)
-    coins -= np.bitwise_count(raw & _U64(mask << ERROR_ETA))
-    return coins.reshape(shape)
+    to_errors = kernels.centred_binomial if kernels.AVAILABLE else numpy_centred_binomial
+    return to_errors(raw, ERROR_ETA).reshape(shape)
+
+
+def numpy_centred_binomial(words: np.ndarray, eta: int) -> np.ndarray:
+    """The 1 bits among each word's low `eta` bits minus those among the next `eta` (int64; the
+    reference of `kernels.centred_binomial`)."""
+    mask = (1 << eta) - 1
+    coins = np.bitwise_count(words & _U64(mask)).astype(np.int64)
+    coins -= np.bitwise_count(words & _U64(mask << eta))
+    return coins
 
 
 def random_flooding(shape: tuple[int, ...], bits: int, primes: Sequence[int]) -> np.ndarray:
@@ -303,3 +326,28 @@ def negacyclic_rows(poly: np.ndarray, positions: np.ndarray) -> np.ndarray:
         wrapped = poly[..., (position - k) % degree]
         rows.append(np.where(k <= position, wrapped, -wrapped))
     return np.stack(rows, axis=-2)
+
+
+def negacyclic_at(small: np.ndarray, residues: np.ndarray, positions: np.ndarray, primes: Sequence[int],
+                  small_bits: int) -> np.ndarray:
+    """Coefficients `positions` of small * c in Z_Q[X]/(X^N + 1), as residues (k, len(positions)):
+    `small` (N,) signed integers below 2^small_bits in magnitude, c given by its residues (k, N)."""
+    if kernels.AVAILABLE:
+        out = np.empty((len(primes), len(positions)), dtype=_U64)
+        for row, prime in enumerate(primes):
+            kernels.negacyclic_at(small, residues[row], positions, prime, out=out[row])
+        return out
+    return numpy_negacyclic_at(small, residues, positions, primes, small_bits)
+
+
+def numpy_negacyclic_at(small: np.ndarray, residues: np.ndarray, positions: np.ndarray, primes: Sequence[int],
+                        small_bits: int) -> np.ndarray:
+    """`negacyclic_at` in numpy (the reference of `kernels.negacyclic_at`): exact float64 dot products of
+    `small`'s negacyclic rows with limbs of the residues (each partial sum below 2^53), then combined
+    modulo each prime."""
+    bits = limb_bits(small.shape[-1], small_bits)
+    rows = negacyclic_rows(np.asarray(small, dtype=np.int64), positions).astype(np.float64)
+    limbs = split_limbs(residues, bits)  # (limbs, k, N)
+    sums = rows @ limbs.reshape(-1, limbs.shape[-1]).T  # (positions, limbs * k)
+    sums = sums.reshape(len(positions), limbs.shape[0], len(primes)).transpose(1, 2, 0)  # (limbs, k, positions)
+    return np.stack([combine_limbs(sums[:, row], prime, bits) for row, prime in enumerate(primes)])

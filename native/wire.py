@@ -68,7 +68,7 @@ class PublicKey:
 
 def write_public_key(key: PublicKey, params: RingParameters) -> bytes:
     header = _KEY_HEADER.pack(KEY_MAGIC, PROFILE_IDS[params.profile], 0, 0, key.seed)
-    return header + bitpack.pack(key.pk0, _coefficient_width(params))
+    return bitpack.pack(key.pk0, _coefficient_width(params), prefix=header)
 
 
 def public_key_size(params: RingParameters) -> int:
@@ -106,7 +106,7 @@ class Request:
 def write_request(request: Request, params: RingParameters) -> bytes:
     header = _REQUEST_HEADER.pack(REQUEST_MAGIC, request.kind, PROFILE_IDS[params.profile], 0, request.images,
                                   request.c0.shape[0], bytes.fromhex(request.key_id), request.seed)
-    return header + bitpack.pack(request.c0, _coefficient_width(params))
+    return bitpack.pack(request.c0, _coefficient_width(params), prefix=header)
 
 
 def request_size(ciphertexts: int, params: RingParameters) -> int:
@@ -159,7 +159,13 @@ def read_request(data: bytes, kind: Kind, ciphertexts: int, max_images: int, par
 
 
 def write_reply(kind: Kind, images: int, bits: int, values: np.ndarray) -> bytes:
-    return _REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, values.size) + bitpack.pack(values, bits)
+    return bitpack.pack(values, bits, prefix=_REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, values.size))
+
+
+def write_switched_reply(kind: Kind, images: int, bits: int, fractions: np.ndarray) -> bytes:
+    """The reply whose values are `fractions` of the modulus Q switched to 2^bits (`bitpack.pack_fractions`)."""
+    header = _REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, fractions.size)
+    return bitpack.pack_fractions(fractions, bits, prefix=header)
 
 
 def read_reply(data: bytes, kind: Kind, bits: int, values: int) -> tuple[int, np.ndarray]:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from model.loading import LinearModel
+from native import kernels
 from native.evaluation import NativeEvaluator
 from native.plan import PlanError, PublicPlan, build_plan
 from native.wire import Kind, WireError, read_request
@@ -81,8 +82,9 @@ def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | 
     keys = KeyStore(settings, prepare, key_cache, "native", revalidate_after_s=settings.native_key_revalidate_s,
                     ttl_s=settings.key_ttl_s)
     _scorer = _NativeScorer(evaluator=evaluator, keys=keys)
-    log.info("native protocol ready: profile %s, t = %d, replies at %d/%d bits", plan.public.params.profile,
-             plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits)
+    log.info("native protocol ready: profile %s, t = %d, replies at %d/%d bits, loops: %s", plan.public.params.profile,
+             plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits,
+             kernels.STATUS)
     return plan.public.describe()
 
 
