@@ -127,3 +127,61 @@ def test_while_waiting_runs_between_the_request_sent_and_the_response_read() -> 
     assert connection.request("POST", "/v1/score", b"x", while_waiting=while_waiting).content == b"ok"
     connection.close()
     assert seen == [1] and len(server.finish()) == 1
+
+
+def _one_answer(raw: bytes, close: bool = True) -> Handler:
+    """A handler that answers one request with `raw` bytes (in two writes), then hangs up if `close`."""
+    def answer(server: Server, conn: socket.socket, _: int) -> None:
+        server.record(conn)
+        middle = len(raw) // 2
+        conn.sendall(raw[:middle])
+        conn.sendall(raw[middle:])
+        if not close:
+            server.record(conn)  # the client's next request on the same connection
+            _reply(conn, b"again")
+    return answer
+
+
+def test_responses_are_read_by_length_by_chunks_or_to_the_close() -> None:
+    cases = [
+        (b"HTTP/1.1 201 Created\r\nX-Engine-Ms: 1.5\r\nvary: a\r\nVary: b\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n", b"hello"),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello", b"hello"),
+    ]
+    for raw, body in cases:
+        server = Server(_one_answer(raw), connections=1)
+        connection = Connection(server.url, timeout=10)
+        response = connection.request("POST", "/v1/score", b"x")
+        assert response.content == body
+        if response.status_code == 201:
+            assert response.headers["x-engine-ms"] == response.headers.get("X-ENGINE-MS") == "1.5"
+            assert response.headers["vary"] == "a, b" and "Vary" in response.headers
+        connection.close()
+        server.finish()
+
+
+def test_a_response_that_asks_for_close_closes_and_a_kept_alive_one_does_not() -> None:
+    server = Server(_one_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=False), connections=1)
+    connection = Connection(server.url, timeout=10)
+    assert connection.request("POST", "/v1/score", b"x").content == b"ok"
+    assert connection.request("POST", "/v1/score", b"y").content == b"again"  # the same connection
+    connection.close()
+    assert len(server.finish()) == 2
+    server = Server(_one_answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"), connections=1)
+    connection = Connection(server.url, timeout=10)
+    assert connection.request("POST", "/v1/score", b"x").content == b"ok"
+    assert connection._socket is None  # noqa: SLF001 - the server said it closes
+    assert len(server.finish()) == 1
+
+
+@pytest.mark.parametrize("raw, error", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
+    (b"SMTP ready\r\n\r\n", http.client.HTTPException),
+])
+def test_a_truncated_or_malformed_response_is_an_http_error(raw: bytes, error: type[Exception]) -> None:
+    server = Server(_one_answer(raw), connections=1)
+    connection = Connection(server.url, timeout=10)
+    with pytest.raises(error):
+        connection.request("POST", "/v1/score", b"x")
+    assert connection._socket is None  # noqa: SLF001
+    server.finish()
