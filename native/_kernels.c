@@ -261,3 +261,38 @@ VECTOR_LOOP int ein_negacyclic_at(const int64_t *small, const uint64_t *residues
     }
     return 0;
 }
+
+/* Residues (< 2^60) as `limbs` float64 limbs of `bits` bits: out[l * count + i] = (residues[i] >> bits * l)
+ * & (2^bits - 1), exactly (for exact float64 dot products, native/ring.py split_limbs). */
+VECTOR_LOOP void ein_split_limbs(const uint64_t *residues, size_t count, unsigned bits, size_t limbs, double *out) {
+    const uint64_t mask = low_mask(bits);
+    for (size_t limb = 0; limb < limbs; limb++) {
+        const unsigned shift = (unsigned)(bits * limb);
+        double *target = out + limb * count;
+        for (size_t i = 0; i < count; i++) {
+            target[i] = (double)(int64_t)((residues[i] >> shift) & mask);
+        }
+    }
+}
+
+/* Adds centred binomial errors (`ein_centred_binomial` of words[i], one word per coefficient) to residues
+ * (rows x primes x n, each below its prime), modulo each prime: native/ring.py add_random_errors. */
+VECTOR_LOOP void ein_add_centred_binomial(uint64_t *residues, const uint64_t *words, size_t rows, size_t n,
+                                          unsigned eta, const uint64_t *primes, size_t count) {
+    const uint64_t mask = low_mask(eta);
+    for (size_t row = 0; row < rows; row++) {
+        const uint64_t *source = words + row * n;
+        for (size_t j = 0; j < count; j++) {
+            const uint64_t prime = primes[j];
+            uint64_t *target = residues + (row * count + j) * n;
+            for (size_t i = 0; i < n; i++) {
+                const int64_t error = (int64_t)__builtin_popcountll(source[i] & mask)
+                                      - (int64_t)__builtin_popcountll((source[i] >> eta) & mask);
+                /* residue + error in (-p, 2p): add p where negative, subtract p where p or more */
+                int64_t sum = (int64_t)target[i] + error;
+                sum += (int64_t)prime & (sum >> 63);
+                target[i] = (uint64_t)(sum >= (int64_t)prime ? sum - (int64_t)prime : sum);
+            }
+        }
+    }
+}

@@ -27,6 +27,8 @@ _SIGNATURES = [
     ("ein_signed_residues", [_ADDRESS, _SIZE, _SIZE, _ADDRESS, _SIZE, _ADDRESS], None),
     ("ein_negacyclic_at", [_ADDRESS, _ADDRESS, _SIZE, _ADDRESS, _SIZE, ctypes.c_uint64, _ADDRESS, _ADDRESS],
      ctypes.c_int),
+    ("ein_split_limbs", [_ADDRESS, _SIZE, _WIDTH, _SIZE, _ADDRESS], None),
+    ("ein_add_centred_binomial", [_ADDRESS, _ADDRESS, _SIZE, _SIZE, _WIDTH, _ADDRESS, _SIZE], None),
 ]
 
 
@@ -102,6 +104,28 @@ def centred_binomial(words: np.ndarray, eta: int) -> np.ndarray:
     out = np.empty(words.shape, dtype=np.int64)
     _LIBRARY.ein_centred_binomial(words.ctypes.data, words.size, eta, out.ctypes.data)
     return out
+
+
+def split_limbs(residues: np.ndarray, bits: int, limbs: int) -> np.ndarray:
+    """Residues (..., N), each below 2^60, as `limbs` float64 limbs (limbs, ..., N) of `bits` bits."""
+    if not 1 <= bits <= 30 or limbs * bits < 60:
+        raise ValueError(f"{limbs} limbs of {bits} bits do not hold 60-bit residues exactly")
+    residues = np.ascontiguousarray(residues, dtype=np.uint64)
+    out = np.empty((limbs,) + residues.shape, dtype=np.float64)
+    _LIBRARY.ein_split_limbs(residues.ctypes.data, residues.size, bits, limbs, out.ctypes.data)
+    return out
+
+
+def add_centred_binomial(residues: np.ndarray, words: np.ndarray, eta: int, primes: Sequence[int]) -> None:
+    """residues (rows, k, N) += `centred_binomial(words, eta)` (rows, N) modulo each prime, in place."""
+    if residues.dtype != np.uint64 or not residues.flags.c_contiguous or residues.ndim != 3 \
+            or residues.shape[1] != len(primes) or not 1 <= eta <= 32 or not 1 < max(primes) < 2**62:
+        raise ValueError("contiguous uint64 residues (rows, primes, N), 1 to 32 coins, primes below 2^62")
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    if words.shape != (residues.shape[0], residues.shape[2]):
+        raise ValueError(f"{words.shape} words for residues {residues.shape}")
+    _LIBRARY.ein_add_centred_binomial(residues.ctypes.data, words.ctypes.data, residues.shape[0], residues.shape[2],
+                                      eta, (ctypes.c_uint64 * len(primes))(*primes), len(primes))
 
 
 def signed_residues(values: np.ndarray, primes: Sequence[int]) -> np.ndarray:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import seal
 
-from native.ring import add_small, from_signed, negacyclic_at, random_error, random_ternary, residue_fraction
+from native.ring import add_random_errors, from_signed, negacyclic_at, random_ternary, residue_fraction
 from native.seal_ring import SealRing
 
 
@@ -70,9 +70,8 @@ class ZeroEncryptions:
     def _make_one(self, key: NativeKey) -> np.ndarray:
         ring, params = self._ring, self._ring.params
         factor = ring.ntt_plaintext_from_ntt(self._ternary_ntt())
-        masked = ring.from_ntt(ring.evaluator.multiply_plain(key.public_ntt, factor))
-        errors = random_error((2, params.degree))
-        return residue_fraction(add_small(masked, errors, params.data_primes), params.data_primes)
+        masked = np.array(ring.from_ntt(ring.evaluator.multiply_plain(key.public_ntt, factor)))  # (2, k, N)
+        return residue_fraction(add_random_errors(masked, params.data_primes), params.data_primes)
 
     def make(self, key: NativeKey, count: int) -> list[np.ndarray]:
         """`count` fresh whole encryptions of zero under `key`, (2, N) fractions of Q each (c0, c1)."""
@@ -89,7 +88,7 @@ class ZeroEncryptions:
         masked[:, :, count:] = ring.from_ntt(products)  # pk1 * u for both
         for index in range(2):
             masked[index, :, :count] = negacyclic_at(u[index], key.pk0, self._positions, primes, 1)
-        return list(residue_fraction(add_small(masked, random_error((2, count + degree)), primes), primes))
+        return list(residue_fraction(add_random_errors(masked, primes), primes))
 
     def take_single(self, key: NativeKey, count: int) -> list[np.ndarray]:
         """`count` single-image encryptions of zero for one request: the ready ones first, the rest made

@@ -271,6 +271,17 @@ def add_small(residues: np.ndarray, small: np.ndarray, primes: Sequence[int]) ->
     return add_mod(residues, from_signed(small, primes), moduli_column(primes))
 
 
+def add_random_errors(residues: np.ndarray, primes: Sequence[int]) -> np.ndarray:
+    """residues (rows, k, N) plus fresh errors (rows, N), `random_error`'s, reduced: in place where the
+    compiled loops run. The same errors from the same keystream either way."""
+    words = np.frombuffer(random_bytes(8 * residues.shape[0] * residues.shape[-1]), dtype=np.uint64)
+    if kernels.AVAILABLE:
+        kernels.add_centred_binomial(residues, words.reshape(residues.shape[0], -1), ERROR_ETA, primes)
+        return residues
+    errors = numpy_centred_binomial(words, ERROR_ETA).reshape(residues.shape[0], -1)
+    return add_small(residues, errors, primes)
+
+
 def round_scale(values: np.ndarray, numerator: int, bits: int) -> np.ndarray:
     """round(values * numerator / 2^bits) for 0 <= values < 2^bits <= 2^62, numerator < 2^32 (int64).
 
@@ -298,6 +309,13 @@ def limb_bits(terms: int, factor_bits: int) -> int:
 
 def split_limbs(residues: np.ndarray, bits: int) -> np.ndarray:
     """Residues (..., N) as float64 limbs (limbs, ..., N) of `bits` bits, for exact BLAS dot products."""
+    if kernels.AVAILABLE:
+        return kernels.split_limbs(residues, bits, -(-RESIDUE_BITS // bits))
+    return numpy_split_limbs(residues, bits)
+
+
+def numpy_split_limbs(residues: np.ndarray, bits: int) -> np.ndarray:
+    """`split_limbs` in numpy (the reference of `kernels.split_limbs`)."""
     residues = np.asarray(residues, dtype=_U64)
     mask = _U64((1 << bits) - 1)
     out = np.empty((-(-RESIDUE_BITS // bits),) + residues.shape, dtype=np.float64)

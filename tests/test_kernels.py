@@ -73,6 +73,28 @@ def test_signed_residues_match_numpy(values: list[int], rows: int, primes: tuple
     assert (kernels.signed_residues(array, primes) == ring.numpy_from_signed(array, primes)).all()
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=8, max_size=8 * 64), bits=st.integers(1, 30))
+def test_limbs_match_numpy(data: bytes, bits: int) -> None:
+    residues = _words(data) >> _U64(4)  # below 2^60, as every residue is
+    limbs = ring.split_limbs(residues, bits)
+    assert limbs.dtype == np.float64 and (limbs == ring.numpy_split_limbs(residues, bits)).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 3), degree=st.sampled_from([1, 7, 64]),
+       primes=st.sampled_from([PRIMES[:1], PRIMES, (97, 65537)]))
+def test_added_errors_match_numpy(seed: int, rows: int, degree: int, primes: tuple[int, ...]) -> None:
+    generator = np.random.default_rng(seed)
+    residues = np.stack([generator.integers(0, prime, (rows, degree), dtype=np.uint64) for prime in primes], axis=1)
+    residues[..., 0] = 0  # the edges, where an error wraps around the modulus
+    residues[..., -1] = np.array(primes, dtype=np.uint64)[None, :] - np.uint64(1)
+    words = generator.integers(0, 2**64, (rows, degree), dtype=np.uint64)
+    expected = ring.add_small(residues, ring.numpy_centred_binomial(words, ring.ERROR_ETA), primes)
+    kernels.add_centred_binomial(residues, words, ring.ERROR_ETA, primes)
+    assert (residues == expected).all()
+
+
 def _schoolbook_at(small: np.ndarray, residues: np.ndarray, positions: np.ndarray, prime: int) -> list[int]:
     """Coefficients of small * residues in Z_p[X]/(X^N + 1), from the definition, in Python integers."""
     degree = small.size
