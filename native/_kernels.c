@@ -224,6 +224,9 @@ VECTOR_LOOP void ein_signed_residues(const int64_t *values, size_t rows, size_t 
 VECTOR_LOOP int ein_negacyclic_at(const int64_t *small, const uint64_t *residues, size_t n, const int64_t *positions,
                                    size_t count, uint64_t prime, int32_t *scratch, uint64_t *out) {
     int32_t *low_halves = scratch, *high_halves = scratch + n, *reversed = scratch + 2 * n;
+    if (n == 0) {
+        return -1;
+    }
     int64_t smallest = 0, largest = 0;
     for (size_t k = 0; k < n; k++) {
         smallest = small[k] < smallest ? small[k] : smallest;

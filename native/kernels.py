@@ -1,8 +1,9 @@
 """The compiled hot loops (`native/_kernels.c`), when `pip install` could build them.
 
 The extension is optional: where no C compiler is found, installation goes on without it and
-`bitpack` uses its numpy code, which is also the reference the compiled loops are tested against
-bit for bit (tests/test_kernels.py). `STATUS` says which one runs; the service logs it at start.
+`bitpack` and `ring` use their numpy code, which is also the reference the compiled loops are
+tested against bit for bit (tests/test_kernels.py). `STATUS` says which one runs; the service logs
+it at start.
 
 The library has no Python API (it builds without Python's headers) and is called through ctypes
 with raw addresses; the wrappers here own every size check, the C code trusts them.
@@ -41,6 +42,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
                 library = ctypes.CDLL(str(path))
             except OSError as exc:
                 return None, f"numpy (compiled kernels at {path} do not load: {exc})"
+            missing = [name for name, _, _ in _SIGNATURES if not hasattr(library, name)]
+            if missing:
+                return None, f"numpy (compiled kernels at {path} are older than this code: no {missing[0]}; reinstall)"
             for name, argtypes, restype in _SIGNATURES:
                 function = getattr(library, name)
                 function.argtypes, function.restype = argtypes, restype
@@ -147,8 +151,8 @@ def negacyclic_at(small: np.ndarray, residues: np.ndarray, positions: np.ndarray
     small = np.ascontiguousarray(small, dtype=np.int64)
     residues = np.ascontiguousarray(residues, dtype=np.uint64)
     positions = np.ascontiguousarray(positions, dtype=np.int64)
-    if residues.size != small.size or not 1 < prime < 2**60:
-        raise ValueError("two polynomials of one degree, modulo a prime below 2^60")
+    if not residues.size == small.size > 0 or not 1 < prime < 2**60:
+        raise ValueError("two polynomials of one degree (at least 1), modulo a prime below 2^60")
     out = np.empty(positions.size, dtype=np.uint64) if out is None else out
     if out.dtype != np.uint64 or out.size != positions.size or not out.flags.c_contiguous:
         raise ValueError("the result goes to a contiguous uint64 array with one place per position")
