@@ -19,7 +19,7 @@ from native.encryption import ClientKeys
 from native.evaluation import NativeEvaluator
 from native.params import HE_STANDARD_MAX_LOG_Q_128, PROFILES
 from native.plan import build_plan
-from native.ring import expand_uniform
+from native.ring import expand_uniform, negacyclic_rows
 from native.seal_ring import SealRing
 from native.wire import Kind, read_reply, read_request
 
@@ -104,6 +104,21 @@ def test_replies_are_rerandomized_and_reveal_only_the_result_coefficients(bundle
     # ...and both decrypt to the same exact scores.
     assert (keys.decrypt_single(first) == keys.decrypt_single(second)).all()
     assert (keys.decrypt_single(first) == plan.model.scores(inputs)).all()
+
+
+@pytest.mark.parametrize("profile", ["compact", "flooded"])
+def test_single_image_encryptions_of_zero_decrypt_to_zero_where_they_are_sent(bundled_estimator: object,
+                                                                             profile: str) -> None:
+    """c0 + c1 * s at the result positions is the small error of an encryption of zero: within a
+    float64 rounding of a multiple of Q (a wrong sign, position or product would give uniform phases)."""
+    plan, evaluator, keys, key = _pair(linear_model_from_estimator(bundled_estimator), profile)
+    positions = plan.public.result_positions(0)
+    secret_rows = negacyclic_rows(keys._secret, positions).astype(np.float64)  # noqa: SLF001 - the test is the client
+    for entry in evaluator.zeros.take_single(key, 3):
+        c0, c1 = entry[: len(positions)], entry[len(positions) :]
+        phases = c0 + secret_rows @ c1  # fractions of Q
+        assert np.abs(phases - np.rint(phases)).max() < 1e-9
+    assert len(evaluator.zeros.take_single(key, 1)[0]) == len(positions) + plan.public.degree
 
 
 def test_flooded_profile_is_exact(bundled_estimator: object, mnist_test_images) -> None:
