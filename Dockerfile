@@ -28,13 +28,13 @@ RUN python scripts/vendor_web.py
 # packages' own test suites (~65 MB of numpy, scipy and scikit-learn): both go here.
 # encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
 # so the runtime image works with a read-only root filesystem. The build fails if the compiled loops
-# did not build (pip would have gone on without them).
+# did not build (pip would have gone on without them). `-I`: the installed packages, not /src's.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir . \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -c "import encrypted.inference.eiserver, service.app, native.evaluation" \
-    && /opt/venv/bin/python -c "from native import kernels; assert kernels.AVAILABLE, kernels.STATUS"
+    && /opt/venv/bin/python -I -c "import encrypted.inference.eiserver, service.app, native.evaluation" \
+    && /opt/venv/bin/python -I -c "from native import kernels; assert kernels.AVAILABLE, kernels.STATUS"
 
 # Runtime stage: the environment only, a non-root user, nothing to write but /tmp.
 FROM python:3.11-slim

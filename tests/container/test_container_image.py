@@ -1,4 +1,4 @@
-"""The image built from the Dockerfile: lean, read-only root, non-root user, healthy, JSON logs."""
+"""The image built from the Dockerfile: lean, compiled loops, read-only root, non-root user, healthy, JSON logs."""
 
 from __future__ import annotations
 
@@ -17,19 +17,22 @@ pytestmark = pytest.mark.container
 # The runtime stage on top of python:3.11-slim: the service's environment only (README, Deploy).
 ABOVE_BASE_BUDGET = 320 * MB
 
-# What the image's own interpreter finds: its prefix, installers it can import, test suites shipped.
+# What the image's own interpreter finds: its prefix, installers it can import, test suites shipped,
+# and whether the native protocol's compiled loops load.
 PROBE = """
 import importlib.util, json, pathlib, sys
+from native import kernels
 site = pathlib.Path(sys.prefix, "lib", "python3.11", "site-packages")
 print(json.dumps({"prefix": sys.prefix,
                   "installers": [m for m in ("pip", "setuptools", "wheel") if importlib.util.find_spec(m)],
-                  "test_suites": [str(p) for p in site.rglob("tests") if p.is_dir()]}))
+                  "test_suites": [str(p) for p in site.rglob("tests") if p.is_dir()],
+                  "loops": kernels.STATUS}))
 """
 
 
 def test_image_has_no_installers_nor_test_suites_and_fits_its_size_budget(built_image: dict[str, int]) -> None:
     found = json.loads(docker("run", "--rm", "--read-only", IMAGE, "python", "-c", PROBE).stdout)
-    assert found == {"prefix": "/opt/venv", "installers": [], "test_suites": []}
+    assert found == {"prefix": "/opt/venv", "installers": [], "test_suites": [], "loops": "compiled"}
     assert built_image["image"] - built_image["base"] <= ABOVE_BASE_BUDGET
 
 
