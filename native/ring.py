@@ -274,12 +274,12 @@ def add_small(residues: np.ndarray, small: np.ndarray, primes: Sequence[int]) ->
 def add_random_errors(residues: np.ndarray, primes: Sequence[int]) -> np.ndarray:
     """residues (rows, k, N) plus fresh errors (rows, N), `random_error`'s, reduced: in place where the
     compiled loops run. The same errors from the same keystream either way."""
-    words = np.frombuffer(random_bytes(8 * residues.shape[0] * residues.shape[-1]), dtype=np.uint64)
-    if kernels.AVAILABLE:
-        kernels.add_centred_binomial(residues, words.reshape(residues.shape[0], -1), ERROR_ETA, primes)
-        return residues
-    errors = numpy_centred_binomial(words, ERROR_ETA).reshape(residues.shape[0], -1)
-    return add_small(residues, errors, primes)
+    rows, degree = residues.shape[0], residues.shape[-1]
+    if not kernels.AVAILABLE:
+        return add_small(residues, random_error((rows, degree)), primes)
+    words = np.frombuffer(random_bytes(8 * rows * degree), dtype=np.uint64).reshape(rows, degree)
+    kernels.add_centred_binomial(residues, words, ERROR_ETA, primes)
+    return residues
 
 
 def round_scale(values: np.ndarray, numerator: int, bits: int) -> np.ndarray:
