@@ -60,7 +60,7 @@ INLINE uint64_t load_word(const uint8_t *bytes) {
     return word;
 }
 
-/* Reads up to 8 bytes past the group's `width`: the caller passes a padded copy for the last group. */
+/* Reads up to 9 bytes past the group's `width`: `unpack_width` passes a padded copy where the data ends. */
 INLINE void unpack_group(const uint8_t *data, uint64_t *out, const unsigned width) {
     const uint64_t mask = low_mask(width);
     _Pragma("GCC unroll 8")
@@ -112,16 +112,19 @@ INLINE void pack_fractions_width(const double *fractions, size_t count, uint8_t 
 }
 
 INLINE void unpack_width(const uint8_t *data, size_t count, uint64_t *out, const unsigned width) {
-    const size_t groups = (count + 7) / 8;
-    for (size_t group = 0; group + 1 < groups; group++) {
+    const size_t groups = (count + 7) / 8, size = groups * width;
+    size_t group = 0;
+    /* unpack_group reads up to 9 bytes past a group's start plus width: in place while they are inside. */
+    for (; group < groups && width * (group + 1) + 9 <= size; group++) {
         unpack_group(data + width * group, out + 8 * group, width);
     }
-    if (groups) {  /* the last group: from a copy with room for the reads past its end */
+    for (; group < groups; group++) {  /* the last groups: from a copy with room for those reads */
         uint8_t padded[64 + 9] = {0};
         uint64_t values[8];
-        memcpy(padded, data + width * (groups - 1), width);
+        const size_t first = 8 * group, rest = count - first < 8 ? count - first : 8;
+        memcpy(padded, data + width * group, width);
         unpack_group(padded, values, width);
-        memcpy(out + 8 * (groups - 1), values, (count - 8 * (groups - 1)) * sizeof(uint64_t));
+        memcpy(out + first, values, rest * sizeof(uint64_t));
     }
 }
 
@@ -259,7 +262,7 @@ VECTOR_LOOP int ein_negacyclic_at(const int64_t *small, const uint64_t *residues
             low -= (int64_t)reversed[k - position - 1] * low_halves[k];
             high -= (int64_t)reversed[k - position - 1] * high_halves[k];
         }
-        const __int128 remainder = (((__int128)high << 30) + low) % (__int128)prime;
+        const __int128 remainder = ((__int128)high * ((__int128)1 << 30) + low) % (__int128)prime;
         out[j] = (uint64_t)(remainder < 0 ? remainder + prime : remainder);
     }
     return 0;

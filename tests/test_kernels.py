@@ -7,6 +7,10 @@ loops and once with numpy alone, and must be the same bytes.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -20,6 +24,8 @@ from native.plan import build_plan
 from native.wire import Kind, read_request
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason=f"no compiled loops to compare: {kernels.STATUS}")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 PRIMES = (1152921504606830593, 1152921504606748673)  # the flooded profile's two 60-bit data primes
 _U64 = np.uint64
@@ -169,3 +175,16 @@ def test_replies_are_the_same_bytes_with_and_without_the_compiled_loops(monkeypa
     expected = plan.model.scores(inputs)
     assert (keys.decrypt_single(reference[0]) == expected[0]).all()
     assert (keys.decrypt_batch(reference[1]) == expected).all()
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc to build the loops with AddressSanitizer")
+def test_the_loops_stay_inside_their_buffers(tmp_path: Path) -> None:
+    """tests/kernels_bounds.c runs every loop on exactly sized buffers, every width, short and uneven
+    lengths, under AddressSanitizer and UndefinedBehaviorSanitizer: any stray read, write or undefined
+    operation aborts it."""
+    harness = tmp_path / "kernels_bounds"
+    subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-fno-math-errno", "-o", str(harness), str(PROJECT_ROOT / "tests" / "kernels_bounds.c"),
+                    str(PROJECT_ROOT / "native" / "_kernels.c")], check=True, capture_output=True, timeout=300)
+    result = subprocess.run([str(harness)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "bounds kept", result.stdout + result.stderr
