@@ -5,7 +5,7 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# A C compiler for the native protocol's compiled loops (native/_kernels.c); the runtime stage does not
+# A C compiler for the v1 protocol's compiled loops (bfv/_kernels.c); the runtime stage does not
 # get it. The versions are those of the base image's Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -17,7 +17,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY service ./service
 COPY client ./client
-COPY native ./native
+COPY bfv ./bfv
 # The browser client (/demo) and its ChaCha20 module, fetched at the lockfile's version and hash.
 COPY web ./web
 COPY package-lock.json ./
@@ -33,8 +33,8 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir . \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -I -c "import encrypted.inference.eiserver, service.app, native.evaluation" \
-    && /opt/venv/bin/python -I -c "from native import kernels; assert kernels.AVAILABLE, kernels.STATUS"
+    && /opt/venv/bin/python -I -c "import encrypted.inference.eiserver, service.app, bfv.evaluation" \
+    && /opt/venv/bin/python -I -c "from bfv import kernels; assert kernels.AVAILABLE, kernels.STATUS"
 
 # Runtime stage: the environment only, a non-root user, nothing to write but /tmp.
 FROM python:3.11-slim

@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-image train fuzz load bench protocols clean
+.PHONY: setup run test test-image train fuzz load bench protocols docs clean
 
 setup: $(VENV)/.installed node_modules/.installed web/vendor/.installed
 
 # One environment for the service, the client, training and the tests; pins live in pyproject.toml.
-# The editable install also compiles native/_kernels.c next to it (again when the C file changes).
-$(VENV)/.installed: pyproject.toml native/_kernels.c
+# The editable install also compiles bfv/_kernels.c next to it (again when the C file changes).
+$(VENV)/.installed: pyproject.toml bfv/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
@@ -54,5 +54,9 @@ bench: setup
 protocols: setup
 	$(PY) -m bench.protocols $(if $(wildcard ../shared/data/mnist),--mnist-dir ../shared/data/mnist)
 
+# docs/settings.md from service/settings.py (tests/test_settings_doc.py checks it is current).
+docs: setup
+	$(PY) scripts/settings_doc.py
+
 clean:
-	rm -rf $(VENV) node_modules web/vendor .azurite .pytest_cache .hypothesis *.egg-info build native/*.so
+	rm -rf $(VENV) node_modules web/vendor .azurite .pytest_cache .hypothesis *.egg-info build bfv/*.so

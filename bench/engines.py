@@ -22,7 +22,7 @@ from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
-from service.engines import create_engine
+from service.azureml.engines import create_engine
 
 
 def _timed(function, *args):

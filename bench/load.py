@@ -28,7 +28,7 @@ from client.seed import SeedSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
-from service.seal_format import HEADER
+from service.azureml.seal_format import HEADER
 
 VALID_EVERY = 5
 OVERSIZED_EVERY = 500

@@ -13,12 +13,12 @@ from collections.abc import Callable
 import numpy as np
 
 from model.loading import LinearModel
-from native.encryption import ClientKeys
-from native.evaluation import NativeEvaluator
-from native.plan import build_plan
-from native.ring import random_ternary
-from native.seal_ring import SealRing
-from native.wire import Kind, read_request
+from bfv.encryption import ClientKeys
+from bfv.evaluation import NativeEvaluator
+from bfv.plan import build_plan
+from bfv.ring import random_ternary
+from bfv.seal_ring import SealRing
+from bfv.wire import Kind, read_request
 
 # Goals as multiples of the floor: server time of one image, its end-to-end time over HTTP, and the
 # server time per image of a full batch.

@@ -21,8 +21,8 @@ import numpy as np
 from client import bearer
 from client.connection import Connection, Response, Verify
 from model.loading import labels_from_scores
-from native.encryption import ClientKeys
-from native.plan import PublicPlan
+from bfv.encryption import ClientKeys
+from bfv.plan import PublicPlan
 
 OCTET_STREAM = {"content-type": "application/octet-stream"}
 
@@ -80,15 +80,6 @@ class ScoringClient:
             raise ScoringFailed(f"{method} {path} answered {response.status_code}: {message}")
         return response
 
-    def integer_inputs(self, samples: np.ndarray) -> np.ndarray:
-        """uint8 images pass as they are; anything else is quantized with the model's input scale."""
-        samples = np.asarray(samples)
-        samples = samples.reshape(samples.shape[0], -1)
-        if samples.dtype == np.uint8 and self.plan.input_scale == 255 and self.plan.input_max >= 255:
-            return samples.astype(np.int64)
-        scaled = np.rint(samples.astype(np.float64) * self.plan.input_scale)
-        return np.clip(scaled, -self.plan.input_max, self.plan.input_max).astype(np.int64)
-
     def _post(self, path: str, body: bytes, samples: int, while_waiting: Callable[[], object] | None = None) -> bytes:
         response = self._call("POST", path, body, OCTET_STREAM, while_waiting)
         self.traffic.requests += 1
@@ -142,6 +133,6 @@ class ScoringClient:
 
         For regressors (LinearRegression) the scores are the predictions.
         """
-        scores = self.integer_scores(self.integer_inputs(samples), batch_size, progress) / self.plan.score_scale
+        scores = self.integer_scores(self.plan.quantize_inputs(samples), batch_size, progress) / self.plan.score_scale
         return labels_from_scores(scores, self.plan.classes), scores
 

@@ -9,7 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from model.loading import ModelLoadError, load_linear_model
-from native.plan import PlanError, build_plan
+from bfv.plan import PlanError, build_plan
 from service.app import create_app
 from service.http.auth import AuthConfigError
 from service.http.connections import with_head_bounds
@@ -34,7 +34,7 @@ def main() -> None:
         logging.getLogger("service").error("cannot start: %s", exc)
         sys.exit(2)
     except PlanError as exc:  # a plan it accepts decrypts exactly; anything else is refused here
-        logging.getLogger("service").error("cannot start: the native protocol cannot serve this model: %s", exc)
+        logging.getLogger("service").error("cannot start: the v1 protocol cannot serve this model: %s", exc)
         sys.exit(2)
     # Access lines come from RequestTracking (with request ids); uvicorn keeps the logging set up here.
     # Connections are bounded here (count, head size and time, keep-alive); bodies in BoundedBodies.

@@ -1,4 +1,4 @@
-/* Every loop of native/_kernels.c on buffers of exactly the size native/kernels.py gives it, each
+/* Every loop of bfv/_kernels.c on buffers of exactly the size bfv/kernels.py gives it, each
  * allocated alone, for every width and for short and uneven lengths. Built with AddressSanitizer by
  * tests/test_kernels.py: a read or write past any buffer ends the run with a report. Also checks that
  * unpack inverts pack, so the run does real work. */

@@ -25,11 +25,11 @@ from azure.storage.blob import BlobServiceClient
 
 from bench.processes import (TEST_HEADERS, TEST_IDENTITY, ServiceProcess, azurite_connection_string,
                              running_service, wait_until)
-from native.encryption import ClientKeys
-from native.plan import PublicPlan
-from native.wire import REQUEST_HEADER_SIZE
+from bfv.encryption import ClientKeys
+from bfv.plan import PublicPlan
+from bfv.wire import REQUEST_HEADER_SIZE
 from service.http.auth import Identity
-from service.native_scoring import key_name
+from service.v1.keys import key_name
 from service.settings import Settings
 from tests.test_deploy import readme_replica_budget_mib
 

@@ -65,17 +65,15 @@ def test_demo_cli_runs_the_notebook_flow(service, azurite: str) -> None:
 
 @pytest.mark.parametrize("engine", ["seal", pytest.param("eiserver", marks=pytest.mark.slow)])
 def test_contract_works_as_an_azureml_entry_script(engine: str, seed_session, azurite: str, bundled_estimator,
-                                                   mnist_test_images) -> None:
+                                                   mnist_test_images, monkeypatch) -> None:
     """`init()` then `run(raw_data)` in-process, as Azure ML's inference server calls them."""
-    from service import contract
+    from service.azureml import contract
     from service.settings import Settings
 
+    monkeypatch.setattr(contract, "_scorer", None)  # the engine is released when the test ends
     contract.init(Settings(azure_storage_connection_string=azurite, scoring_engine=engine))
     images, _, _ = mnist_test_images
-    try:
-        reply = contract.run(seed_session.request_body(images[3] / 255.0))
-    finally:
-        contract.close()
+    reply = contract.run(seed_session.request_body(images[3] / 255.0))
     assert json.loads(json.dumps(reply)) == reply
     assert_matches_sklearn(bundled_estimator, images[3:4], seed_session.encryptor.decrypt(reply)[None, :])
 

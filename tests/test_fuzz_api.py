@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.fuzz import fuzz_api
-from service.contract import parse_request
+from service.azureml.contract import parse_request
 from service.errors import ScoringError
 
 

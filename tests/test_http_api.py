@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.seal_format import HEADER
+from service.azureml.seal_format import HEADER
 from bench.processes import (PROJECT_ROOT, AZURITE_KEY, TEST_AUTH_ENV, TEST_HEADERS, authenticated_settings,
                              wait_until)
 
@@ -58,7 +58,7 @@ def test_liveness_readiness_and_openapi(service) -> None:
     assert httpx.get(f"{service.url}/ready").json() == {"status": "ready", "workers": 2}
     spec = service.http.get("/swagger.json").json()
     assert {"/", "/ready", "/score"} <= set(spec["paths"])
-    assert "SeedScoreRequest" in json.dumps(spec["paths"]["/score"])
+    assert "ScoreRequest" in json.dumps(spec["paths"]["/score"])
 
 
 def test_body_that_is_not_json_is_a_400(service) -> None:

@@ -14,10 +14,10 @@ import pytest
 
 from bench.processes import TEST_API_KEY, ServiceProcess
 from model.loading import labels_from_scores, linear_model_from_estimator
-from native.encryption import ClientKeys
-from native.evaluation import NativeEvaluator
-from native.plan import build_plan
-from native.wire import Kind, read_request, request_size
+from bfv.encryption import ClientKeys
+from bfv.evaluation import NativeEvaluator
+from bfv.plan import build_plan
+from bfv.wire import Kind, read_request, request_size
 
 JS_TESTS = Path(__file__).resolve().parent / "js"
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

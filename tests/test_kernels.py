@@ -1,4 +1,4 @@
-"""The compiled loops (native/_kernels.c) against their numpy references, bit for bit.
+"""The compiled loops (bfv/_kernels.c) against their numpy references, bit for bit.
 
 Each kernel is compared on random inputs (hypothesis) with the numpy code it replaces; then whole
 single-image and batch replies are computed twice from the same randomness, once with the compiled
@@ -16,12 +16,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from native import bitpack, kernels, ring
+from bfv import bitpack, kernels, ring
 from model.loading import linear_model_from_estimator
-from native.encryption import ClientKeys
-from native.evaluation import NativeEvaluator
-from native.plan import build_plan
-from native.wire import Kind, read_request
+from bfv.encryption import ClientKeys
+from bfv.evaluation import NativeEvaluator
+from bfv.plan import build_plan
+from bfv.wire import Kind, read_request
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason=f"no compiled loops to compare: {kernels.STATUS}")
 
@@ -185,6 +185,6 @@ def test_the_loops_stay_inside_their_buffers(tmp_path: Path) -> None:
     harness = tmp_path / "kernels_bounds"
     subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                     "-fno-math-errno", "-o", str(harness), str(PROJECT_ROOT / "tests" / "kernels_bounds.c"),
-                    str(PROJECT_ROOT / "native" / "_kernels.c")], check=True, capture_output=True, timeout=300)
+                    str(PROJECT_ROOT / "bfv" / "_kernels.c")], check=True, capture_output=True, timeout=300)
     result = subprocess.run([str(harness)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "bounds kept", result.stdout + result.stderr

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from service.engines import PreparedKeys
+from service.storage.keystore import PreparedKeys
 from service.errors import BadRequest, Gone, NotFound, PayloadTooLarge, Unprocessable
-from service.keystore import KeyCache, KeyStore
-from service.seal_format import SealFormatError
+from service.storage.keystore import KeyCache, KeyStore
+from service.azureml.seal_format import SealFormatError
 from service.settings import Settings
 
 

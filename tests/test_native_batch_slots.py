@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from model.loading import linear_model_from_estimator
-from native.encryption import ClientKeys
-from native.evaluation import NativeEvaluator
-from native.params import PROFILES
-from native.plan import build_plan
-from native.ring import random_below
-from native.wire import Kind, read_reply, read_request, write_reply
+from bfv.encryption import ClientKeys
+from bfv.evaluation import NativeEvaluator
+from bfv.params import PROFILES
+from bfv.plan import build_plan
+from bfv.ring import random_below
+from bfv.wire import Kind, read_reply, read_request, write_reply
 
 DECLARED = 3
 BINS = 8

@@ -10,8 +10,8 @@ import pytest
 from bench.processes import TEST_API_KEY, ServiceProcess
 from client.scoring import ScoringClient
 from model.loading import labels_from_scores, linear_model_from_estimator
-from native.wire import public_key_size, request_size
-from native.plan import PublicPlan
+from bfv.wire import public_key_size, request_size
+from bfv.plan import PublicPlan
 
 BINARY = {"content-type": "application/octet-stream"}
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from native.ring import REKEY_BLOCKS, KeyStream
+from bfv.ring import REKEY_BLOCKS, KeyStream
 
 
 class RecordedEntropy:

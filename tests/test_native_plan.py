@@ -16,12 +16,12 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.processes import PROJECT_ROOT
 from model.loading import LinearModel, linear_model_from_estimator
-from native.encryption import ClientKeys
-from native.evaluation import NativeEvaluator
-from native.params import MAX_PLAIN_BITS, PROFILES
-from native.plan import MIN_FLOODING_MARGIN_BITS, PlanError, PublicPlan, build_plan, quantize
-from native.ring import FLOAT_EXACT_BITS, random_flooding
-from native.wire import Kind, read_request
+from bfv.encryption import ClientKeys
+from bfv.evaluation import NativeEvaluator
+from bfv.params import MAX_PLAIN_BITS, PROFILES
+from bfv.plan import MIN_FLOODING_MARGIN_BITS, PlanError, PublicPlan, build_plan, quantize
+from bfv.ring import FLOAT_EXACT_BITS, random_flooding
+from bfv.wire import Kind, read_request
 
 # One phrase per reason build_plan gives; a refusal must carry one of them.
 REASONS = ("no non-zero weight", "plaintext modulus", "exactly in float64", "do not fit the",

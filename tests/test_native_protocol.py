@@ -14,14 +14,14 @@ from sklearn.svm import LinearSVC
 
 from model.loading import LinearModel, labels_from_scores, linear_model_from_estimator
 from model.mnist import shared_test_set
-from native import bitpack
-from native.encryption import ClientKeys
-from native.evaluation import NativeEvaluator
-from native.params import HE_STANDARD_MAX_LOG_Q_128, PROFILES
-from native.plan import build_plan
-from native.ring import expand_uniform, negacyclic_rows
-from native.seal_ring import SealRing
-from native.wire import Kind, read_reply, read_request
+from bfv import bitpack
+from bfv.encryption import ClientKeys
+from bfv.evaluation import NativeEvaluator
+from bfv.params import HE_STANDARD_MAX_LOG_Q_128, PROFILES
+from bfv.plan import build_plan
+from bfv.ring import expand_uniform, negacyclic_rows
+from bfv.seal_ring import SealRing
+from bfv.wire import Kind, read_reply, read_request
 
 
 def _pair(model: LinearModel, profile: str = "compact", input_scale: float = 255.0, input_max: int = 255):
@@ -70,7 +70,7 @@ def _estimators() -> list[tuple[str, object, np.ndarray]]:
 def test_encrypted_scores_equal_the_quantized_model_for_every_linear_estimator(name, estimator, features) -> None:
     model = linear_model_from_estimator(estimator)
     plan, evaluator, keys, key = _pair(model, input_scale=1000.0, input_max=int(np.abs(features).max() * 1000) + 1)
-    inputs = plan.model.quantize_inputs(features[:64])
+    inputs = plan.public.quantize_inputs(features[:64])
     expected = plan.model.scores(inputs)
     assert (_score_batch(plan, evaluator, keys, key, inputs) == expected).all()
     for row in range(3):

@@ -11,8 +11,8 @@ from encrypted.inference.eiserver import EIServer
 
 from model.loading import LinearModel, load_linear_model
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
-from service.engines import create_engine
-from service.engines.seal_wire import (
+from service.azureml.engines import create_engine
+from service.azureml.seal_wire import (
     expand_seed,
     parse_ciphertext,
     parse_kswitch_keys,
@@ -21,7 +21,7 @@ from service.engines.seal_wire import (
     write_object,
 )
 from service.errors import Unprocessable
-from service.seal_format import SealFormatError, read_object
+from service.azureml.seal_format import SealFormatError, read_object
 
 RNG = np.random.default_rng(11)
 # The seed parameters' primes (60, 40, 40 and the 60-bit special prime), as SEAL generates them.

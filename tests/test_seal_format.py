@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.engines.eiserver import MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS
-from service.engines.seal_wire import read_client_ciphertext
-from service.engines.seed_params import MAX_INFLATED_CIPHERTEXT
-from service.seal_format import HEADER, SealFormatError, check_object_sequence, decode_base64, read_object
+from service.azureml.eiserver import MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS
+from service.azureml.seal_wire import read_client_ciphertext
+from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT
+from service.azureml.seal_format import HEADER, SealFormatError, check_object_sequence, decode_base64, read_object
 
 
 def seal_object(payload: bytes, compression: int = 1, version: tuple[int, int] = (3, 5),

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from service.engines.seal_prng import (
+from service.azureml.seal_prng import (
     BUFFER_BYTES,
     _IV,
     blake2b_compress_last,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import seal
 
-from service.engines.seed_params import DEGREE, PRIME_BITS, seed_parameters
+from service.azureml.parameters import DEGREE, PRIME_BITS, seed_parameters
 
 # Largest total coefficient-modulus bits for 128-bit classical security, ternary secret (HE Standard).
 HE_STANDARD_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}

@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import BadRequest, Forbidden
 from service.settings import Settings
-from service.storage import StorageAccess, account_of
+from service.storage.accounts import StorageAccess, account_of
 from bench.processes import AZURITE_KEY
 
 

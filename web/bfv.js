@@ -1,4 +1,4 @@
-// The client's half of the native protocol (as native/encryption.py): a ternary secret key, the
+// The client's half of the native protocol (as bfv/encryption.py): a ternary secret key, the
 // public key, secret-key encryption of inputs and decryption of replies switched to 2^bits.
 //
 // Encryption: c0 = -a*s + e + round(Q*m/t), with a = expandUniform(seed, i) in SEAL's NTT domain,
@@ -30,7 +30,7 @@ export function planFromDescription(body) {
     n,
     primes: body.coeff_modulus.map(BigInt),
     t: BigInt(body.plain_modulus),
-    // Coefficient j * F + F - 1 of m * w_g holds output j of group g (native/plan.py).
+    // Coefficient j * F + F - 1 of m * w_g holds output j of group g (bfv/plan.py).
     resultPositions: body.groups.map((group) => group.map((_, j) => j * features + features - 1)),
   };
 }

@@ -1,7 +1,7 @@
 // Polynomials of Z_p[X]/(X^N + 1) for the native protocol, as arrays of BigInt residues.
 //
 // The transform must be SEAL's, value for value: the uniform polynomial `a` of every ciphertext is
-// defined directly in SEAL's NTT domain (native/ring.py `expand_uniform`), and SEAL's BatchEncoder
+// defined directly in SEAL's NTT domain (bfv/ring.py `expand_uniform`), and SEAL's BatchEncoder
 // places slots through the same transform modulo the plaintext prime. SEAL uses the minimal
 // primitive 2N-th root psi, powers stored in bit-reversed order, and a Cooley-Tukey forward
 // transform whose output is in bit-reversed order; the inverse below undoes it stage by stage.
@@ -10,7 +10,7 @@
 import { chacha20 } from './vendor/noble-ciphers/chacha.js';
 
 export const SEED_BYTES = 32;
-const ERROR_ETA = 21; // centred binomial, 21 + 21 coins, as native/ring.py
+const ERROR_ETA = 21; // centred binomial, 21 + 21 coins, as bfv/ring.py
 const EXPAND_COUNTER = 0x314e4945; // b"EIN1" read little-endian: the first 4 bytes of Python's 16-byte nonce
 
 function powMod(base, exponent, modulus) {

@@ -6,8 +6,9 @@ liked. So this middleware decides from the headers alone first (declared size ag
 limit, then a reservation in a byte budget shared by every body the process holds, queued or in a
 worker: `MAX_QUEUE_BYTES`), reads the body itself under time bounds (`BODY_TIMEOUT_S` without a
 byte, and a floor on the average rate, `BODY_MIN_BYTES_PER_S`), checks a native body's header as
-soon as its first bytes arrive, and only then runs the route with the body replayed. Answers given
-before the body is read close the connection, so the unread rest is never parsed.
+soon as its first bytes arrive (what that check returns is the route's `body_head(request)`: the
+header is parsed once), and only then runs the route with the body replayed. Answers given before
+the body is read close the connection, so the unread rest is never parsed.
 
 While the route runs, the middleware watches the connection: a client that goes away cancels its
 request, so work still waiting for a worker is dropped instead of scored for nobody. A client
@@ -21,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import Request
@@ -32,16 +34,18 @@ from service.http.responses import error_response
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; recorded, never sent
+_HEAD_KEY = "body_head"
 
 
 @dataclass(frozen=True)
 class BodyRule:
     """What a route accepts: at most `limit` bytes; `check_head(first bytes, total size)` raises a
-    `ScoringError` when the first `head_size` bytes show the body cannot be valid."""
+    `ScoringError` when the first `head_size` bytes show the body cannot be valid, and otherwise
+    returns the parsed head, which the route reads with `body_head`."""
 
     limit: int
     head_size: int = 0
-    check_head: Callable[[bytes, int], None] | None = None
+    check_head: Callable[[bytes, int], Any] | None = None
 
 
 class BodyBudget:
@@ -124,7 +128,7 @@ class BoundedBodies:
             return
         try:
             try:
-                body = await self._read(receive, rule, size, limit)
+                body = await self._read(scope, receive, rule, size, limit)
             except _ClientGone as gone:
                 self.metrics.client_gone.labels("body").inc()
                 log.info("client went away after %d of %s body bytes of %s %s; nothing was scored",
@@ -145,7 +149,7 @@ class BoundedBodies:
             log.info("%s %s: %s", scope["method"], scope["path"], error.message)
         await error_response(error.status_code, error.message, close=True)(scope, receive, send)
 
-    async def _read(self, receive: Receive, rule: BodyRule, size: int | None, limit: int) -> bytearray:
+    async def _read(self, scope: Scope, receive: Receive, rule: BodyRule, size: int | None, limit: int) -> bytearray:
         """The whole body, within the time bounds; the head is checked as soon as it is in.
 
         Read into one bytearray (of the declared size when there is one) that the routes use as it
@@ -181,7 +185,8 @@ class BoundedBodies:
             more = message.get("more_body", False)
             # A chunked body declares no size: its head is checked once its size is known, at the end.
             if not head_checked and (not more or (size is not None and received >= rule.head_size)):
-                rule.check_head(bytes(body[: rule.head_size]), size if size is not None else received)
+                head = rule.check_head(bytes(body[: rule.head_size]), size if size is not None else received)
+                scope.setdefault("state", {})[_HEAD_KEY] = head
                 head_checked = True
             if not more:
                 return body
@@ -239,6 +244,11 @@ class BoundedBodies:
     async def _record_gone(scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 499 for the access log and metrics; the server drops it, the client being gone."""
         await error_response(CLIENT_CLOSED_REQUEST, "client closed the request")(scope, receive, send)
+
+
+def body_head(request: Request) -> Any:
+    """What the route's `BodyRule.check_head` returned for this request's body; None if it had no body."""
+    return request.scope.get("state", {}).get(_HEAD_KEY)
 
 
 async def read_body(request: Request) -> bytearray:

@@ -21,7 +21,7 @@ ABOVE_BASE_BUDGET = 320 * MB
 # and whether the native protocol's compiled loops load.
 PROBE = """
 import importlib.util, json, pathlib, sys
-from native import kernels
+from bfv import kernels
 site = pathlib.Path(sys.prefix, "lib", "python3.11", "site-packages")
 print(json.dumps({"prefix": sys.prefix,
                   "installers": [m for m in ("pip", "setuptools", "wheel") if importlib.util.find_spec(m)],

@@ -1,4 +1,4 @@
-"""Reference values from the Python side (SEAL, cryptography's ChaCha20, native.wire) for the
+"""Reference values from the Python side (SEAL, cryptography's ChaCha20, bfv.wire) for the
 JavaScript client's unit tests: `python tests/js/fixtures.py` prints one JSON object.
 
 Fixed inputs (numpy seed 15), so a failure names the first differing value on either side.
@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
-from native import bitpack
-from native.plan import build_plan
-from native.ring import expand_uniform, scale_messages
-from native.seal_ring import SealRing
-from native.wire import Kind, PublicKey, Request, write_public_key, write_reply, write_request
+from bfv import bitpack
+from bfv.plan import build_plan
+from bfv.ring import expand_uniform, scale_messages
+from bfv.seal_ring import SealRing
+from bfv.wire import Kind, PublicKey, Request, write_public_key, write_reply, write_request
 
 
 def _strings(values: np.ndarray) -> list[str]:

@@ -1,4 +1,4 @@
-// Wire messages and bit packing, byte for byte as native/wire.py writes them.
+// Wire messages and bit packing, byte for byte as bfv/wire.py writes them.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { planFromDescription } from '../../web/bfv.js';

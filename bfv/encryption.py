@@ -17,11 +17,11 @@ import threading
 
 import numpy as np
 
-from native.plan import PublicPlan
-from native.ring import (SEED_BYTES, expand_uniform, from_signed, moduli_column, random_bytes, random_error,
+from bfv.plan import PublicPlan
+from bfv.ring import (SEED_BYTES, expand_uniform, from_signed, moduli_column, random_bytes, random_error,
                          random_ternary, reduce_below, round_scale, scale_messages)
-from native.seal_ring import SealRing
-from native.wire import Kind, PublicKey, Request, key_id, read_reply, write_public_key, write_request
+from bfv.seal_ring import SealRing
+from bfv.wire import Kind, PublicKey, Request, key_id, read_reply, write_public_key, write_request
 
 PUBLIC_KEY_INDEX = 0xFFFFFFFF  # index of the public key's uniform polynomial in its own seed's sequence
 

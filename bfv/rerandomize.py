@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import seal
 
-from native.ring import add_random_errors, from_signed, negacyclic_at, random_ternary, residue_fraction
-from native.seal_ring import SealRing
+from bfv.ring import add_random_errors, from_signed, negacyclic_at, random_ternary, residue_fraction
+from bfv.seal_ring import SealRing
 
 
 @dataclass(frozen=True)

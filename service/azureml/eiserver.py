@@ -13,9 +13,9 @@ import math
 from encrypted.inference.eiserver import EIServer
 
 from model.loading import LinearModel
-from service.engines import PreparedKeys
+from service.storage.keystore import PreparedKeys
 from service.errors import Unprocessable
-from service.seal_format import check_object_sequence
+from service.azureml.seal_format import check_object_sequence
 
 CKKS_SLOTS = 4096
 # The seed client's key blob: GaloisKeys followed by RelinKeys, each inflating to at most this.

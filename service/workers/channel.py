@@ -1,11 +1,11 @@
-"""One scoring worker process and the web process's channel to it.
+"""One worker process and the web process's channel to it.
 
 A worker is a spawned process joined to the web process by a Unix socket pair. The event loop
 writes calls to the socket and reads the answers itself (`Worker` is an asyncio protocol), so a
-call costs a socket write and read on each side and no thread hand-off. `ProcessPoolExecutor`
-passed each call through a manager thread, a feeder thread and two queues: with a 30 KB request
-and a 37 KB answer, 0.4-0.6 ms per call against 0.12-0.23 ms here (uvloop, 2 workers).
+call costs a socket write and read on each side and no thread hand-off (`ProcessPoolExecutor`
+passes each call through two threads and two queues).
 
+What a worker runs is given by the app as a `WorkerProgram`; this module knows no protocol.
 A message is its length (8 bytes) then a pickle (protocol 5). A worker takes one call at a time,
 `(function, args)`, and answers `(True, result)` or `(False, exception)`; its first message is its
 start-up report. A worker that dies (killed, or aborted by native code) closes its end of the
@@ -19,16 +19,16 @@ import asyncio
 import io
 import logging
 import multiprocessing
+import os
 import pickle
 import select
 import signal
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
-from service import contract
-from service.contract import WorkerReport
 from service.errors import ScoringError
 from service.settings import Settings
 
@@ -42,6 +42,26 @@ _CONTEXT = multiprocessing.get_context("spawn")
 
 class WorkerDied(Exception):
     """The worker process ended before it answered."""
+
+
+@dataclass(frozen=True)
+class WorkerProgram:
+    """What a worker process runs: `setup(settings)` once at its start (whatever it returns goes to
+    the web process in the start-up report), then the calls it is sent, and `idle_step()` while no
+    call waits (one small step of preparatory work; whether more remain). Both must be module-level
+    functions: they are pickled by name into the spawned process."""
+
+    setup: Callable[[Settings], Any]
+    idle_step: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """A worker's first message: its pid, and what `setup` returned or why it failed."""
+
+    pid: int
+    error: str | None
+    setup: Any
 
 
 def _frame(message: Any) -> memoryview:
@@ -69,10 +89,11 @@ class Worker(asyncio.BufferedProtocol):
         self._filled = 0
 
     @classmethod
-    async def spawn(cls, settings: Settings) -> Worker:
-        """Start a worker process; it initialises itself and sends `report`."""
+    async def spawn(cls, program: WorkerProgram, settings: Settings) -> Worker:
+        """Start a worker process; it runs `program.setup` and sends `report`."""
         ours, theirs = socket.socketpair()
-        process = _CONTEXT.Process(target=serve, args=(theirs, settings), name="scoring-worker", daemon=True)
+        process = _CONTEXT.Process(target=serve, args=(theirs, program, settings), name="scoring-worker",
+                                   daemon=True)
         process.start()
         theirs.close()  # the worker holds the only other copy: its end closes when it dies
         worker = cls(process)
@@ -156,15 +177,15 @@ async def _ended(process: BaseProcess, timeout_s: float | None) -> bool:
         loop.remove_reader(process.sentinel)
 
 
-def serve(channel: socket.socket, settings: Settings) -> None:
-    """A worker process's life: initialise, report, then answer one call per message until the
+def serve(channel: socket.socket, program: WorkerProgram, settings: Settings) -> None:
+    """A worker process's life: set up, report, then answer one call per message until the
     web process closes the channel."""
     # Ctrl-C signals the whole process group; the web process finishes the scorings in flight, then stops its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    channel.sendall(_frame((True, contract.init_worker(settings))))
+    channel.sendall(_frame((True, _set_up(program, settings))))
     with channel, channel.makefile("rb") as reader:
         while True:
-            _work_until_called(channel)
+            _work_until_called(channel, program.idle_step)
             if not (length := reader.read(_LENGTH)):
                 return
             function, args = pickle.loads(reader.read(int.from_bytes(length, "big")))
@@ -177,11 +198,21 @@ def serve(channel: socket.socket, settings: Settings) -> None:
             channel.sendall(_answer_frame(answer))
 
 
-def _work_until_called(channel: socket.socket) -> None:
-    """Do the worker's preparatory work (`contract.work_while_idle`), one small step at a time, until a
-    call arrives or nothing is left to do. (One call at a time: nothing of the next call is buffered
-    in the reader while the worker is here, so the socket tells whether one waits.)"""
-    while not select.select([channel], [], [], 0)[0] and contract.work_while_idle():
+def _set_up(program: WorkerProgram, settings: Settings) -> WorkerReport:
+    """Run `program.setup`; a failure is reported rather than raised: the web process states it, and
+    answers 503 with it."""
+    try:
+        return WorkerReport(pid=os.getpid(), error=None, setup=program.setup(settings))
+    except Exception as exc:  # noqa: BLE001 - reported to the web process
+        log.error("%s", exc)
+        return WorkerReport(pid=os.getpid(), error=str(exc), setup=None)
+
+
+def _work_until_called(channel: socket.socket, idle_step: Callable[[], bool]) -> None:
+    """Do the worker's preparatory work, one small step at a time, until a call arrives or nothing is
+    left to do. (One call at a time: nothing of the next call is buffered in the reader while the
+    worker is here, so the socket tells whether one waits.)"""
+    while not select.select([channel], [], [], 0)[0] and idle_step():
         pass
 
 

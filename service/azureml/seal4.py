@@ -29,8 +29,8 @@ import numpy as np
 import seal
 
 from model.loading import LinearModel
-from service.engines import PreparedKeys
-from service.engines.seal_wire import (
+from service.storage.keystore import PreparedKeys
+from service.azureml.seal_wire import (
     CiphertextData,
     check_reduced,
     expand_seed,
@@ -41,9 +41,9 @@ from service.engines.seal_wire import (
     write_kswitch_keys,
     write_object,
 )
-from service.engines.seed_params import DEGREE, MAX_INFLATED_CIPHERTEXT, PRIME_BITS, SLOTS, seed_parameters
+from service.azureml.parameters import DEGREE, MAX_INFLATED_CIPHERTEXT, PRIME_BITS, SLOTS, seed_parameters
 from service.errors import Unprocessable
-from service.seal_format import SealFormatError, check_object_sequence, decode_base64, read_object
+from service.azureml.seal_format import SealFormatError, check_object_sequence, decode_base64, read_object
 
 WEIGHT_SCALE = 2.0**40
 CLIENT_VERSION = (3, 5)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.engines.seal_prng import SEED_BYTES, sample_uniform_polys
-from service.engines.seed_params import DEGREE, SCALE_RANGE, seed_parameters
-from service.seal_format import COMPRESSION_NONE, HEADER, SEAL_MAGIC, SealFormatError, read_header, read_object
+from service.azureml.seal_prng import SEED_BYTES, sample_uniform_polys
+from service.azureml.parameters import DEGREE, SCALE_RANGE, seed_parameters
+from service.azureml.seal_format import COMPRESSION_NONE, HEADER, SEAL_MAGIC, SealFormatError, read_header, read_object
 
 _CT_FIXED = struct.Struct("<32sBQQQd")
 _U64 = struct.Struct("<Q")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from native import kernels
+from bfv import kernels
 
 SEED_BYTES = 32
 ERROR_ETA = 21  # centred binomial with 21 + 21 coins: variance 10.5, sigma 3.24 (the HE standard's 3.2)

@@ -17,13 +17,13 @@ from itertools import accumulate
 
 import numpy as np
 
-from native.encryption import PUBLIC_KEY_INDEX
-from native.plan import WEIGHT_BITS, NativePlan
-from native.rerandomize import NativeKey, ZeroEncryptions
-from native.ring import (add_mod, combine_limbs, expand_uniform, from_signed, limb_bits, moduli_column,
+from bfv.encryption import PUBLIC_KEY_INDEX
+from bfv.plan import WEIGHT_BITS, NativePlan
+from bfv.rerandomize import NativeKey, ZeroEncryptions
+from bfv.ring import (add_mod, combine_limbs, expand_uniform, from_signed, limb_bits, moduli_column,
                          negacyclic_rows, random_below, random_flooding, residue_fraction, scale_messages, split_limbs)
-from native.seal_ring import SealRing
-from native.wire import Kind, Request, WireError, key_id, read_public_key, write_switched_reply
+from bfv.seal_ring import SealRing
+from bfv.wire import Kind, Request, WireError, key_id, read_public_key, write_switched_reply
 
 WEIGHT_MAGNITUDE_BITS = WEIGHT_BITS - 1  # |W_int| <= 2^(WEIGHT_BITS - 1) - 1
 

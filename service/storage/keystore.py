@@ -1,14 +1,14 @@
 """Clients' public keys, downloaded from Azure Blob Storage and cached in memory, ready to use.
 
-A seed client uploads its ~8.6 MB of public keys once, as the blob `key_id`, and then names that
-blob in every request. Downloading, checking and deserializing them on every call (as the seed
-server did) costs more than the scoring itself, so the engine's prepared form of the keys is kept
+A client of the Azure ML contract uploads its ~8.6 MB of public keys once, as the blob `key_id`,
+and then names that blob in every request. Downloading, checking and deserializing them on every
+call (as the tutorial's server does) costs more than the scoring itself, so the engine's prepared form of the keys is kept
 in an LRU cache bounded by bytes and keyed by (account host, account name, container, key_id).
 
 Blob names are not content: anyone who can write the container can replace a key under the same
 name. So a cached entry remembers the blob's ETag and is revalidated with a conditional request
 (`If-None-Match`) before use: 304 costs one round trip and no download, and an overwritten or
-deleted key is never used stale. Stores whose names are content hashes (the native protocol's)
+deleted key is never used stale. Stores whose names are content hashes (the v1 protocol's)
 may revalidate less often (`revalidate_after_s`); a store with `ttl_s` refuses keys whose blob was
 last modified longer ago than that (410), checked at every use.
 
@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -39,16 +40,22 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient
 from cachetools import LRUCache, TTLCache
 
-from service.engines import PreparedKeys
-from service.errors import Conflict, Forbidden, Gone, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
-from service.seal_format import SealFormatError
+from service.errors import Forbidden, Gone, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
 from service.settings import Settings
-from service.storage import StorageAccess
+from service.storage.accounts import StorageAccess
 
 log = logging.getLogger(__name__)
 
 # The Azure SDK logs every request at INFO, which is noise here and could leak SAS query strings.
 logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class PreparedKeys:
+    """A client's public keys in the form its protocol evaluates with; `nbytes` bounds the key cache."""
+
+    value: Any
+    nbytes: int
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class MissingKeys:
 class KeyStore:
     """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads.
 
+    `prepare` raises a `ValueError` (its protocol's format error) for a blob that is not keys.
     `protocol` names the key store in the shared `cache`, whose prepared keys differ by protocol.
     """
 
@@ -162,7 +170,7 @@ class KeyStore:
         self._refuse_if_expired(key_id, properties.last_modified)
         try:
             keys = self._prepare(data)
-        except SealFormatError as exc:
+        except ValueError as exc:  # the protocol's format error (SealFormatError, WireError)
             raise Unprocessable(f"public keys '{key_id}' are malformed: {exc}") from None
         log.info("prepared public keys %s from container %s (%d bytes downloaded, %d in memory)",
                  key_id, container, len(data), keys.nbytes)
@@ -258,17 +266,7 @@ def count_live_keys(storage: StorageAccess, container: str, prefix: str, ttl_s: 
             return set()
 
 
-def store_owned_key(storage: StorageAccess, container: str, prefix: str, name: str, data: bytes,
-                    max_keys: int, ttl_s: float) -> None:
-    """Store a key under its owner's `prefix`, within the owner's quota; storing it again renews it."""
-    live = count_live_keys(storage, container, prefix, ttl_s)
-    if name not in live and len(live) >= max_keys:
-        raise Conflict(f"this identity already stores {len(live)} public keys (MAX_KEYS_PER_IDENTITY); "
-                       "delete one with DELETE /v1/keys/{key_id} first")
-    store_public_key(storage, container, name, data)
-
-
-def delete_public_key(storage: StorageAccess, container: str, name: str, key_id: str) -> None:
-    """Delete a key blob; 404 if there is none (including another identity's key of the same id)."""
+def delete_key_blob(storage: StorageAccess, container: str, name: str, key_id: str) -> None:
+    """Delete a key blob of the service's own account; 404 (naming `key_id`) if there is none."""
     with storage_errors(container, key_id):
         storage.own_client.get_blob_client(container, name).delete_blob()

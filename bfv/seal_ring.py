@@ -17,7 +17,7 @@ import struct
 import numpy as np
 import seal
 
-from native.params import RingParameters
+from bfv.params import RingParameters
 
 _HEADER = struct.Struct("<HBBBBHQ")
 _CIPHERTEXT = struct.Struct("<32sBQQQdQ")

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.loading import LinearModel
-from native.params import MAX_PLAIN_BITS, PROFILES, RingParameters, ring_parameters
-from native.ring import ERROR_SIGMA, FLOAT_EXACT_BITS
+from bfv.params import MAX_PLAIN_BITS, PROFILES, RingParameters, ring_parameters
+from bfv.ring import ERROR_SIGMA, FLOAT_EXACT_BITS
+from bfv.wire import Kind
 
 WEIGHT_BITS = 12
 TAIL_SIGMAS = 8.0
@@ -75,11 +76,6 @@ class QuantizedModel:
     def score_bound(self) -> int:
         """The largest |score_int| over every input with |x_int| <= input_max."""
         return int(self.input_max * np.abs(self.weights).sum(axis=1).max() + np.abs(self.intercepts).max())
-
-    def quantize_inputs(self, features: np.ndarray) -> np.ndarray:
-        """Model features (as scikit-learn sees them) to the integers that are encrypted."""
-        scaled = np.rint(np.asarray(features, dtype=np.float64) * self.input_scale)
-        return np.clip(scaled, -self.input_max, self.input_max).astype(np.int64)
 
     def scores(self, inputs: np.ndarray) -> np.ndarray:
         """The integer scores the encrypted path must reproduce exactly, for integer inputs."""
@@ -123,6 +119,21 @@ class PublicPlan:
     @property
     def degree(self) -> int:
         return self.params.degree
+
+    def quantize_inputs(self, samples: np.ndarray) -> np.ndarray:
+        """Samples (as scikit-learn sees them; images flattened) to the integers that are encrypted.
+        uint8 images of a model that takes pixels as they are pass unchanged."""
+        samples = np.asarray(samples)
+        samples = samples.reshape(samples.shape[0], -1)
+        if samples.dtype == np.uint8 and self.input_scale == 255 and self.input_max >= 255:
+            return samples.astype(np.int64)
+        scaled = np.rint(samples.astype(np.float64) * self.input_scale)
+        return np.clip(scaled, -self.input_max, self.input_max).astype(np.int64)
+
+    def request_shape(self, kind: Kind) -> tuple[int, int]:
+        """(ciphertexts, most images) of a request of `kind`: one ciphertext holds a sample's features
+        in its coefficients; a batch has one ciphertext per feature, a sample per slot."""
+        return (1, 1) if kind is Kind.SINGLE else (self.n_features, self.degree)
 
     def result_positions(self, group: int) -> np.ndarray:
         """Coefficients of m * w_g that hold group `group`'s scores, in the group's output order."""

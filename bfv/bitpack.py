@@ -4,7 +4,7 @@ Ciphertext coefficients are below 2^60 but SEAL stores each in 8 bytes; packing 
 real width is where most of the native protocol's byte savings come from. Values are packed in
 groups of eight, so a group of `width`-bit values is exactly `width` bytes.
 
-`pack`, `unpack` and `pack_fractions` run the compiled loops of `native.kernels` where the package
+`pack`, `unpack` and `pack_fractions` run the compiled loops of `bfv.kernels` where the package
 was built with them, and the numpy code below (`numpy_pack`, `numpy_unpack`) otherwise; the numpy
 code is the reference both are tested against.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from native import kernels
-from native.ring import fraction_to_power_of_two
+from bfv import kernels
+from bfv.ring import fraction_to_power_of_two
 
 _U64 = np.uint64
 

@@ -1,4 +1,4 @@
-"""The compiled hot loops (`native/_kernels.c`), when `pip install` could build them.
+"""The compiled hot loops (`bfv/_kernels.c`), when `pip install` could build them.
 
 The extension is optional: where no C compiler is found, installation goes on without it and
 `bitpack` and `ring` use their numpy code, which is also the reference the compiled loops are

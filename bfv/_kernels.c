@@ -1,8 +1,8 @@
-/* Compiled hot loops of the native protocol, called through ctypes by native/kernels.py.
+/* Compiled hot loops of the native protocol, called through ctypes by bfv/kernels.py.
  *
  * Plain C with no Python API, so it builds wherever a C compiler is found (no Python headers needed).
- * The numpy code it replaces (native/bitpack.py) stays the reference: tests/test_kernels.py compares
- * the two bit for bit. The functions trust native/kernels.py for sizes and allocate nothing.
+ * The numpy code it replaces (bfv/bitpack.py) stays the reference: tests/test_kernels.py compares
+ * the two bit for bit. The functions trust bfv/kernels.py for sizes and allocate nothing.
  *
  * Bit layout: value i occupies bits [i * width, (i + 1) * width) of a little-endian bit string,
  * padded with zero values to a multiple of eight, so `count` values take ceil(count / 8) * width bytes.
@@ -167,7 +167,7 @@ void ein_unpack(const uint8_t *data, size_t count, unsigned width, uint64_t *out
     }
 }
 
-/* Sampling and reduction (native/ring.py). */
+/* Sampling and reduction (bfv/ring.py). */
 
 /* Uniform ternary values from random bytes: bytes >= 243 are rejected, the others give byte % 3 - 1.
  * Writes at most `room` values; returns how many. */
@@ -220,7 +220,7 @@ VECTOR_LOOP void ein_signed_residues(const int64_t *values, size_t rows, size_t 
 
 /* Coefficients of the negacyclic product small * residues in Z_p[X]/(X^n + 1) at `count` positions (each
  * below n): out[j] = sum_k residues[k] * small[positions[j] - k] mod p, where small[-m] means -small[n - m].
- * Exact for residues < 2^60 and |small| * 2^30 * n < 2^63 (native/kernels.py checks): each residue is
+ * Exact for residues < 2^60 and |small| * 2^30 * n < 2^63 (bfv/kernels.py checks): each residue is
  * split in two 30-bit halves and each half's sum is kept in 64 bits. `scratch` holds 3 * n int32 values:
  * the halves, and small reversed, so that every loop reads forward (and vectorizes). Returns 0, or -1
  * (and computes nothing) when a small coefficient or a position is out of those bounds. */
@@ -269,7 +269,7 @@ VECTOR_LOOP int ein_negacyclic_at(const int64_t *small, const uint64_t *residues
 }
 
 /* Residues (< 2^60) as `limbs` float64 limbs of `bits` bits: out[l * count + i] = (residues[i] >> bits * l)
- * & (2^bits - 1), exactly (for exact float64 dot products, native/ring.py split_limbs). */
+ * & (2^bits - 1), exactly (for exact float64 dot products, bfv/ring.py split_limbs). */
 VECTOR_LOOP void ein_split_limbs(const uint64_t *residues, size_t count, unsigned bits, size_t limbs, double *out) {
     const uint64_t mask = low_mask(bits);
     for (size_t limb = 0; limb < limbs; limb++) {
@@ -282,7 +282,7 @@ VECTOR_LOOP void ein_split_limbs(const uint64_t *residues, size_t count, unsigne
 }
 
 /* Adds centred binomial errors (`ein_centred_binomial` of words[i], one word per coefficient) to residues
- * (rows x primes x n, each below its prime), modulo each prime: native/ring.py add_random_errors. */
+ * (rows x primes x n, each below its prime), modulo each prime: bfv/ring.py add_random_errors. */
 VECTOR_LOOP void ein_add_centred_binomial(uint64_t *residues, const uint64_t *words, size_t rows, size_t n,
                                           unsigned eta, const uint64_t *primes, size_t count) {
     const uint64_t mask = low_mask(eta);

@@ -1,27 +1,18 @@
-"""Homomorphic evaluators: one interface, chosen by the `SCORING_ENGINE` setting.
+"""Homomorphic evaluators of the Azure ML contract: one interface, chosen by `SCORING_ENGINE`.
 
 An engine is built once per worker process from the model's weights. It turns a client's
 public-key blob into whatever it evaluates with (`prepare_keys`, cached by the key store) and
-scores requests of the seed protocol: base64 SEAL ciphertexts in, base64 SEAL ciphertexts (one per
-model output) out.
+scores requests: base64 SEAL ciphertexts in, base64 SEAL ciphertexts (one per model output) out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from model.loading import LinearModel
+from service.storage.keystore import PreparedKeys
 
 ENGINE_NAMES = ("seal", "eiserver")
-
-
-@dataclass(frozen=True)
-class PreparedKeys:
-    """A client's public keys in the engine's own form; `nbytes` bounds the key cache."""
-
-    value: Any
-    nbytes: int
 
 
 class ScoringEngine(Protocol):
@@ -38,11 +29,11 @@ class ScoringEngine(Protocol):
 
 def create_engine(name: str, model: LinearModel) -> ScoringEngine:
     if name == "seal":
-        from service.engines.seal4 import Seal4Engine
+        from service.azureml.seal4 import Seal4Engine
 
         return Seal4Engine(model)
     if name == "eiserver":
-        from service.engines.eiserver import EIServerEngine
+        from service.azureml.eiserver import EIServerEngine
 
         return EIServerEngine(model)
     raise ValueError(f"unknown scoring engine {name!r}; expected one of {ENGINE_NAMES}")

@@ -1,10 +1,10 @@
-"""Worker processes that run the scoring contract off the web server's event loop, within bounds.
+"""The pool of worker processes that run scorings off the web server's event loop, within bounds.
 
 Neither SEAL binding releases the GIL, EIServer holds it for seconds per request and its native
 code aborts the process on bad input, so scoring runs in `WORKER_COUNT` worker processes
-(`service.workers`), each initialised once with `contract.init_worker` and given one request at a
+(`service.workers.channel`), each set up once by the app's `WorkerProgram` and given one call at a
 time. At most `MAX_CONCURRENT` scorings run, at most `MAX_QUEUE` wait (503 beyond), and none is
-waited for longer than `SCORING_TIMEOUT_MS` (504). A worker that dies fails only the request it was
+waited for longer than `SCORING_TIMEOUT_MS` (504). A worker that dies fails only the call it was
 running (503); a new worker takes its place and the web process keeps serving.
 """
 
@@ -17,11 +17,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar
 
-from service import contract, worker_deadline
-from service.contract import ScoreOutcome, SeedScoreRequest
 from service.errors import ModelUnavailable, ScoringTimeout, ServiceUnavailable
 from service.settings import Settings
-from service.workers import Worker, WorkerDied
+from service.workers import deadline as worker_deadline
+from service.workers.channel import Worker, WorkerDied, WorkerProgram
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +31,15 @@ WORKER_STOP_GRACE_S = 30
 T = TypeVar("T")
 
 
-class RuntimeState(str, Enum):
+class PoolState(str, Enum):
     STARTING = "starting"
     READY = "ready"
     FAILED = "failed"
 
 
-class ScoringRuntime:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+class WorkerPool:
+    def __init__(self, settings: Settings, program: WorkerProgram) -> None:
+        self._settings, self._program = settings, program
         self._workers: list[Worker] = []
         # Each worker is given one scoring at a time, so only the request it runs fails if it dies.
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
@@ -48,18 +47,18 @@ class ScoringRuntime:
         self._replacing: set[asyncio.Task] = set()
         self.queued = 0
         self.running = 0
-        self.state = RuntimeState.STARTING
+        self.state = PoolState.STARTING
         self.failure: str | None = None
-        self.native_description: dict | None = None
+        self.setup: Any = None  # what the first worker's `program.setup` returned (all return the same)
 
     @property
     def worker_count(self) -> int:
         return self._settings.worker_count
 
     async def start(self) -> None:
-        """Start every worker and wait until each has loaded the model; never raises."""
+        """Start every worker and wait until each is set up; never raises."""
         count = self._settings.worker_count
-        self._workers = [await Worker.spawn(self._settings) for _ in range(count)]
+        self._workers = [await Worker.spawn(self._program, self._settings) for _ in range(count)]
         try:
             async with asyncio.timeout(WORKER_START_TIMEOUT_S):
                 reports = await asyncio.gather(*(worker.report for worker in self._workers))
@@ -73,23 +72,24 @@ class ScoringRuntime:
         if errors:
             self._fail(errors[0])
             return
-        self.native_description = reports[0].native_description
+        self.setup = reports[0].setup
         for worker in self._workers:
             self._idle.put_nowait(worker)
-        self.state = RuntimeState.READY
+        self.state = PoolState.READY
         log.info("ready: %d scoring worker(s), pids %s", count, sorted(report.pid for report in reports))
 
     def _fail(self, message: str) -> None:
-        self.state, self.failure = RuntimeState.FAILED, message
+        self.state, self.failure = PoolState.FAILED, message
         log.error("not ready: %s", message)
 
-    async def score(self, request: SeedScoreRequest) -> ScoreOutcome:
-        return await self.run(contract.score_measured, request)
+    def require_ready(self) -> None:
+        """Raise 503 with the reason unless every worker is set up."""
+        if self.state is not PoolState.READY:
+            raise ModelUnavailable(self.failure or "the model is still loading")
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in an idle worker, within the queue and time bounds."""
-        if self.state is not RuntimeState.READY:
-            raise ModelUnavailable(self.failure or "the model is still loading")
+        self.require_ready()
         if self.queued >= self._settings.max_queue and self._slots.locked():
             raise ServiceUnavailable(f"busy: {self.queued} requests are already waiting for a scoring worker")
         timeout_ms = self._settings.scoring_timeout_ms
@@ -148,7 +148,7 @@ class ScoringRuntime:
         fails with 503 and tries another (as a model that fails to load answers 503 with the reason).
         """
         await dead.stop(grace_s=0)
-        worker = await Worker.spawn(self._settings)
+        worker = await Worker.spawn(self._program, self._settings)
         self._workers[self._workers.index(dead)] = worker
         try:
             async with asyncio.timeout(WORKER_START_TIMEOUT_S):
@@ -164,7 +164,7 @@ class ScoringRuntime:
     async def stop(self) -> None:
         """Let in-flight scorings finish (every worker comes back idle, a dead one replaced), then
         stop the workers."""
-        if self.state is RuntimeState.READY:
+        if self.state is PoolState.READY:
             for _ in self._workers:
                 await self._idle.get()
         await asyncio.gather(*(worker.stop(WORKER_STOP_GRACE_S) for worker in self._workers))

@@ -22,8 +22,8 @@ from enum import IntEnum
 
 import numpy as np
 
-from native import bitpack
-from native.params import PROFILE_IDS, RingParameters
+from bfv import bitpack
+from bfv.params import PROFILE_IDS, RingParameters
 
 KEY_MAGIC, REQUEST_MAGIC, REPLY_MAGIC = b"EIK1", b"EIQ1", b"EIR1"
 _KEY_HEADER = struct.Struct("<4sBBH32s")
@@ -154,18 +154,25 @@ def check_request_header(head: bytes, size: int, kind: Kind, ciphertexts: int, m
 def read_request(data: bytes, kind: Kind, ciphertexts: int, max_images: int, params: RingParameters) -> Request:
     """Parse and check a request of `kind` that must hold exactly `ciphertexts` ciphertexts."""
     header = check_request_header(data, len(data), kind, ciphertexts, max_images, params)
+    return request_from_header(header, data, ciphertexts, params)
+
+
+def request_from_header(header: RequestHeader, data: bytes | memoryview, ciphertexts: int,
+                        params: RingParameters) -> Request:
+    """The request whose header `check_request_header` returned for these same bytes: only the
+    ciphertexts are read (and their residues checked)."""
     c0 = _read_residues(memoryview(data)[_REQUEST_HEADER.size :], ciphertexts, params)
     return Request(kind=header.kind, images=header.images, key_id=header.key_id, seed=header.seed, c0=c0)
 
 
-def write_reply(kind: Kind, images: int, bits: int, values: np.ndarray) -> bytes:
-    return bitpack.pack(values, bits, prefix=_REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, values.size))
+def reply_header(kind: Kind, images: int, bits: int, values: int) -> bytes:
+    """The header of a reply of `values` values of `bits` bits each."""
+    return _REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, values)
 
 
 def write_switched_reply(kind: Kind, images: int, bits: int, fractions: np.ndarray) -> bytes:
     """The reply whose values are `fractions` of the modulus Q switched to 2^bits (`bitpack.pack_fractions`)."""
-    header = _REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, fractions.size)
-    return bitpack.pack_fractions(fractions, bits, prefix=header)
+    return bitpack.pack_fractions(fractions, bits, prefix=reply_header(kind, images, bits, fractions.size))
 
 
 def read_reply(data: bytes, kind: Kind, bits: int, values: int) -> tuple[int, np.ndarray]:

@@ -1,0 +1,103 @@
+"""The Azure ML contract: the tutorial's `init()` / `run(raw_data)` entry script.
+
+This module works on its own as an Azure ML entry script (`init()` loads the model, `run()` takes
+the request body). The HTTP service runs the same two steps apart: `ScoreRequest` checks the body
+in the web process (`service.routes.azureml`), `score` runs in a worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model.loading import LinearModel, load_linear_model
+from service.azureml.engines import ScoringEngine, create_engine
+from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT
+from service.azureml.seal_format import SealFormatError, decode_base64
+from service.azureml.seal_wire import read_client_ciphertext
+from service.errors import ModelUnavailable, describe_validation_errors
+from service.settings import Settings
+from service.storage.keystore import KeyCache, KeyStore
+from service.workers.outcome import ScoringOutcome, evaluate_timed
+
+log = logging.getLogger(__name__)
+
+MAX_CIPHERTEXTS = 16
+
+
+class ScoreRequest(BaseModel):
+    """The body `EILinearRegressionClient` users send: exactly the tutorial notebook's JSON."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    data: list[str] = Field(
+        min_length=1, max_length=MAX_CIPHERTEXTS,
+        description="What `EILinearRegressionClient.encrypt()` returned: base64 SEAL 3.5 ciphertexts.")
+    key_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$",  # starts with a letter or digit: not `.` nor `..`
+        description="Name of the blob holding the client's public keys (`get_public_keys()[0]`).")
+    conn_str: str | None = Field(
+        None, min_length=1, max_length=4096,
+        description="Azure Storage connection string of the key blob; the service's own account when omitted.")
+    container: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        description="Blob container of the key blob; the service's KEY_CONTAINER when omitted.")
+
+    @field_validator("data")
+    @classmethod
+    def _ciphertexts_are_seal_objects(cls, data: list[str]) -> list[str]:
+        for index, text in enumerate(data):
+            try:
+                read_client_ciphertext(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
+            except SealFormatError as exc:
+                raise ValueError(f"ciphertext {index} is malformed: {exc}") from None
+        return data
+
+
+@dataclass
+class _Scorer:
+    model: LinearModel
+    engine: ScoringEngine
+    keys: KeyStore
+
+
+_scorer: _Scorer | None = None
+
+
+def init(settings: Settings | None = None, key_cache: KeyCache | None = None) -> LinearModel:
+    """Load the model from `$AZUREML_MODEL_DIR/$MODEL_FILE` and build the engine and key store;
+    returns the model. `key_cache` is shared with the v1 protocol in a worker (one byte bound)."""
+    global _scorer
+    settings = settings or Settings()
+    model = load_linear_model(settings.model_path)
+    engine = create_engine(settings.scoring_engine, model)
+    cache = key_cache or KeyCache(settings.key_cache_bytes)
+    _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys, cache, "azureml"))
+    log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs,
+             model.n_features)
+    return model
+
+
+def parse_request(raw_data: str | bytes) -> ScoreRequest:
+    """Parse and check a request body; raises a 400/422 `ScoringError` with a readable message."""
+    try:
+        return ScoreRequest.model_validate_json(raw_data)
+    except ValidationError as exc:
+        raise describe_validation_errors(exc.errors()) from None
+
+
+def score(request: ScoreRequest) -> ScoringOutcome:
+    """Fetch the request's public keys and evaluate the model on its ciphertexts."""
+    if _scorer is None:
+        raise ModelUnavailable("init() has not run: no model is loaded")
+    scorer = _scorer
+    lookup = scorer.keys.get(request.key_id, request.container, request.conn_str)
+    return evaluate_timed(lambda: scorer.engine.predict(request.data, lookup.keys), keys_cached=lookup.cached,
+                          key_cache_bytes=lambda: scorer.keys.cached_bytes)
+
+
+def run(raw_data: str | bytes) -> list[str]:
+    """Azure ML's entry point: the request body in, the JSON-serializable encrypted scores out."""
+    return score(parse_request(raw_data)).reply
