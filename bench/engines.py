@@ -18,7 +18,7 @@ import numpy as np
 from encrypted.inference.eiclient import EILinearRegressionClient
 
 from bench.processes import TEST_API_KEY, running_azurite, running_service
-from client.seed import SeedSession
+from client.azureml import AzureMLSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
@@ -63,7 +63,7 @@ def over_http(images: np.ndarray, reference_count: int, workdir: Path) -> None:
         env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": "1"}
         with running_service({**env, "SCORING_ENGINE": "seal"}, workdir / "seal.log") as fast_service, \
                 running_service({**env, "SCORING_ENGINE": "eiserver"}, workdir / "eiserver.log") as reference:
-            with SeedSession(url=fast_service.url, conn_str=conn_str, container="bench-keys",
+            with AzureMLSession(url=fast_service.url, conn_str=conn_str, container="bench-keys",
                              api_key=TEST_API_KEY) as session:
                 bodies = [session.request_body(image / 255.0) for image in images]
                 _, first_ms = _timed(session.post, bodies[0])  # downloads and prepares the keys

@@ -59,14 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=10_000, help="generated requests per operation")
     args = parser.parse_args(argv)
-    from client.seed import SeedSession  # the real seed client, for the final check
+    from client.azureml import AzureMLSession  # the real seed client, for the final check
 
     with running_azurite() as conn_str, tempfile.TemporaryDirectory() as workdir:
         env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str}
         with running_service(env, Path(workdir) / "service.log") as service:
             report = fuzz_api(service.url, args.examples)
             alive = service.process.poll() is None
-            with SeedSession(url=service.url, conn_str=conn_str, container="fuzz-keys",
+            with AzureMLSession(url=service.url, conn_str=conn_str, container="fuzz-keys",
                              api_key=TEST_API_KEY) as session:
                 scored = len(session.scores([0.5] * 784)) == 10
     print(f"cases sent: {report.cases}")

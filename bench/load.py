@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
-from client.seed import SeedSession
+from client.azureml import AzureMLSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with running_azurite() as conn_str, tempfile.TemporaryDirectory() as workdir:
         with running_service({"AZURE_STORAGE_CONNECTION_STRING": conn_str}, Path(workdir) / "service.log") as service, \
-                SeedSession(url=service.url, conn_str=conn_str, container="load-keys",
+                AzureMLSession(url=service.url, conn_str=conn_str, container="load-keys",
                             api_key=TEST_API_KEY) as session:
             valid = [session.request_body(image / 255.0).encode() for image in images]
             expected = [model.label_from_scores(model.scores(image / 255.0)) for image in images]

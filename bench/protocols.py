@@ -26,14 +26,14 @@ from rich.table import Table
 from bench.native_timing import GOALS, in_process_seconds, seal_floor_seconds
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 from client.scoring import ScoringClient, Traffic
-from client.seed import SeedSession
+from client.azureml import AzureMLSession
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import labels_from_scores, load_linear_model
 from model.mnist import load_evaluation_images
 
 
 def _seed_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: np.ndarray) -> dict:
-    with SeedSession(url=url, conn_str=conn_str, container="bench-keys", send_conn_str=False,
+    with AzureMLSession(url=url, conn_str=conn_str, container="bench-keys", send_conn_str=False,
                      api_key=TEST_API_KEY) as session:
         server = total = sent = received = 0.0
         agree = 0

@@ -49,14 +49,14 @@ def demo(
     api_key: ApiKey = None,
 ) -> None:
     """The seed notebook, for real: EILinearRegressionClient keys, encrypt, POST /score, decrypt, argmax."""
-    from client.seed import ScoringFailed, SeedSession  # imports the native client only when used
+    from client.azureml import ScoringFailed, AzureMLSession  # imports the native client only when used
 
     images, labels, source = load_evaluation_images(mnist_dir)
     count = min(count, len(images))
     model = load_linear_model(model_file)
     console.print(f"images: {source}")
     with console.status("generating and uploading public keys"):
-        session = SeedSession(url=url, conn_str=conn_str, container=container, send_conn_str=send_conn_str,
+        session = AzureMLSession(url=url, conn_str=conn_str, container=container, send_conn_str=send_conn_str,
                               api_key=api_key)
     console.print(f"public keys: {session.key_bytes / 2**20:.1f} MiB uploaded as "
                   f"[bold]{session.key_id}[/] to container [bold]{container}[/]")

@@ -55,11 +55,11 @@ def bundled_estimator() -> object:
 
 
 @pytest.fixture(scope="session")
-def seed_session(service: ServiceProcess, azurite: str) -> Iterator[object]:
+def azureml_session(service: ServiceProcess, azurite: str) -> Iterator[object]:
     """The unmodified seed client with its public keys uploaded to Azurite."""
-    from client.seed import SeedSession
+    from client.azureml import AzureMLSession
 
-    with SeedSession(url=service.url, conn_str=azurite, container="public-keys", api_key=TEST_API_KEY) as session:
+    with AzureMLSession(url=service.url, conn_str=azurite, container="public-keys", api_key=TEST_API_KEY) as session:
         yield session
 
 

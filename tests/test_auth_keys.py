@@ -65,8 +65,8 @@ def test_keys_never_reach_the_log(service) -> None:
 
 
 @pytest.mark.parametrize("key_id", [".", "..", "-leading-dash", "_x"])
-def test_key_ids_that_do_not_start_with_a_letter_or_digit_are_a_422(service, seed_session, key_id: str) -> None:
-    body = {**json.loads(seed_session.request_body([0.0] * 784)), "key_id": key_id}
+def test_key_ids_that_do_not_start_with_a_letter_or_digit_are_a_422(service, azureml_session, key_id: str) -> None:
+    body = {**json.loads(azureml_session.request_body([0.0] * 784)), "key_id": key_id}
     response = service.http.post("/score", json=body)
     assert response.status_code == 422 and "key_id" in response.json()["message"]
 

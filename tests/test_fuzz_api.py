@@ -45,6 +45,6 @@ def test_the_request_parser_only_ever_raises_client_errors(body) -> None:
         assert 400 <= error.status_code < 500 and error.message
 
 
-def test_the_service_still_scores_after_fuzzing(service, seed_session) -> None:
-    scores = seed_session.scores(np.linspace(0, 1, 784))
+def test_the_service_still_scores_after_fuzzing(service, azureml_session) -> None:
+    scores = azureml_session.scores(np.linspace(0, 1, 784))
     assert len(scores) == 10

@@ -34,8 +34,8 @@ def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def valid_body(seed_session) -> dict:
-    return json.loads(seed_session.request_body(__import__("numpy").zeros(784)))
+def valid_body(azureml_session) -> dict:
+    return json.loads(azureml_session.request_body(__import__("numpy").zeros(784)))
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def then_the_same_process_still_scores(request: pytest.FixtureRequest):
         yield
         return
     service = request.getfixturevalue("service")
-    session = request.getfixturevalue("seed_session")
+    session = request.getfixturevalue("azureml_session")
     pid = service.process.pid
     yield
     assert service.process.poll() is None and service.process.pid == pid

@@ -18,12 +18,12 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
     raise AssertionError(f"{prefix} not in /metrics")
 
 
-def test_metrics_count_requests_scoring_and_key_cache(service, seed_session) -> None:
+def test_metrics_count_requests_scoring_and_key_cache(service, azureml_session) -> None:
     before = service.http.get("/metrics").text
     scored_before = metric_value(before, "scoring_engine_duration_seconds_count", 'engine="seal"') \
         if "scoring_engine_duration_seconds_count{" in before else 0.0
     for _ in range(3):  # two workers: at least one of them sees the same keys twice
-        seed_session.scores(np.linspace(0, 1, 784))
+        azureml_session.scores(np.linspace(0, 1, 784))
     service.http.post("/score", content=b"{not json", headers={"Content-Type": "application/json"})
     text = service.http.get("/metrics").text
     assert metric_value(text, "scoring_engine_duration_seconds_count", 'engine="seal"') == scored_before + 3
@@ -37,8 +37,8 @@ def test_metrics_count_requests_scoring_and_key_cache(service, seed_session) -> 
                for line in text.splitlines())
 
 
-def test_request_ids_and_run_time_header(service, seed_session) -> None:
-    body = seed_session.request_body(np.linspace(0, 1, 784))
+def test_request_ids_and_run_time_header(service, azureml_session) -> None:
+    body = azureml_session.request_body(np.linspace(0, 1, 784))
     response = service.http.post("/score", content=body, timeout=60, headers={
         "Content-Type": "application/json", "x-request-id": "req-42", "x-ms-client-request-id": "client-7"})
     assert response.status_code == 200
@@ -51,10 +51,10 @@ def test_request_ids_and_run_time_header(service, seed_session) -> None:
     assert rejected.status_code == 413 and rejected.headers["x-request-id"] == "big"
 
 
-def test_json_access_logs_carry_the_request_id_and_no_secrets(azurite, seed_session, tmp_path) -> None:
+def test_json_access_logs_carry_the_request_id_and_no_secrets(azurite, azureml_session, tmp_path) -> None:
     env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "1", "LOG_FORMAT": "json"}
     with running_service(env, tmp_path / "json.log") as service:
-        body = seed_session.request_body(np.linspace(0, 1, 784))
+        body = azureml_session.request_body(np.linspace(0, 1, 784))
         response = service.http.post("/score", content=body, timeout=60,
                               headers={"Content-Type": "application/json", "x-request-id": "trace-me"})
         assert response.status_code == 200

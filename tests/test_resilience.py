@@ -26,10 +26,10 @@ def wait_for_gauge(service: ServiceProcess, name: str, value: float) -> None:
     wait_until(lambda: service.metric(name) == value, STATE_TIMEOUT_S, f"{name} == {value}")
 
 
-def test_queue_bound_and_timeout_answer_503_and_504_and_liveness_stays_up(azurite, seed_session, tmp_path) -> None:
+def test_queue_bound_and_timeout_answer_503_and_504_and_liveness_stays_up(azurite, azureml_session, tmp_path) -> None:
     env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "SCORING_ENGINE": "eiserver", "WORKER_COUNT": "1",
            "MAX_CONCURRENT": "1", "MAX_QUEUE": "1", "SCORING_TIMEOUT_MS": "3000"}
-    body = seed_session.request_body(np.linspace(0, 1, 784))
+    body = azureml_session.request_body(np.linspace(0, 1, 784))
     with running_service(env, tmp_path / "limits.log") as service:
         def post() -> httpx.Response:
             return service.http.post("/score", content=body, timeout=60,
@@ -55,10 +55,10 @@ def test_queue_bound_and_timeout_answer_503_and_504_and_liveness_stays_up(azurit
         assert httpx.get(f"{service.url}/ready", timeout=5).status_code == 200
 
 
-def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_service, seed_session) -> None:
+def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_service, azureml_session) -> None:
     """Two requests run on the two workers; one worker is killed: its request gets a 503, the other
     request is answered, a new worker takes the dead one's place and scores again."""
-    body = seed_session.request_body(np.linspace(0, 1, 784))
+    body = azureml_session.request_body(np.linspace(0, 1, 784))
 
     def post() -> httpx.Response:
         return eiserver_service.http.post("/score", content=body, timeout=600,
@@ -75,7 +75,7 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
     failed = next(response for response in responses if response.status_code == 503)
     assert "worker stopped" in failed.json()["message"] and failed.headers["retry-after"]
     answered = next(response for response in responses if response.status_code == 200)
-    assert len(seed_session.encryptor.decrypt(answered.json())) == 10
+    assert len(azureml_session.encryptor.decrypt(answered.json())) == 10
     wait_until(lambda: len(eiserver_service.worker_pids()) == 2, STATE_TIMEOUT_S, "a new worker")
     assert workers[0] not in eiserver_service.worker_pids()
     assert httpx.get(f"{eiserver_service.url}/ready").status_code == 200
@@ -83,10 +83,10 @@ def test_a_worker_that_dies_fails_only_its_request_and_is_replaced(eiserver_serv
         assert response.status_code == 200, response.text
 
 
-def test_graceful_shutdown_finishes_the_requests_in_flight(azurite, seed_session, tmp_path) -> None:
+def test_graceful_shutdown_finishes_the_requests_in_flight(azurite, azureml_session, tmp_path) -> None:
     env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "SCORING_ENGINE": "eiserver", "WORKER_COUNT": "1",
            "SCORING_TIMEOUT_MS": str(GENEROUS_SCORING_TIMEOUT_MS)}
-    body = seed_session.request_body(np.linspace(0, 1, 784))
+    body = azureml_session.request_body(np.linspace(0, 1, 784))
     with running_service(env, tmp_path / "shutdown.log") as service:
         result: dict[str, httpx.Response] = {}
         sender = threading.Thread(target=lambda: result.update(response=service.http.post(
@@ -98,4 +98,4 @@ def test_graceful_shutdown_finishes_the_requests_in_flight(azurite, seed_session
         # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is SIGTERM's.
         assert service.process.wait(60) in (0, -signal.SIGTERM)
     assert result["response"].status_code == 200, result["response"].text
-    assert len(seed_session.encryptor.decrypt(result["response"].json())) == 10
+    assert len(azureml_session.encryptor.decrypt(result["response"].json())) == 10

@@ -73,8 +73,8 @@ def listener():
     trap.socket.close()
 
 
-def test_a_foreign_account_is_refused_without_any_connection(service, seed_session, listener: Listener) -> None:
-    body = json.loads(seed_session.request_body(np.zeros(784)))
+def test_a_foreign_account_is_refused_without_any_connection(service, azureml_session, listener: Listener) -> None:
+    body = json.loads(azureml_session.request_body(np.zeros(784)))
     body["conn_str"] = (f"DefaultEndpointsProtocol=http;AccountName=attacker;AccountKey={AZURITE_KEY};"
                         f"BlobEndpoint=http://127.0.0.1:{listener.port}/attacker;")
     response = service.http.post("/score", json=body, timeout=60)
@@ -83,19 +83,19 @@ def test_a_foreign_account_is_refused_without_any_connection(service, seed_sessi
     assert not listener.was_contacted()
 
 
-def test_the_own_account_is_read_with_the_services_own_client(service, seed_session, listener: Listener) -> None:
+def test_the_own_account_is_read_with_the_services_own_client(service, azureml_session, listener: Listener) -> None:
     """A request naming the service's account but another endpoint is served from the real endpoint."""
-    body = json.loads(seed_session.request_body(np.linspace(0, 1, 784)))
+    body = json.loads(azureml_session.request_body(np.linspace(0, 1, 784)))
     body["conn_str"] = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=bm9wZQ==;"
                         f"BlobEndpoint=http://127.0.0.1:{listener.port}/devstoreaccount1;")
     response = service.http.post("/score", json=body, timeout=60)
     assert response.status_code == 200, response.text
-    assert len(seed_session.encryptor.decrypt(response.json())) == 10
+    assert len(azureml_session.encryptor.decrypt(response.json())) == 10
     assert not listener.was_contacted()
 
 
-def test_requests_may_leave_credentials_out(service, seed_session) -> None:
-    body = json.loads(seed_session.request_body(np.linspace(0, 1, 784)))
+def test_requests_may_leave_credentials_out(service, azureml_session) -> None:
+    body = json.loads(azureml_session.request_body(np.linspace(0, 1, 784)))
     del body["conn_str"]
     response = service.http.post("/score", json=body, timeout=60)
     assert response.status_code == 200, response.text

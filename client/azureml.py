@@ -29,7 +29,7 @@ class ScoringFailed(Exception):
 
 
 @dataclass
-class SeedSession:
+class AzureMLSession:
     """One client key set, uploaded under `key_id` to `container` of the account in `conn_str`.
 
     With `send_conn_str=False` requests leave `conn_str` out and the service reads the keys from its
@@ -87,7 +87,7 @@ class SeedSession:
         if delete_keys:
             self._blobs.get_blob_client(self.container, self.key_id).delete_blob()
 
-    def __enter__(self) -> SeedSession:
+    def __enter__(self) -> AzureMLSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
