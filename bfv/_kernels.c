@@ -1,4 +1,4 @@
-/* Compiled hot loops of the native protocol, called through ctypes by bfv/kernels.py.
+/* Compiled hot loops of the v1 protocol, called through ctypes by bfv/kernels.py.
  *
  * Plain C with no Python API, so it builds wherever a C compiler is found (no Python headers needed).
  * The numpy code it replaces (bfv/bitpack.py) stays the reference: tests/test_kernels.py compares

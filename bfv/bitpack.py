@@ -1,7 +1,7 @@
 """Fixed-width bit packing of unsigned integers (1..64 bits), little-endian.
 
 Ciphertext coefficients are below 2^60 but SEAL stores each in 8 bytes; packing them at their
-real width is where most of the native protocol's byte savings come from. Values are packed in
+real width is where most of the v1 protocol's byte savings come from. Values are packed in
 groups of eight, so a group of `width`-bit values is exactly `width` bytes.
 
 `pack`, `unpack` and `pack_fractions` run the compiled loops of `bfv.kernels` where the package

@@ -18,8 +18,8 @@ from itertools import accumulate
 import numpy as np
 
 from bfv.encryption import PUBLIC_KEY_INDEX
-from bfv.plan import WEIGHT_BITS, NativePlan
-from bfv.rerandomize import NativeKey, ZeroEncryptions
+from bfv.plan import WEIGHT_BITS, Plan
+from bfv.rerandomize import PreparedKey, ZeroEncryptions
 from bfv.ring import (add_mod, combine_limbs, expand_uniform, from_signed, limb_bits, moduli_column,
                          negacyclic_rows, random_below, random_flooding, residue_fraction, scale_messages, split_limbs)
 from bfv.seal_ring import SealRing
@@ -30,8 +30,8 @@ WEIGHT_MAGNITUDE_BITS = WEIGHT_BITS - 1  # |W_int| <= 2^(WEIGHT_BITS - 1) - 1
 _FEATURES_PER_SLICE = 64  # batch dot products: limbs x 64 x N float64 (4-6 MB for N = 4096) at a time
 
 
-class NativeEvaluator:
-    def __init__(self, plan: NativePlan, mask_pool_size: int = 4) -> None:
+class Evaluator:
+    def __init__(self, plan: Plan, mask_pool_size: int = 4) -> None:
         """`mask_pool_size` encryptions of zero are kept ready for the last key used (two single-image
         requests' worth for the bundled model), made by `zeros.make_ahead` between requests."""
         self.plan = plan
@@ -73,7 +73,7 @@ class NativeEvaluator:
         t = self.plan.public.params.plain_modulus
         return scale_messages(np.mod(values, t), self._primes, t)
 
-    def prepare_key(self, blob: bytes) -> NativeKey:
+    def prepare_key(self, blob: bytes) -> PreparedKey:
         """Check a public key's bytes and put it in NTT form; pk1 always comes from the key's seed."""
         params = self.plan.public.params
         key = read_public_key(blob, params)
@@ -82,10 +82,10 @@ class NativeEvaluator:
         public_ntt = self.ring.ciphertext(np.stack([pk0_ntt, pk1_ntt]), ntt_form=True)
         # pk0 (coefficients) + pk1 (plaintext) + public_ntt (two polynomials), and the zeros kept ready
         nbytes = 4 * key.pk0.nbytes + self.zeros.per_key * self.zeros.entry_bytes()
-        return NativeKey(key_id=key_id(blob), public_ntt=public_ntt, pk0=np.ascontiguousarray(key.pk0),
+        return PreparedKey(key_id=key_id(blob), public_ntt=public_ntt, pk0=np.ascontiguousarray(key.pk0),
                          pk1_ntt=self.ring.ntt_plaintext_from_ntt(pk1_ntt), nbytes=nbytes)
 
-    def _check_key(self, request: Request, key: NativeKey) -> None:
+    def _check_key(self, request: Request, key: PreparedKey) -> None:
         if request.key_id != key.key_id:
             raise WireError("the request names another public key than the one it is scored with")
 
@@ -137,7 +137,7 @@ class NativeEvaluator:
                 out[row, column] = total % prime
         return out
 
-    def score_single(self, request: Request, key: NativeKey) -> bytes:
+    def score_single(self, request: Request, key: PreparedKey) -> bytes:
         self._check_key(request, key)
         public, ring = self.plan.public, self.ring
         groups, degree = len(public.groups), public.degree
@@ -192,7 +192,7 @@ class NativeEvaluator:
         plaintexts[:, 0] = (plaintexts[:, 0] + self._batch_intercepts) % np.uint64(t)
         return scale_messages(plaintexts, self._primes, t)
 
-    def score_batch(self, request: Request, key: NativeKey) -> bytes:
+    def score_batch(self, request: Request, key: PreparedKey) -> bytes:
         self._check_key(request, key)
         public = self.plan.public
         features, degree = public.n_features, public.degree

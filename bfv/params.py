@@ -1,4 +1,4 @@
-"""Parameter sets of the native protocol and their security check.
+"""Parameter sets of the v1 protocol and their security check.
 
 Two profiles, both at >= 128-bit classical security by the HomomorphicEncryption.org standard's
 table for ternary secrets (log2 Q <= 109 at N = 4096, <= 218 at N = 8192):

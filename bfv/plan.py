@@ -1,4 +1,4 @@
-"""The model as the native protocol evaluates it: quantized weights, their encodings, the noise.
+"""The model as the v1 protocol evaluates it: quantized weights, their encodings, the noise.
 
 Scores are computed exactly on integers, then read as real numbers by the client:
 
@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.loading import LinearModel
 from bfv.params import MAX_PLAIN_BITS, PROFILES, RingParameters, ring_parameters
 from bfv.ring import ERROR_SIGMA, FLOAT_EXACT_BITS
 from bfv.wire import Kind
+
+if TYPE_CHECKING:  # the service's model type, for annotations only: bfv/ runs without scikit-learn
+    from model.loading import LinearModel
 
 WEIGHT_BITS = 12
 TAIL_SIGMAS = 8.0
@@ -52,7 +55,7 @@ MAX_INTERCEPT = 2**62  # quantized intercepts stay int64; anything near this is 
 
 
 class PlanError(ValueError):
-    """The model cannot be served by the native protocol with this profile."""
+    """The model cannot be served by the v1 protocol with this profile."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ class PublicPlan:
 
 
 @dataclass(frozen=True)
-class NativePlan:
+class Plan:
     """The server's plan: the public part plus the quantized weights and the noise analysis.
 
     The noise bounds are the honest ones (8 sigma), before flooding: flooding is added on top.
@@ -257,7 +260,7 @@ def _flooding_bits(params: RingParameters, honest: float) -> int:
 
 
 def build_plan(model: LinearModel, profile: str = "compact", input_scale: float = 255.0,
-               input_max: int = 255) -> NativePlan:
+               input_max: int = 255) -> Plan:
     """Quantize `model`, pick the plaintext modulus and reply widths, and check that every reply
     decrypts exactly; raises PlanError with the reason otherwise."""
     quantized = quantize(model, input_scale, input_max)
@@ -292,4 +295,4 @@ def build_plan(model: LinearModel, profile: str = "compact", input_scale: float 
                         flooding_bits=flooding, single_reply_bits=_reply_bits(params, single + flood),
                         batch_reply_bits=_reply_bits(params, batch + flood), input_scale=input_scale,
                         input_max=quantized.input_max, score_scale=quantized.score_scale, classes=classes)
-    return NativePlan(public=public, model=quantized, single_noise_bound=single, batch_noise_bound=batch)
+    return Plan(public=public, model=quantized, single_noise_bound=single, batch_noise_bound=batch)

@@ -12,9 +12,9 @@ Making them costs more than the rest of a single-image reply, so a worker makes 
 its last request while it waits for the next one (`make_ahead`, one small step at a time, called by
 the worker's loop only when no request is waiting), and a request takes prepared ones; none is ever
 used twice. A key without enough ready (its first request, bursts) gets them made on the request's
-own time: same values, just slower. This used to be a background thread; but SEAL's calls hold the
-GIL, and a request that wanted the GIL back could wait for a whole switch interval (5 ms), so the
-work now runs in the worker's own thread, between requests.
+own time: same values, just slower. The work runs in the worker's own thread, between requests,
+not in a background thread: SEAL's calls hold the GIL, and a request that wanted it back could wait
+for a whole switch interval.
 
 They are kept as fractions of the modulus, z / Q mod 1, the form the switch to 2^bits adds them in
 (`ring.residue_fraction`).
@@ -33,7 +33,7 @@ from bfv.seal_ring import SealRing
 
 
 @dataclass(frozen=True)
-class NativeKey:
+class PreparedKey:
     """A client's public key, in the forms the encryptions of zero use, and those made ahead so far."""
 
     key_id: str
@@ -51,7 +51,7 @@ class ZeroEncryptions:
 
     def __init__(self, ring: SealRing, per_key: int, positions: np.ndarray) -> None:
         self._ring, self.per_key, self._positions = ring, per_key, positions
-        self._next: NativeKey | None = None
+        self._next: PreparedKey | None = None
         self._spare_u: list[np.ndarray] = []  # a ternary u in NTT form, drawn with the last one used
 
     def entry_bytes(self) -> int:
@@ -67,17 +67,17 @@ class ZeroEncryptions:
             self._spare_u.extend(self._ring.polys(self._ring.to_ntt(u)))
         return self._spare_u.pop()
 
-    def _make_one(self, key: NativeKey) -> np.ndarray:
+    def _make_one(self, key: PreparedKey) -> np.ndarray:
         ring, params = self._ring, self._ring.params
         factor = ring.ntt_plaintext_from_ntt(self._ternary_ntt())
         masked = np.array(ring.from_ntt(ring.evaluator.multiply_plain(key.public_ntt, factor)))  # (2, k, N)
         return residue_fraction(add_random_errors(masked, params.data_primes), params.data_primes)
 
-    def make(self, key: NativeKey, count: int) -> list[np.ndarray]:
+    def make(self, key: PreparedKey, count: int) -> list[np.ndarray]:
         """`count` fresh whole encryptions of zero under `key`, (2, N) fractions of Q each (c0, c1)."""
         return [self._make_one(key) for _ in range(count)]
 
-    def _make_single_pair(self, key: NativeKey) -> list[np.ndarray]:
+    def _make_single_pair(self, key: PreparedKey) -> list[np.ndarray]:
         """Two single-image encryptions of zero: pk0 * u + e0 at the result positions, then pk1 * u + e1 (N)."""
         ring, params = self._ring, self._ring.params
         primes, degree, count = params.data_primes, params.degree, len(self._positions)
@@ -90,7 +90,7 @@ class ZeroEncryptions:
             masked[index, :, :count] = negacyclic_at(u[index], key.pk0, self._positions, primes, 1)
         return list(residue_fraction(add_random_errors(masked, primes), primes))
 
-    def take_single(self, key: NativeKey, count: int) -> list[np.ndarray]:
+    def take_single(self, key: PreparedKey, count: int) -> list[np.ndarray]:
         """`count` single-image encryptions of zero for one request: the ready ones first, the rest made
         now. `key` is the one `make_ahead` works for from now on."""
         taken = [key.zeros.popleft() for _ in range(min(count, len(key.zeros)))]
@@ -101,15 +101,15 @@ class ZeroEncryptions:
         return taken[:count]
 
     def make_ahead(self) -> bool:
-        """One step of preparing the last key's single-image encryptions of zero (a pair of them: ~0.3 ms
-        here, so a request that arrives meanwhile waits no longer than that); whether more steps remain."""
+        """One step of preparing the last key's single-image encryptions of zero (a pair of them, so a
+        request that arrives meanwhile waits no longer than that); whether more steps remain."""
         key = self._next
         if key is None or len(key.zeros) >= self.per_key:
             return False
         key.zeros.extend(self._make_single_pair(key))
         return len(key.zeros) < self.per_key
 
-    def fill(self, key: NativeKey) -> None:
+    def fill(self, key: PreparedKey) -> None:
         """Make `key`'s encryptions of zero up to `per_key` (what idle steps would do, all at once)."""
         self._next = key
         while self.make_ahead():

@@ -1,4 +1,4 @@
-"""Binary messages of the native protocol (all integers little-endian).
+"""Binary messages of the v1 protocol (all integers little-endian).
 
     public key  b"EIK1" u8 profile  u8 0 u16 0 | 32-byte seed | pk0: k x N coefficients
     request     b"EIQ1" u8 kind     u8 profile u16 0 | u32 images | u32 ciphertexts | 32-byte key id
@@ -85,7 +85,7 @@ def check_public_key_header(head: bytes, size: int, params: RingParameters) -> b
         raise WireError(f"a public key for profile {params.profile} is {public_key_size(params)} bytes, not {size}")
     magic, profile, _, _, seed = _KEY_HEADER.unpack_from(head)
     if magic != KEY_MAGIC or profile != PROFILE_IDS[params.profile]:
-        raise WireError(f"not a public key of the native protocol's {params.profile} profile")
+        raise WireError(f"not a public key of the v1 protocol's {params.profile} profile")
     return seed
 
 
@@ -136,7 +136,7 @@ def check_request_header(head: bytes, size: int, kind: Kind, ciphertexts: int, m
         raise WireError(f"{len(head)} bytes is shorter than a request header ({_REQUEST_HEADER.size})")
     magic, found_kind, profile, _, images, count, raw_key_id, seed = _REQUEST_HEADER.unpack_from(head)
     if magic != REQUEST_MAGIC:
-        raise WireError("not a native protocol request (bad magic)")
+        raise WireError("not a v1 protocol request (bad magic)")
     if found_kind != kind:
         raise WireError(f"request kind {found_kind} sent to the endpoint for kind {int(kind)}")
     if profile != PROFILE_IDS[params.profile]:

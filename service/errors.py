@@ -22,39 +22,63 @@ class ScoringError(Exception):
 
 
 class BadRequest(ScoringError):
+    """The body is not JSON, or a field cannot be read at all (a malformed `conn_str`)."""
+
     status_code = 400
 
 
 class Forbidden(ScoringError):
-    status_code = 403
+    status_code = 403  # an identity not allowed to batch, or a storage account outside the allowlist
 
 
 class NotFound(ScoringError):
+    """No such key, container or file; another identity's key is "not found" too, so ids reveal nothing."""
+
     status_code = 404
 
 
 class RequestTimeout(ScoringError):
-    status_code = 408
+    status_code = 408  # a body that pauses or trickles past its time bounds
 
 
 class PayloadTooLarge(ScoringError):
+    """A body or a key blob over its size bound, refused before it is read or inflated."""
+
     status_code = 413
 
 
 class Unprocessable(ScoringError):
-    status_code = 422
+    status_code = 422  # well-formed JSON or bytes that are not a valid request, key or ciphertext
+
+
+class Conflict(ScoringError):
+    """A state that a retry cannot change until the caller acts (the key limit of an identity)."""
+
+    status_code = 409
+
+
+class Gone(ScoringError):
+    status_code = 410  # a public key past KEY_TTL_DAYS: upload it again
 
 
 class StorageUnavailable(ScoringError):
+    """The key store (Blob Storage) cannot be reached or answered an unexpected status."""
+
     status_code = 502
 
 
 class ServiceUnavailable(ScoringError):
-    status_code = 503
+    status_code = 503  # busy (queues full), or a worker died during the request; retry later
 
 
 class ScoringTimeout(ScoringError):
+    """Not scored within SCORING_TIMEOUT_MS, waiting for a worker included."""
+
     status_code = 504
+
+
+class ModelUnavailable(ServiceUnavailable):
+    """No model is loaded (still starting, or it failed to load)."""
 
 
 def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> ScoringError:
@@ -74,15 +98,3 @@ def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> ScoringEr
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
     return Unprocessable("invalid request: " + "; ".join(parts))
-
-
-class ModelUnavailable(ServiceUnavailable):
-    """No model is loaded (still starting, or it failed to load)."""
-
-
-class Conflict(ScoringError):
-    status_code = 409
-
-
-class Gone(ScoringError):
-    status_code = 410

@@ -30,13 +30,14 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written, by the web process and the workers alike.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per line.")
 
     azureml_model_dir: Path = Field(BUNDLED_MODEL_DIR, description="Folder holding the pickled model.")
     model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR.")
     scoring_engine: Literal["seal", "eiserver"] = Field(
-        "seal", description="Homomorphic evaluator: `seal` (fast, SEAL 4) or `eiserver` (the seed's reference).")
+        "seal", description="Homomorphic evaluator: `seal` (fast, SEAL 4) or `eiserver` (the tutorial's reference).")
     worker_count: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64,
                               description="Scoring worker processes (default: number of cores).")
 
@@ -77,11 +78,11 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
 
     native_profile: Literal["compact", "flooded"] = Field(
-        "compact", description="Native protocol parameters: `compact` (N=4096) or `flooded` (N=8192, "
+        "compact", description="v1 protocol parameters: `compact` (N=4096) or `flooded` (N=8192, "
                                "60-bit statistical noise flooding of replies).")
     native_input_scale: float = Field(
-        255.0, gt=0, description="Native protocol: the model sees integer inputs divided by this (MNIST: 255).")
-    native_input_max: int = Field(255, ge=1, le=2**20, description="Native protocol: largest |integer input|.")
+        255.0, gt=0, description="v1 protocol: the model sees integer inputs divided by this (MNIST: 255).")
+    native_input_max: int = Field(255, ge=1, le=2**20, description="v1 protocol: largest |integer input|.")
 
     # Identities (service/http/auth.py): who may call, and what each caller may spend.
     auth_mode: Literal["key", "entra", "none"] = Field(
@@ -109,10 +110,10 @@ class Settings(BaseSettings):
                                              "share them between replicas.")
     batch_identities: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Identities allowed on /v1/score/batch (comma-separated, `*` for all).")
-    max_keys_per_identity: int = Field(16, ge=1, description="Native public keys one identity may store.")
-    key_ttl_days: float = Field(30.0, gt=0, description="Native public keys expire this long after their upload.")
+    max_keys_per_identity: int = Field(16, ge=1, description="v1 public keys one identity may store.")
+    key_ttl_days: float = Field(30.0, gt=0, description="v1 public keys expire this long after their upload.")
     native_key_revalidate_s: float = Field(
-        60.0, ge=0, description="How long a worker uses a cached native key before checking it still exists.")
+        60.0, ge=0, description="How long a worker uses a cached v1 public key before checking it still exists.")
 
     @field_validator("rate_limit")
     @classmethod

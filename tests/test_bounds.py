@@ -31,7 +31,7 @@ from bfv.wire import REQUEST_HEADER_SIZE
 from service.http.auth import Identity
 from service.v1.keys import key_name
 from service.settings import Settings
-from tests.test_deploy import readme_replica_budget_mib
+from tests.test_deploy import worst_case_replica_mib
 
 MiB = 1024 * 1024
 BINARY = {"content-type": "application/octet-stream", **TEST_HEADERS}
@@ -161,7 +161,7 @@ def test_32_maximum_batches_at_once_stay_within_the_memory_budget(bounded_servic
     print(f"service RSS (web + workers): idle {idle_mib:.0f} MiB, peak under 32 uploads {peak_mib:.0f} MiB "
           f"(+{peak_mib - idle_mib:.0f}); {accepted_count} accepted, {32 - accepted_count} refused")
     assert peak_mib - idle_mib <= 512
-    assert peak_mib <= readme_replica_budget_mib(2)
+    assert peak_mib <= worst_case_replica_mib(2)
     assert service.metric("scoring_bodies_refused_total", reason="queue_bytes") >= 32 - accepted_count
     assert service.metric("scoring_body_bytes_reserved") == 0
 

@@ -10,11 +10,12 @@ import pytest
 
 from model.loading import linear_model_from_estimator
 from bfv.encryption import ClientKeys
-from bfv.evaluation import NativeEvaluator
+from bfv.evaluation import Evaluator
+from bfv import bitpack
 from bfv.params import PROFILES
 from bfv.plan import build_plan
 from bfv.ring import random_below
-from bfv.wire import Kind, read_reply, read_request, write_reply
+from bfv.wire import Kind, read_reply, read_request, reply_header
 
 DECLARED = 3
 BINS = 8
@@ -24,7 +25,8 @@ def _every_slot(keys: ClientKeys, reply: bytes) -> np.ndarray:
     """All N slots of a batch reply, decrypted with the client's secret as if the header had declared N."""
     public = keys.plan
     _, values = read_reply(reply, Kind.BATCH, public.batch_reply_bits, public.n_outputs * 2 * public.degree)
-    return keys.decrypt_batch(write_reply(Kind.BATCH, public.degree, public.batch_reply_bits, values))
+    bits = public.batch_reply_bits
+    return keys.decrypt_batch(bitpack.pack(values, bits, prefix=reply_header(Kind.BATCH, public.degree, bits, values.size)))
 
 
 def _spread(values: np.ndarray, t: int) -> np.ndarray:
@@ -37,7 +39,7 @@ def test_undeclared_slots_decrypt_to_uniform_values_and_declared_ones_to_exact_s
         profile: str, bundled_estimator: object, mnist_test_images) -> None:
     plan = build_plan(linear_model_from_estimator(bundled_estimator), profile)
     public = plan.public
-    evaluator = NativeEvaluator(plan, mask_pool_size=4)
+    evaluator = Evaluator(plan, mask_pool_size=4)
     keys = ClientKeys(public)
     key = evaluator.prepare_key(keys.public_key)
     images = mnist_test_images[0].reshape(-1, public.n_features).astype(np.int64)

@@ -1,4 +1,4 @@
-"""The reference engine: encrypted-inference 0.9's `EIServer`, exactly as the seed tutorial runs it.
+"""The reference engine: encrypted-inference 0.9's `EIServer`, exactly as the tutorial runs it.
 
 EIServer evaluates CKKS (N=8192, 4,096 slots per ciphertext), so a model with d features needs
 ceil(d / 4096) ciphertexts. It re-parses the raw key blob on every call. Its native library aborts
@@ -18,8 +18,8 @@ from service.errors import Unprocessable
 from service.azureml.seal_format import check_object_sequence
 
 CKKS_SLOTS = 4096
-# The seed client's key blob: GaloisKeys followed by RelinKeys, each inflating to at most this.
-SEED_KEY_OBJECTS = 2
+# the tutorial's client's key blob: GaloisKeys followed by RelinKeys, each inflating to at most this.
+TUTORIAL_KEY_OBJECTS = 2
 MAX_INFLATED_KEY_OBJECT = 64 * 1024 * 1024
 
 
@@ -29,7 +29,7 @@ class EIServerEngine:
         self.expected_ciphertexts = math.ceil(model.n_features / CKKS_SLOTS)
 
     def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
-        check_object_sequence(public_keys, MAX_INFLATED_KEY_OBJECT, SEED_KEY_OBJECTS)
+        check_object_sequence(public_keys, MAX_INFLATED_KEY_OBJECT, TUTORIAL_KEY_OBJECTS)
         return PreparedKeys(public_keys, len(public_keys))
 
     def predict(self, ciphertexts: list[str], keys: PreparedKeys) -> list[str]:

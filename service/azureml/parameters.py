@@ -1,6 +1,6 @@
-"""The seed client's encryption parameters, as a SEAL 4 context built once per process.
+"""the tutorial's client's encryption parameters, as a SEAL 4 context built once per process.
 
-The seed client (encrypted-inference 0.9) always encrypts with CKKS, N = 8192, primes of
+the tutorial's client (encrypted-inference 0.9) always encrypts with CKKS, N = 8192, primes of
 60/40/40/60 bits (the last one special) and scale 2^40. Both the request checks in the web process
 and the `seal` engine compare what clients send against these.
 """
@@ -36,7 +36,7 @@ class SeedParameters:
 
 
 @cache
-def seed_parameters() -> SeedParameters:
+def tutorial_parameters() -> SeedParameters:
     parms = seal.EncryptionParameters(seal.scheme_type.ckks)
     parms.set_poly_modulus_degree(DEGREE)
     parms.set_coeff_modulus(seal.CoeffModulus.Create(DEGREE, PRIME_BITS))

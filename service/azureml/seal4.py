@@ -1,6 +1,6 @@
-"""The fast engine: the seed protocol evaluated with SEAL 4 (seal-python), same client, same answers.
+"""The fast engine: the Azure ML contract evaluated with SEAL 4 (seal-python), same client, same answers.
 
-Same parameters as the seed (CKKS, N=8192, primes of 60/40/40/60 bits, scale 2^40), a cheaper
+Same parameters as the tutorial (CKKS, N=8192, primes of 60/40/40/60 bits, scale 2^40), a cheaper
 circuit. EIServer multiplies the input by each class's weights and rotates-and-sums each product
 over all 4,096 slots: 12 key switchings per class at the middle level. Here:
 
@@ -41,7 +41,7 @@ from service.azureml.seal_wire import (
     write_kswitch_keys,
     write_object,
 )
-from service.azureml.parameters import DEGREE, MAX_INFLATED_CIPHERTEXT, PRIME_BITS, SLOTS, seed_parameters
+from service.azureml.parameters import DEGREE, MAX_INFLATED_CIPHERTEXT, PRIME_BITS, SLOTS, tutorial_parameters
 from service.errors import Unprocessable
 from service.azureml.seal_format import SealFormatError, check_object_sequence, decode_base64, read_object
 
@@ -53,7 +53,7 @@ MAX_INFLATED_KEYS = 64 * 1024 * 1024
 
 class Seal4Engine:
     def __init__(self, model: LinearModel) -> None:
-        params = seed_parameters()
+        params = tutorial_parameters()
         self._context = params.context
         self._encoder = seal.CKKSEncoder(self._context)
         self._evaluator = seal.Evaluator(self._context)
@@ -118,7 +118,7 @@ class Seal4Engine:
     # Keys ---------------------------------------------------------------------------------------
 
     def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
-        """GaloisKeys from the seed blob (GaloisKeys + RelinKeys), seeds expanded, loaded into SEAL 4."""
+        """GaloisKeys from the tutorial client's blob (GaloisKeys + RelinKeys), seeds expanded, loaded into SEAL 4."""
         header, payload = read_object(public_keys, MAX_INFLATED_KEYS)
         check_object_sequence(public_keys[header.size:], MAX_INFLATED_KEYS, 1)  # RelinKeys: unused, well-formed
         if payload[:32] != self._key_parms_id:
@@ -191,7 +191,7 @@ class Seal4Engine:
 
     @staticmethod
     def _to_client_format(ciphertext: seal.Ciphertext) -> str:
-        """A SEAL 4 ciphertext as the base64 SEAL 3.5 object the seed client decrypts."""
+        """A SEAL 4 ciphertext as the base64 SEAL 3.5 object the tutorial's client decrypts."""
         header, payload = read_object(ciphertext.to_string(), 2 * MAX_INFLATED_CIPHERTEXT, SEAL4_VERSIONS)
         data: CiphertextData = parse_ciphertext(payload, header.version, DEGREE, len(PRIME_BITS))
         members = write_ciphertext_members(data, payload[:32], CLIENT_VERSION)

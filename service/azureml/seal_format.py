@@ -1,6 +1,6 @@
 """Structural checks of SEAL serializations, done in Python before any byte reaches native code.
 
-The seed client and EIServer speak SEAL 3.5: every object starts with a 16-byte header
+the tutorial's client and EIServer speak SEAL 3.5: every object starts with a 16-byte header
 (magic 0xA15E, header size 16, version 3.5, compression mode, reserved, total size), followed by
 the payload, zlib-deflated by default. EIServer's native library aborts the whole process on a
 truncated or garbled object, so anything that is not a well-formed object of the expected version
@@ -86,7 +86,7 @@ def check_object(buffer: bytes | memoryview, max_inflated: int) -> int:
 
 
 def check_object_sequence(buffer: bytes, max_inflated: int, expected_count: int) -> None:
-    """A buffer of back-to-back SEAL objects (the seed client's public keys: Galois then relin keys)."""
+    """A buffer of back-to-back SEAL objects (the tutorial's client's public keys: Galois then relin keys)."""
     view = memoryview(buffer)
     offset = count = 0
     while offset < len(buffer):

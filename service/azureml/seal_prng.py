@@ -1,6 +1,6 @@
 """SEAL 3.5's seeded-polynomial expansion, reproduced bit for bit in numpy.
 
-To halve their size, the seed client's ciphertexts and key-switching keys carry their second
+To halve their size, the tutorial's client's ciphertexts and key-switching keys carry their second
 polynomial as a 64-byte seed. SEAL 3.5.x (up to 3.5.4, which the client embeds) expands it with
 `BlakePRNG`, a stream of 4,096-byte blocks `blake2xb(key=seed, message=counter)` for counter
 0, 1, 2, ..., and samples each coefficient by rejection from 63-bit values made of two 32-bit

@@ -1,6 +1,6 @@
-"""SEAL 3.5 wire format <-> objects SEAL 4 can load, for the seed client's ciphertexts and keys.
+"""SEAL 3.5 wire format <-> objects SEAL 4 can load, for the tutorial's client's ciphertexts and keys.
 
-The seed client writes SEAL 3.5 objects: zlib-compressed, with seeded polynomials (see
+the tutorial's client writes SEAL 3.5 objects: zlib-compressed, with seeded polynomials (see
 `seal_prng`). SEAL 4 can read version-3.5 objects, but (in the wheel we use) not compressed ones,
 and it would expand 3.5 seeds with its own, incompatible sampler. So objects are rewritten here:
 inflated, seeds expanded, parms_id set to the SEAL 4 context's, stored uncompressed and unseeded.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.azureml.seal_prng import SEED_BYTES, sample_uniform_polys
-from service.azureml.parameters import DEGREE, SCALE_RANGE, seed_parameters
+from service.azureml.parameters import DEGREE, SCALE_RANGE, tutorial_parameters
 from service.azureml.seal_format import COMPRESSION_NONE, HEADER, SEAL_MAGIC, SealFormatError, read_header, read_object
 
 _CT_FIXED = struct.Struct("<32sBQQQd")
@@ -158,12 +158,12 @@ def write_kswitch_keys(keys: list[list[CiphertextData]], parms_id: bytes, versio
 
 
 def read_client_ciphertext(raw: bytes, max_inflated: int) -> CiphertextData:
-    """A seed client's ciphertext, checked field by field against the seed parameters (seed not expanded).
+    """A client of the tutorial's ciphertext, checked field by field against the tutorial's parameters (seed not expanded).
 
     Fresh input at the first data level, two polynomials in NTT form, a supported scale, the
     parms_id of our parameters and every stored coefficient reduced modulo its prime.
     """
-    params = seed_parameters()
+    params = tutorial_parameters()
     header, payload = read_object(raw, max_inflated)
     if header.size != len(raw):
         raise SealFormatError(f"{len(raw) - header.size} unexpected bytes after the SEAL object")

@@ -5,7 +5,7 @@ uploads has cost its memory, and a client that trickles or stalls has held it fo
 liked. So this middleware decides from the headers alone first (declared size against the route's
 limit, then a reservation in a byte budget shared by every body the process holds, queued or in a
 worker: `MAX_QUEUE_BYTES`), reads the body itself under time bounds (`BODY_TIMEOUT_S` without a
-byte, and a floor on the average rate, `BODY_MIN_BYTES_PER_S`), checks a native body's header as
+byte, and a floor on the average rate, `BODY_MIN_BYTES_PER_S`), checks a v1 body's header as
 soon as its first bytes arrive (what that check returns is the route's `body_head(request)`: the
 header is parsed once), and only then runs the route with the body replayed. Answers given before
 the body is read close the connection, so the unread rest is never parsed.

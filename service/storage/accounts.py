@@ -1,6 +1,6 @@
 """Which storage account a request may read keys from, and the client the service uses for it.
 
-The seed lets every request carry a connection string and connects wherever it points: the server
+The tutorial lets every request carry a connection string and connects wherever it points: the server
 becomes a proxy to any host a client names, and clients ship an account key with every request.
 Here the service has its own credential (a connection string, or an account URL with
 `DefaultAzureCredential`, i.e. managed identity on ACI and AKS). A request's `conn_str` is only

@@ -182,7 +182,7 @@ class KeyStore:
         """Whether a cached entry may be used: unexpired, and the blob unchanged (ETag) when due.
 
         False (and evicted) if the blob changed; raises if it is gone or expired. The blob's client
-        is made only when it is asked (making one costs ~75 µs, a third of a native scoring)."""
+        is made only when it is asked (making one costs about a third of a v1 scoring)."""
         expired = self._expired(entry.last_modified)
         if not expired and time.monotonic() - entry.checked_at < self._revalidate_after_s:
             return True

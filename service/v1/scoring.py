@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from bfv import kernels
-from bfv.evaluation import NativeEvaluator
+from bfv.evaluation import Evaluator
 from bfv.plan import PlanError, build_plan
 from bfv.wire import Kind, RequestHeader, WireError, request_from_header
 from model.loading import LinearModel
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Scorer:
-    evaluator: NativeEvaluator
+    evaluator: Evaluator
     keys: KeyStore
 
 
@@ -46,7 +46,7 @@ def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | 
         _unavailable = f"the v1 protocol cannot serve this model: {exc}"
         log.warning("%s", _unavailable)
         return None
-    evaluator = NativeEvaluator(plan)
+    evaluator = Evaluator(plan)
 
     def prepare(blob: bytes) -> PreparedKeys:
         try:
