@@ -29,11 +29,14 @@ RUN python scripts/vendor_web.py
 # encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
 # so the runtime image works with a read-only root filesystem. The build fails if the compiled loops
 # did not build (pip would have gone on without them). `-I`: the installed packages, not /src's.
+# The `server` extra only, and the build checks it: no client command line (typer, rich), no
+# tutorial client (httpx), no test tools, no bench.
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir . \
+    && /opt/venv/bin/pip install --no-cache-dir '.[server]' \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
     && /opt/venv/bin/python -I -c "import encrypted.inference.eiserver, service.app, bfv.evaluation" \
+    && /opt/venv/bin/python -I -c "import importlib.util as u; x = [*filter(u.find_spec, ('typer', 'rich', 'httpx', 'pytest', 'bench'))]; assert not x, x" \
     && /opt/venv/bin/python -I -c "from bfv import kernels; assert kernels.AVAILABLE, kernels.STATUS"
 
 # Runtime stage: the environment only, a non-root user, nothing to write but /tmp.

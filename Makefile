@@ -36,7 +36,7 @@ test: setup
 # Only the container tests: build the image, run it, compose up and down (needs a Docker engine,
 # which scripts/container-env.sh provides on Debian).
 test-image: setup
-	$(PY) -m pytest -m container tests/container $(PYTEST_ARGS)
+	$(PY) -m pytest -m container tests/deploy/container $(PYTEST_ARGS)
 
 train: setup
 	$(PY) -m model.train
@@ -54,7 +54,7 @@ bench: setup
 protocols: setup
 	$(PY) -m bench.protocols $(if $(wildcard ../shared/data/mnist),--mnist-dir ../shared/data/mnist)
 
-# docs/settings.md from service/settings.py (tests/test_settings_doc.py checks it is current).
+# docs/settings.md from service/settings.py (tests/deploy/test_settings_doc.py checks it is current).
 docs: setup
 	$(PY) scripts/settings_doc.py
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from client.azureml import AzureMLSession
 from model.mnist import load_evaluation_images
-from service.settings import AZURITE_CONNECTION_STRING
+from client import AZURITE_CONNECTION_STRING
 
 
 def main(argv: list[str] | None = None) -> None:

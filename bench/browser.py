@@ -7,7 +7,7 @@ is given in its API-key field), opens `/demo`, and reports as JSON: the
 page weight (bytes transferred for the page and its modules, without the bundled digits), key
 generation ms, and medians per image of encryption, waiting and decryption ms and end to end ms,
 measured by the page's own `ScoringClient` on the bundled digits; then draws a "7", scores it and
-saves a screenshot. The helpers here are shared with tests/test_browser.py.
+saves a screenshot. The helpers here are shared with tests/e2e/test_browser_page.py.
 """
 
 from __future__ import annotations

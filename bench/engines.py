@@ -1,4 +1,4 @@
-"""`python -m bench.engines`: the fast `seal` engine against the seed's EIServer, in one run.
+"""`python -m bench.engines`: the fast `seal` engine against the tutorial's EIServer, in one run.
 
 Both engines score the same real ciphertexts from the unmodified seed client on real MNIST images:
 first in-process (engine time only), then over HTTP (`POST /score` end to end, each engine in its

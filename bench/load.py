@@ -2,7 +2,7 @@
 
 Starts Azurite and the service (fast engine, defaults) on free loopback ports, then sends N
 requests with C in flight from an async httpx driver: one in five a real encrypted MNIST request
-from the seed client, the others malformed in every way the API refuses. Reports failures among
+from the tutorial's client, the others malformed in every way the API refuses. Reports failures among
 the valid requests, p50/p99 latencies, throughput, the answers to malformed requests, the
 service's memory (web process plus workers) before and after, and that it is still alive. Sends
 nothing anywhere but 127.0.0.1 and stops after N requests.
@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 from client.azureml import AzureMLSession
+from client.labels import labels_from_scores
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 AzureMLSession(url=service.url, conn_str=conn_str, container="load-keys",
                             api_key=TEST_API_KEY) as session:
             valid = [session.request_body(image / 255.0).encode() for image in images]
-            expected = [model.label_from_scores(model.scores(image / 255.0)) for image in images]
+            expected = labels_from_scores(np.stack([model.scores(image / 255.0) for image in images]), model.classes)
             session.post(valid[0].decode())  # warm-up: keys downloaded and prepared in a worker
             malformed = malformed_bodies(json.loads(valid[0]))
             oversized = json.dumps({**json.loads(valid[0]), "padding": "x" * (5 << 20)}).encode()
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             for kind, status, _, content in results:
                 if not kind.startswith("valid") or status != 200 or checked >= 100:
                     continue
-                label = model.label_from_scores(session.encryptor.decrypt(json.loads(content)))
+                label = labels_from_scores(np.atleast_2d(session.encryptor.decrypt(json.loads(content))), model.classes)[0]
                 wrong += label != expected[int(kind.split(":")[1])]
                 checked += 1
 

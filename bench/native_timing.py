@@ -1,6 +1,6 @@
-"""In-process timings of the native protocol and the floor its goals are expressed against.
+"""In-process timings of the v1 protocol and the floor its goals are expressed against.
 
-Machines (and one machine from day to day) differ by up to 2x, so the native protocol's speed
+Machines (and one machine from day to day) differ by up to 2x, so the v1 protocol's speed
 goals are ratios to a floor measured in the same run: one SEAL `multiply_plain` plus one inverse
 NTT of an N = 4096 ciphertext with one 60-bit prime, the least any single-image reply needs.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 from model.loading import LinearModel
 from bfv.encryption import ClientKeys
-from bfv.evaluation import NativeEvaluator
+from bfv.evaluation import Evaluator
 from bfv.plan import build_plan
 from bfv.ring import random_ternary
 from bfv.seal_ring import SealRing
@@ -58,7 +58,7 @@ def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inpu
     a worker does in its idle steps while it waits for the next request)."""
     plan = build_plan(model, profile)
     public = plan.public
-    evaluator = NativeEvaluator(plan)
+    evaluator = Evaluator(plan)
     keys = ClientKeys(public)
     key = evaluator.prepare_key(keys.public_key)
     single, between = [], []

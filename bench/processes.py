@@ -38,7 +38,7 @@ TEST_AUTH_ENV = {"AUTH_MODE": "key", "API_KEYS": f"{TEST_IDENTITY}={TEST_API_KEY
 
 TEST_HEADERS = bearer(TEST_API_KEY)
 
-# SCORING_TIMEOUT_MS for test services that run the seed's EIServer (10-35 s a scoring, more on a loaded
+# SCORING_TIMEOUT_MS for test services that run the tutorial's EIServer (10-35 s a scoring, more on a loaded
 # machine): far above the product's 60 s default, so no test depends on how fast the machine is.
 GENEROUS_SCORING_TIMEOUT_MS = 900_000
 

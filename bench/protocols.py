@@ -1,11 +1,11 @@
-"""`python -m bench.protocols`: the seed protocol and the native one, on the same images, in one run.
+"""`python -m bench.protocols`: the Azure ML contract and the native one, on the same images, in one run.
 
 Starts Azurite and one service per seed engine (`seal`, and `eiserver` on a few images since it
 takes ~10 s each) with `--workers` workers (default 2, the service's default on this machine),
-then scores the same MNIST test images with the seed client (`POST /score`) and with
+then scores the same MNIST test images with the tutorial's client (`POST /score`) and with
 `ScoringClient` one image per request and in batches. Prints ms per image (server and end to end;
 server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext
-model; then the native protocol's figures in-process and over HTTP against its goals, as
+model; then the v1 protocol's figures in-process and over HTTP against its goals, as
 multiples of a floor measured in the same run (`bench.native_timing`), before and after the rest:
 the faster of the two is the one the goals are read against.
 """
@@ -27,8 +27,9 @@ from bench.native_timing import GOALS, in_process_seconds, seal_floor_seconds
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 from client.scoring import ScoringClient, Traffic
 from client.azureml import AzureMLSession
+from client.labels import labels_from_scores
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
-from model.loading import labels_from_scores, load_linear_model
+from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
 
 
@@ -80,7 +81,7 @@ def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist-dir", type=Path, help="folder with the MNIST test set (default: bundled sample)")
-    parser.add_argument("--seed-images", type=int, default=20, help="0 skips the seed protocol's seal engine")
+    parser.add_argument("--seed-images", type=int, default=20, help="0 skips the Azure ML contract's seal engine")
     parser.add_argument("--eiserver-images", type=int, default=2, help="0 skips the EIServer engine")
     parser.add_argument("--single-images", type=int, default=500)
     parser.add_argument("--batch-images", type=int, default=8192)
@@ -103,10 +104,10 @@ def main(argv: list[str] | None = None) -> None:
                 with console.status("seed protocol, seal engine"):
                     rows.append(_seed_row("seed /score, seal engine", service.url, conn_str,
                                           images[: args.seed_images], expected[: args.seed_images]))
-            with console.status("native protocol, one image per request"):
+            with console.status("v1 protocol, one image per request"):
                 rows.append(_native_row("native /v1/score", service.url, images[: args.single_images],
                                         expected[: args.single_images], 1))
-            with console.status(f"native protocol, batches of {args.batch}"):
+            with console.status(f"v1 protocol, batches of {args.batch}"):
                 rows.append(_native_row(f"native /v1/score/batch ({args.batch})", service.url,
                                         images[: args.batch_images], expected[: args.batch_images], args.batch))
         if args.eiserver_images:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                     console.status("seed protocol, EIServer engine"):
                 rows.append(_seed_row("seed /score, EIServer", service.url, conn_str,
                                       images[: args.eiserver_images], expected[: args.eiserver_images]))
-    with console.status("native protocol in-process, and the floor again"):
+    with console.status("v1 protocol in-process, and the floor again"):
         inputs = images.reshape(len(images), -1).astype(np.int64)
         in_process = in_process_seconds(model, inputs[: args.single_images], inputs[: args.batch])
         floors.append(seal_floor_seconds(model))
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{row['request_bytes']:,.0f}", f"{row['reply_bytes']:,.0f}", f"{row['key_bytes']:,}",
                       f"{row['agreement']:.4f}")
     Console(width=160).print(table)
-    goal_table = Table(title=f"native protocol against its goals; floor (multiply_plain + inverse NTT, "
+    goal_table = Table(title=f"v1 protocol against its goals; floor (multiply_plain + inverse NTT, "
                              f"N=4096, one prime) = {floor * 1e6:.0f} µs, the faster of "
                              f"{' and '.join(f'{f * 1e6:.0f}' for f in floors)} µs measured before and after")
     for column in ("measure", "mean ms / image", "median ms / image", "median × floor", "goal (× floor)", "met"):

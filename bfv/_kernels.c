@@ -1,7 +1,7 @@
 /* Compiled hot loops of the v1 protocol, called through ctypes by bfv/kernels.py.
  *
  * Plain C with no Python API, so it builds wherever a C compiler is found (no Python headers needed).
- * The numpy code it replaces (bfv/bitpack.py) stays the reference: tests/test_kernels.py compares
+ * The numpy code it replaces (bfv/bitpack.py) stays the reference: tests/protocol/test_compiled_loops.py compares
  * the two bit for bit. The functions trust bfv/kernels.py for sizes and allocate nothing.
  *
  * Bit layout: value i occupies bits [i * width, (i + 1) * width) of a little-endian bit string,

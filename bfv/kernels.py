@@ -2,7 +2,7 @@
 
 The extension is optional: where no C compiler is found, installation goes on without it and
 `bitpack` and `ring` use their numpy code, which is also the reference the compiled loops are
-tested against bit for bit (tests/test_kernels.py). `STATUS` says which one runs; the service logs
+tested against bit for bit (tests/protocol/test_compiled_loops.py). `STATUS` says which one runs; the service logs
 it at start.
 
 The library has no Python API (it builds without Python's headers) and is called through ctypes

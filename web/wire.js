@@ -1,4 +1,4 @@
-// Binary messages of the native protocol v1, byte for byte as bfv/wire.py and bfv/bitpack.py:
+// Binary messages of the v1 protocol, byte for byte as bfv/wire.py and bfv/bitpack.py:
 //
 //   public key  "EIK1" u8 profile  u8 0 u16 0 | 32-byte seed | pk0: k x N coefficients
 //   request     "EIQ1" u8 kind     u8 profile u16 0 | u32 images | u32 ciphertexts | 32-byte key id

@@ -47,7 +47,7 @@ param dnsNameLabel string
 @description('CPU cores of the service; also the number of scoring workers.')
 param cpu int = 1
 
-@description('Memory of the service in GB (above the README\'s worst case for its worker count).')
+@description('Memory of the service in GB (above the worst case for its worker count, docs/operations.md).')
 param memoryInGB string = '1.5'
 
 @description('Caddy image (Docker Hub\'s official one).')

@@ -63,6 +63,9 @@ def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | 
     log.info("v1 protocol ready: profile %s, t = %d, replies at %d/%d bits, loops: %s", plan.public.params.profile,
              plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits,
              kernels.STATUS)
+    if plan.public.flooding_bits:  # what the flooded profile buys, for the operator who chose it
+        log.info("flooded replies: statistical distance from score-only replies <= 2^%.0f per image, "
+                 "2^%.0f per batch", plan.flooding_distance_log2(batch=False), plan.flooding_distance_log2(batch=True))
     return plan.public.describe()
 
 

@@ -1,4 +1,4 @@
-// Test hook for tests/test_js_client.py: the JavaScript client under a secret shared with Python.
+// Test hook for tests/js/test_js_client_against_python.py: the JavaScript client under a secret shared with Python.
 // stdin: {"model": /v1/model body, "secret": [-1|0|1 x N], "key_id", "images": [[784]],
 //         "replies": {"single": hex, "batch": hex}}  (replies made for Python's requests)
 // stdout: {"requests": {"single": hex, "batch": hex}, "scores": {"single": [...], "batch": [[...]]}}

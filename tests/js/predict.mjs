@@ -1,4 +1,4 @@
-// Test hook for tests/test_js_client.py: ScoringClient.predict in Node against a running service.
+// Test hook for tests/js/test_js_client_against_python.py: ScoringClient.predict in Node against a running service.
 // stdin: {"url", "api_key", "images": [[784]], "batch_size"}; stdout: {"labels", "scores", "request_bytes"}
 import { readFileSync } from 'node:fs';
 import { ScoringClient } from '../../web/scoring-client.js';

@@ -1,0 +1,405 @@
+"""Bounded under hostile load, over real HTTP on loopback: body bytes held at once (MAX_QUEUE_BYTES,
+refused before the body is read), native headers checked from the first bytes, bodies that stall
+or trickle cut with 408, connections that never finish their head closed, and work whose client
+went away dropped rather than scored.
+
+Requests are written byte by byte on raw sockets (one place: `RawRequest`), because what is under
+test is what the service does before a body is complete. "Refused before the body is read" is
+observed with `Expect: 100-continue`: the service asks for the body only when it accepts it, so a
+503 read by a client that has sent no body byte was decided from the headers alone.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from bench.processes import (TEST_HEADERS, TEST_IDENTITY, ServiceProcess, azurite_connection_string,
+                             running_service, wait_until)
+from bfv.encryption import ClientKeys
+from bfv.plan import PublicPlan
+from bfv.wire import REQUEST_HEADER_SIZE
+from service.http.auth import Identity
+from service.v1.keys import key_name
+from service.settings import Settings
+from tests.deploy.test_manifests import worst_case_replica_mib
+
+MiB = 1024 * 1024
+BINARY = {"content-type": "application/octet-stream", **TEST_HEADERS}
+GENEROUS_S = 300  # bound on waiting for a state on a loaded machine; never a measure of speed
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class RawRequest:
+    """One HTTP/1.1 request on its own connection, sent as the test chooses: head, body bytes, pauses."""
+
+    def __init__(self, url: str, path: str, size: int, expect_continue: bool = False) -> None:
+        address = urlsplit(url)
+        self.sock = socket.create_connection((address.hostname, address.port), timeout=GENEROUS_S)
+        self.reader = self.sock.makefile("rb")
+        expect = b"Expect: 100-continue\r\n" if expect_continue else b""
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\n".encode()
+                          + "".join(f"{name}: {value}\r\n" for name, value in BINARY.items()).encode()
+                          + f"Content-Length: {size}\r\n".encode() + expect + b"\r\n")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self) -> Reply:
+        """The next response on the connection (an interim 100 Continue counts as one)."""
+        status_line = self.reader.readline()
+        assert status_line, "connection closed without an answer"
+        status = int(status_line.split()[1])
+        headers = {}
+        while (line := self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = self.reader.read(int(headers.get("content-length", 0))) if status >= 200 else b""
+        return Reply(status, headers, body)
+
+    def closed_by_server(self) -> bool:
+        """Whether the service has closed the connection (reads end of stream, waiting as long as needed)."""
+        try:
+            return self.reader.read(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def bounded_service(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """The service at its defaults (2 workers), but bodies may pause long enough for the test's
+    barriers on a loaded machine."""
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "WORKER_COUNT": "2", "BODY_TIMEOUT_S": str(GENEROUS_S)}
+    with running_service(env, tmp_path_factory.mktemp("bounds") / "service.log") as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def client_keys(bounded_service: ServiceProcess) -> ClientKeys:
+    plan = PublicPlan.from_description(bounded_service.http.get("/v1/model", timeout=30).json())
+    keys = ClientKeys(plan)
+    response = httpx.post(f"{bounded_service.url}/v1/keys", content=keys.public_key, headers=BINARY, timeout=60)
+    assert response.status_code == 201, response.text
+    return keys
+
+
+def score_one(service: ServiceProcess, keys: ClientKeys, image: np.ndarray) -> int:
+    """A valid single-image request, answered 200; returns the decrypted label."""
+    response = httpx.post(f"{service.url}/v1/score", content=keys.encrypt_single(image), headers=BINARY,
+                          timeout=GENEROUS_S)
+    assert response.status_code == 200, response.text
+    return int(np.argmax(keys.decrypt_single(response.content)))
+
+
+def test_32_maximum_batches_at_once_stay_within_the_memory_budget(bounded_service, client_keys,
+                                                                   mnist_test_images) -> None:
+    service, keys = bounded_service, client_keys
+    images = mnist_test_images[0][:64].reshape(64, -1).astype(np.int64)
+    batch = keys.encrypt_batch(images)
+    expected_label = score_one(service, keys, images[0])
+    accepted_count = Settings().max_queue_bytes // len(batch)
+    assert 1 <= accepted_count < 32
+    idle_mib = service.memory_mib()
+    service.reset_peak_memory()
+
+    heads_read = threading.Barrier(32)
+    bodies_almost_sent = threading.Barrier(accepted_count + 1, timeout=GENEROUS_S)
+    finish = threading.Event()
+
+    def upload() -> tuple[int, int]:
+        """(status before any body byte, final status)."""
+        request = RawRequest(service.url, "/v1/score/batch", len(batch), expect_continue=True)
+        try:
+            first = request.read()
+            heads_read.wait(GENEROUS_S)  # every decision is made while the accepted ones hold their bytes
+            if first.status != 100:
+                assert first.headers["connection"] == "close" and first.headers["retry-after"]
+                return first.status, first.status
+            request.send(batch[:-1])
+            bodies_almost_sent.wait()
+            finish.wait(GENEROUS_S)
+            request.send(batch[-1:])
+            return first.status, request.read().status
+        finally:
+            request.close()
+
+    threads: list[threading.Thread] = []
+    outcomes: list[tuple[int, int]] = []
+    for _ in range(32):
+        thread = threading.Thread(target=lambda: outcomes.append(upload()))
+        thread.start()
+        threads.append(thread)
+    bodies_almost_sent.wait()
+    # During: all accepted bodies are held (all but one byte each); a valid request is still answered.
+    assert service.metric("scoring_body_bytes_reserved") == accepted_count * len(batch)
+    assert score_one(service, keys, images[0]) == expected_label
+    finish.set()
+    for thread in threads:
+        thread.join(GENEROUS_S)
+    assert sorted(outcomes) == sorted([(100, 200)] * accepted_count + [(503, 503)] * (32 - accepted_count))
+    assert score_one(service, keys, images[0]) == expected_label  # and after
+    peak_mib = service.memory_mib("VmHWM")
+    print(f"service RSS (web + workers): idle {idle_mib:.0f} MiB, peak under 32 uploads {peak_mib:.0f} MiB "
+          f"(+{peak_mib - idle_mib:.0f}); {accepted_count} accepted, {32 - accepted_count} refused")
+    assert peak_mib - idle_mib <= 512
+    assert peak_mib <= worst_case_replica_mib(2)
+    assert service.metric("scoring_bodies_refused_total", reason="queue_bytes") >= 32 - accepted_count
+    assert service.metric("scoring_body_bytes_reserved") == 0
+
+
+def test_a_malformed_batch_is_refused_from_its_first_bytes(bounded_service, client_keys, mnist_test_images) -> None:
+    batch = client_keys.encrypt_batch(mnist_test_images[0][:2].reshape(2, -1).astype(np.int64))
+    junk = b"JUNK" + batch[4:]
+    request = RawRequest(bounded_service.url, "/v1/score/batch", len(junk))
+    try:
+        request.send(junk[:REQUEST_HEADER_SIZE])  # the rest is never sent
+        reply = request.read()
+        assert reply.status == 422 and "bad magic" in reply.body.decode()
+        assert reply.headers["connection"] == "close" and request.closed_by_server()
+    finally:
+        request.close()
+
+
+class HeldStorage:
+    """A blob endpoint on loopback that records each request line and holds every request until
+    `release()`; then it answers 404 BlobNotFound, or, given the `upstream` Azurite, relays each
+    request there. A worker is busy on storage for exactly as long as the test wants, and the
+    test sees which key ids a worker looked up."""
+
+    def __init__(self, upstream: str | None = None) -> None:
+        endpoint = urlsplit(upstream.split("BlobEndpoint=")[1]) if upstream else None
+        self.upstream = (endpoint.hostname, endpoint.port) if endpoint else None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.request_lines: list[str] = []
+        self.released = threading.Event()
+        self.seen = threading.Condition()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def connection_string(self) -> str:
+        return azurite_connection_string(self.port)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as reader:
+            while line := reader.readline():
+                with self.seen:
+                    self.request_lines.append(line.decode("latin-1").strip())
+                    self.seen.notify_all()
+                head = [line]
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    if not header.lower().startswith(b"connection:"):
+                        head.append(header)
+                self.released.wait()
+                if self.upstream is None:
+                    connection.sendall(b"HTTP/1.1 404 The specified blob does not exist.\r\n"
+                                       b"x-ms-error-code: BlobNotFound\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                with socket.create_connection(self.upstream) as upstream:  # HEAD/GET only: no bodies
+                    upstream.sendall(b"".join(head) + b"Connection: close\r\n\r\n")
+                    while chunk := upstream.recv(65536):
+                        connection.sendall(chunk)
+                return
+
+    def wait_for(self, text: str) -> None:
+        with self.seen:
+            assert self.seen.wait_for(lambda: any(text in line for line in self.request_lines), GENEROUS_S)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.listener.close()
+
+
+@pytest.fixture(scope="module")
+def held_storage() -> Iterator[HeldStorage]:
+    storage = HeldStorage()
+    yield storage
+    storage.close()
+
+
+@pytest.fixture(scope="module")
+def impatient_service(held_storage: HeldStorage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One worker, short body and head deadlines, keys on `held_storage`."""
+    env = {"AZURE_STORAGE_CONNECTION_STRING": held_storage.connection_string(), "WORKER_COUNT": "1",
+           "BODY_TIMEOUT_S": "2", "HEADER_TIMEOUT_S": "2", "STORAGE_TIMEOUT_S": str(GENEROUS_S)}
+    with running_service(env, tmp_path_factory.mktemp("impatient") / "service.log") as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def impatient_plan(impatient_service: ServiceProcess) -> PublicPlan:
+    return PublicPlan.from_description(impatient_service.http.get("/v1/model", timeout=30).json())
+
+
+def single_request(plan: PublicPlan) -> tuple[bytes, str]:
+    """A well-formed single-image request under a fresh key, and that key's id."""
+    keys = ClientKeys(plan)
+    return keys.encrypt_single(np.zeros(plan.n_features, dtype=np.int64)), keys.key_id
+
+
+def test_a_body_that_stalls_is_cut_with_408(impatient_service, impatient_plan) -> None:
+    body, _ = single_request(impatient_plan)
+    request = RawRequest(impatient_service.url, "/v1/score", len(body))
+    try:
+        request.send(body[:100])
+        reply = request.read()  # nothing more is sent: the service cuts the body after BODY_TIMEOUT_S
+        assert reply.status == 408 and "100 of 30800 bytes" in reply.body.decode()
+        assert reply.headers["connection"] == "close" and request.closed_by_server()
+    finally:
+        request.close()
+
+
+def test_a_body_that_trickles_below_the_floor_is_cut_with_408(impatient_service, impatient_plan) -> None:
+    """One byte every half second never pauses BODY_TIMEOUT_S, but is far below BODY_MIN_BYTES_PER_S."""
+    body, _ = single_request(impatient_plan)
+    request = RawRequest(impatient_service.url, "/v1/score", len(body))
+    try:
+        for sent in range(len(body)):
+            if select_readable(request.sock, 0.5):
+                break
+            request.send(body[sent : sent + 1])
+        reply = request.read()
+        assert reply.status == 408 and "bytes/s" in reply.body.decode()
+    finally:
+        request.close()
+
+
+def select_readable(sock: socket.socket, timeout_s: float) -> bool:
+    return bool(select.select([sock], [], [], timeout_s)[0])
+
+
+@pytest.mark.parametrize("head", [b"", b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Le"], ids=["idle", "partial"])
+def test_connections_that_never_finish_a_request_head_are_closed(impatient_service, head: bytes) -> None:
+    address = urlsplit(impatient_service.url)
+    with socket.create_connection((address.hostname, address.port), timeout=GENEROUS_S) as sock:
+        sock.sendall(head)
+        assert sock.recv(1) == b""  # closed by the service after HEADER_TIMEOUT_S, with no answer
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "unfinished"])
+def test_a_request_head_over_max_header_bytes_is_refused_with_431(impatient_service, whole: bool) -> None:
+    """Refused whether the head is complete or still arriving (never finished: only its bytes count)."""
+    limit = Settings().max_header_bytes
+    address = urlsplit(impatient_service.url)
+    head = f"GET /ready HTTP/1.1\r\nHost: {address.netloc}\r\nX-Padding: {'a' * limit}".encode()
+    with socket.create_connection((address.hostname, address.port), timeout=GENEROUS_S) as sock:
+        sock.sendall(head + (b"\r\n\r\n" if whole else b""))
+        reader = sock.makefile("rb")
+        assert reader.readline().split()[1] == b"431"
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            assert line.lower() != b"connection: keep-alive\r\n"
+        assert b"request head over the limit" in reader.readline()
+        assert reader.read(1) == b""  # and the connection is closed
+
+
+def test_a_request_head_at_max_header_bytes_is_served(impatient_service) -> None:
+    address = urlsplit(impatient_service.url)
+    fixed = f"GET /ready HTTP/1.1\r\nHost: {address.netloc}\r\nX-Padding: \r\n\r\n".encode()
+    padding = b"a" * (Settings().max_header_bytes - len(fixed))
+    with socket.create_connection((address.hostname, address.port), timeout=GENEROUS_S) as sock:
+        sock.sendall(fixed.replace(b"X-Padding: ", b"X-Padding: " + padding))
+        assert sock.makefile("rb").readline().split()[1] == b"200"
+
+
+def test_a_client_that_leaves_mid_body_is_one_info_line(impatient_service, impatient_plan) -> None:
+    body, _ = single_request(impatient_plan)
+    before = impatient_service.metric("scoring_client_gone_total", 0.0, stage="body")
+    request = RawRequest(impatient_service.url, "/v1/score", len(body))
+    request.send(body[: len(body) // 2])
+    request.close()
+    wait_for_metric(impatient_service, "scoring_client_gone_total", before + 1, stage="body")
+    log = impatient_service.log()
+    assert "client went away after 15400 of 30800 body bytes of POST /v1/score" in log
+    assert "Traceback" not in log and "ERROR" not in log
+    assert impatient_service.metric("scoring_http_requests_total", route="/v1/score", status="499") >= 1
+
+
+def wait_for_metric(service: ServiceProcess, name: str, value: float, **labels: str) -> None:
+    wait_until(lambda: service.metric(name, 0.0, **labels) == value, GENEROUS_S, f"{name}{labels} == {value}")
+
+
+def test_a_request_whose_client_went_away_is_not_scored(impatient_service, impatient_plan, held_storage) -> None:
+    """A holds the only worker (its key lookup waits on storage); B waits in the queue and its client
+    leaves; C comes after. Storage sees A's and C's key ids, never B's: B was dropped, not scored."""
+    (body_a, key_a), (body_b, key_b), (body_c, key_c) = (single_request(impatient_plan) for _ in range(3))
+    url = impatient_service.url
+    a = RawRequest(url, "/v1/score", len(body_a))
+    b = RawRequest(url, "/v1/score", len(body_b))
+    try:
+        a.send(body_a)
+        held_storage.wait_for(key_a)
+        b.send(body_b)
+        wait_for_metric(impatient_service, "scoring_queue_depth", 1)
+        b.close()
+        wait_for_metric(impatient_service, "scoring_client_gone_total", 1, stage="waiting")
+        assert impatient_service.metric("scoring_queue_depth") == 0
+        held_storage.release()
+        assert a.read().status == 404
+    finally:
+        a.close()
+        b.close()
+    response = httpx.post(f"{url}/v1/score", content=body_c, headers=BINARY, timeout=GENEROUS_S)
+    assert response.status_code == 404, response.text
+    looked_up = " ".join(held_storage.request_lines)
+    assert key_a in looked_up and key_c in looked_up and key_b not in looked_up
+    assert "client went away before its answer to POST /v1/score; its request was dropped" in impatient_service.log()
+
+
+def test_a_scoring_whose_request_timed_out_is_dropped_before_evaluation(azurite: str, tmp_path) -> None:
+    """The worker is held on storage past SCORING_TIMEOUT_MS: the client gets its 504, and when the
+    keys arrive the worker drops the scoring instead of evaluating it for nobody."""
+    storage = HeldStorage(upstream=azurite)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": storage.connection_string(), "WORKER_COUNT": "1",
+           "SCORING_TIMEOUT_MS": "10000", "STORAGE_TIMEOUT_S": str(GENEROUS_S)}
+    try:
+        with running_service(env, tmp_path / "timeout.log") as service:
+            plan = PublicPlan.from_description(service.http.get("/v1/model", timeout=30).json())
+            keys = ClientKeys(plan)
+            container = BlobServiceClient.from_connection_string(azurite).get_container_client("public-keys")
+            if not container.exists():
+                container.create_container()
+            blob = key_name(Identity(TEST_IDENTITY, may_batch=True).namespace, keys.key_id)
+            container.upload_blob(blob, keys.public_key, overwrite=True)  # not through the hold
+            body = keys.encrypt_single(np.zeros(plan.n_features, dtype=np.int64))
+            request = RawRequest(service.url, "/v1/score", len(body))
+            try:
+                request.send(body)
+                storage.wait_for(keys.key_id)
+                assert request.read().status == 504
+            finally:
+                request.close()
+            storage.release()
+            wait_until(lambda: "scoring dropped before evaluation" in service.log(), GENEROUS_S, "the drop")
+            again = httpx.post(f"{service.url}/v1/score", content=body, headers=BINARY, timeout=GENEROUS_S)
+            assert again.status_code == 200, again.text  # the same worker, the keys now cached
+    finally:
+        storage.close()
