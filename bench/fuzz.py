@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=10_000, help="generated requests per operation")
     args = parser.parse_args(argv)
-    from client.azureml import AzureMLSession  # the real seed client, for the final check
+    from client.azureml import AzureMLSession  # the real tutorial client, for the final check
 
     with running_azurite() as conn_str, tempfile.TemporaryDirectory() as workdir:
         env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str}

@@ -1,12 +1,12 @@
-"""`python -m bench.protocols`: the Azure ML contract and the native one, on the same images, in one run.
+"""`python -m bench.protocols`: the Azure ML contract and the v1 protocol, on the same images, in one run.
 
-Starts Azurite and one service per seed engine (`seal`, and `eiserver` on a few images since it
+Starts Azurite and one service per Azure ML engine (`seal`, and `eiserver` on a few images since it
 takes ~10 s each) with `--workers` workers (default 2, the service's default on this machine),
 then scores the same MNIST test images with the tutorial's client (`POST /score`) and with
 `ScoringClient` one image per request and in batches. Prints ms per image (server and end to end;
 server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext
 model; then the v1 protocol's figures in-process and over HTTP against its goals, as
-multiples of a floor measured in the same run (`bench.native_timing`), before and after the rest:
+multiples of a floor measured in the same run (`bench.v1_timing`), before and after the rest:
 the faster of the two is the one the goals are read against.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.native_timing import GOALS, in_process_seconds, seal_floor_seconds
+from bench.v1_timing import GOALS, in_process_seconds, seal_floor_seconds
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 from client.scoring import ScoringClient, Traffic
 from client.azureml import AzureMLSession
@@ -33,7 +33,7 @@ from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
 
 
-def _seed_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: np.ndarray) -> dict:
+def _azureml_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: np.ndarray) -> dict:
     with AzureMLSession(url=url, conn_str=conn_str, container="bench-keys", send_conn_str=False,
                      api_key=TEST_API_KEY) as session:
         server = total = sent = received = 0.0
@@ -55,7 +55,7 @@ def _seed_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: 
                 "request_bytes": sent / count, "reply_bytes": received / count, "agreement": agree / count}
 
 
-def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch: int) -> dict:
+def _v1_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch: int) -> dict:
     """Means per image over the run, and medians over requests (robust to a busy machine)."""
     with ScoringClient(url, api_key=TEST_API_KEY) as client:
         client.predict(images[:8], batch_size=1)  # every worker fetches and prepares the key first
@@ -81,7 +81,7 @@ def _native_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist-dir", type=Path, help="folder with the MNIST test set (default: bundled sample)")
-    parser.add_argument("--seed-images", type=int, default=20, help="0 skips the Azure ML contract's seal engine")
+    parser.add_argument("--azureml-images", type=int, default=20, help="0 skips the Azure ML contract's seal engine")
     parser.add_argument("--eiserver-images", type=int, default=2, help="0 skips the EIServer engine")
     parser.add_argument("--single-images", type=int, default=500)
     parser.add_argument("--batch-images", type=int, default=8192)
@@ -100,20 +100,20 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as workdir, running_azurite() as conn_str:
         env = {"AZURE_STORAGE_CONNECTION_STRING": conn_str, "WORKER_COUNT": str(args.workers)}
         with running_service({**env, "SCORING_ENGINE": "seal"}, Path(workdir) / "seal.log") as service:
-            if args.seed_images:
-                with console.status("seed protocol, seal engine"):
-                    rows.append(_seed_row("seed /score, seal engine", service.url, conn_str,
-                                          images[: args.seed_images], expected[: args.seed_images]))
+            if args.azureml_images:
+                with console.status("Azure ML contract, seal engine"):
+                    rows.append(_azureml_row("Azure ML /score, seal engine", service.url, conn_str,
+                                          images[: args.azureml_images], expected[: args.azureml_images]))
             with console.status("v1 protocol, one image per request"):
-                rows.append(_native_row("native /v1/score", service.url, images[: args.single_images],
+                rows.append(_v1_row("v1 /v1/score", service.url, images[: args.single_images],
                                         expected[: args.single_images], 1))
             with console.status(f"v1 protocol, batches of {args.batch}"):
-                rows.append(_native_row(f"native /v1/score/batch ({args.batch})", service.url,
+                rows.append(_v1_row(f"v1 /v1/score/batch ({args.batch})", service.url,
                                         images[: args.batch_images], expected[: args.batch_images], args.batch))
         if args.eiserver_images:
             with running_service({**env, "SCORING_ENGINE": "eiserver"}, Path(workdir) / "eiserver.log") as service, \
-                    console.status("seed protocol, EIServer engine"):
-                rows.append(_seed_row("seed /score, EIServer", service.url, conn_str,
+                    console.status("Azure ML contract, EIServer engine"):
+                rows.append(_azureml_row("Azure ML /score, EIServer", service.url, conn_str,
                                       images[: args.eiserver_images], expected[: args.eiserver_images]))
     with console.status("v1 protocol in-process, and the floor again"):
         inputs = images.reshape(len(images), -1).astype(np.int64)
@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _goals(rows: list[dict], in_process: dict[str, dict[str, float]], floor: float) -> list[dict]:
-    """The native figures (mean and median per image) as multiples of the floor (median against
+    """The v1 figures (mean and median per image) as multiples of the floor (median against
     median), with the goal each one has over HTTP."""
-    single = next(row for row in rows if row["protocol"] == "native /v1/score")
-    batch = next(row for row in rows if row["protocol"].startswith("native /v1/score/batch"))
+    single = next(row for row in rows if row["protocol"] == "v1 /v1/score")
+    batch = next(row for row in rows if row["protocol"].startswith("v1 /v1/score/batch"))
 
     def http(row: dict, measure: str) -> tuple[float, float]:
         return row[f"{measure}_ms"], row[f"{measure}_ms_median"]

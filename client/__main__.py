@@ -113,9 +113,9 @@ def demo(
              "address).")] = True,
     api_key: ApiKey = None,
 ) -> None:
-    """the tutorial notebook, for real: EILinearRegressionClient keys, encrypt, POST /score, decrypt, argmax."""
+    """The tutorial notebook, for real: EILinearRegressionClient keys, encrypt, POST /score, decrypt, argmax."""
     with _requires("tutorial,model", "python -m client demo"):
-        from client.azureml import ScoringFailed, AzureMLSession  # imports the native client only when used
+        from client.azureml import AzureMLSession, ScoringFailed  # the tutorial's client, only when used
         from model.loading import load_linear_model
 
     images, labels, source = _evaluation_images(mnist_dir)
@@ -171,7 +171,7 @@ def predict(
         BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE,
     api_key: ApiKey = None,
 ) -> None:
-    """Native protocol: encrypt MNIST images, score them on the service, decrypt, compare."""
+    """v1 protocol: encrypt MNIST images, score them on the service, decrypt, compare."""
     from client.scoring import ScoringClient, ScoringFailed
 
     images, labels, source = _evaluation_images(mnist_dir)

@@ -1,4 +1,4 @@
-"""the tutorial notebook's flow with the unmodified `EILinearRegressionClient`, as a reusable API.
+"""The tutorial notebook's flow with the unmodified `EILinearRegressionClient`, as a reusable API.
 
 keys -> upload to a blob container -> encrypt -> POST /score -> decrypt -> argmax.
 """
@@ -57,7 +57,7 @@ class AzureMLSession:
         self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout_s, headers=bearer(self.api_key))
 
     def request_body(self, features: np.ndarray) -> str:
-        """the tutorial notebook's request: `json.dumps({"data", "key_id", "conn_str", "container"})`."""
+        """The tutorial notebook's request: `json.dumps({"data", "key_id", "conn_str", "container"})`."""
         body = {"data": self.encryptor.encrypt(features), "key_id": self.key_id, "container": self.container}
         if self.send_conn_str:
             body["conn_str"] = self.conn_str

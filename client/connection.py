@@ -1,11 +1,10 @@
 """A small kept-alive HTTP/1.1 connection for `ScoringClient`: a socket and httptools' parser.
 
-httpx spends about half a millisecond of Python per 30 KB request on loopback, as much as the
-service's own work on a single image; this connection sends the request line, headers and body
-in one `sendall` on a TCP_NODELAY socket (so neither Nagle nor delayed ACKs hold a part back) and
-parses the reply with httptools (llhttp, the parser uvicorn uses; `http.client` added ~30 µs to a
-30 KB / 37 KB loopback round trip, in the `email` package's header parser). One connection serves one
-thread's requests in turn.
+A general HTTP client spends as much Python per 30 KB request on loopback as the service's own
+work on a single image; this connection sends the request line, headers and body in one `sendall`
+on a TCP_NODELAY socket (so neither Nagle nor delayed ACKs hold a part back) and parses the reply
+with httptools (llhttp, the parser uvicorn uses), not `http.client`, whose header parsing goes
+through the `email` package. One connection serves one thread's requests in turn.
 """
 
 from __future__ import annotations

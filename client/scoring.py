@@ -1,4 +1,4 @@
-"""`ScoringClient`: the native protocol's Python API.
+"""`ScoringClient`: the v1 protocol's Python API.
 
     client = ScoringClient("http://127.0.0.1:8000", api_key="...")
     labels, scores = client.predict(images)        # uint8 MNIST images, or features as sklearn sees them
@@ -95,8 +95,8 @@ class ScoringClient:
 
         Requests go one after another. A single image's successor is encrypted while the server
         scores it: its encryption leaves each request's path. A batch's successor is encrypted after:
-        on a machine the client shares with the service, encrypting it meanwhile took the cores the
-        scoring used (server time per image 0.17 -> 0.29-0.34 x the floor, for 10-20 % less in all).
+        on a machine the client shares with the service, encrypting it meanwhile takes the cores the
+        scoring uses.
         """
         started = time.perf_counter()
         scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=np.int64)
