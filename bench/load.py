@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
 from client.azureml import AzureMLSession
-from client.labels import labels_from_scores
+from model.outputs import labels_from_scores
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from model.mnist import load_evaluation_images

@@ -15,6 +15,7 @@ import numpy as np
 from model.loading import LinearModel
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
+from bfv.inputs import InputEncoding
 from bfv.plan import build_plan
 from bfv.ring import random_ternary
 from bfv.seal_ring import SealRing
@@ -36,7 +37,7 @@ def _median_seconds(action: Callable[[], object], repeats: int) -> float:
 
 def seal_floor_seconds(model: LinearModel, repeats: int = 400) -> float:
     """Median time of one multiply_plain and one inverse NTT of a one-prime N = 4096 ciphertext."""
-    ring = SealRing(build_plan(model, "compact").public.params)
+    ring = SealRing(build_plan(model, InputEncoding.pixels(model.n_features), "compact").public.params)
     primes = ring.params.data_primes
     polys = np.stack([np.mod(random_ternary(ring.params.degree), primes[0]).astype(np.uint64)[None]] * 2)
     ciphertext = ring.to_ntt(polys)
@@ -56,7 +57,7 @@ def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inpu
     """Server time (parse + score, as a worker does) per image, mean and median over one-image
     requests, per image of one batch request, and the time spent between requests making encryptions of zero (what
     a worker does in its idle steps while it waits for the next request)."""
-    plan = build_plan(model, profile)
+    plan = build_plan(model, InputEncoding.pixels(model.n_features), profile)
     public = plan.public
     evaluator = Evaluator(plan)
     keys = ClientKeys(public)

@@ -1,11 +1,13 @@
 """The model as the v1 protocol evaluates it: quantized weights, their encodings, the noise.
 
-Scores are computed exactly on integers, then read as real numbers by the client:
+Scores are computed exactly on integers, then read as real numbers by the client. Inputs are
+encoded feature by feature (`bfv.inputs`), and the encoding is folded into the weights:
 
-    x_int = round(x * input_scale), |x_int| <= input_max        (MNIST: the uint8 pixels)
-    W_int = round(W * alpha), alpha = (2^(bits-1) - 1) / max|W|  (12-bit weights)
-    b_int = round(b * alpha * input_scale)
-    score = (W_int @ x_int + b_int) / (alpha * input_scale)
+    x_int = round((x - offset) * scale), |x_int| <= input_max   (MNIST: the uint8 pixels)
+    W' = W / scale, b' = b + W @ offset                            (so W x + b = W' x_int + b')
+    W_int = round(W' * alpha), alpha = (2^(bits-1) - 1) / max|W'|  (12-bit weights by default)
+    b_int = round(b' * alpha)
+    score = (W_int @ x_int + b_int) / alpha
 
 The plaintext modulus t is a batching prime above twice the largest |score_int| any admissible
 input can produce, so no score ever wraps around: SEAL's largest prime of the smallest bit length
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bfv.inputs import InputEncoding
 from bfv.params import MAX_PLAIN_BITS, PROFILES, RingParameters, ring_parameters
 from bfv.ring import ERROR_SIGMA, FLOAT_EXACT_BITS
 from bfv.wire import Kind
@@ -45,6 +48,7 @@ if TYPE_CHECKING:  # the service's model type, for annotations only: bfv/ runs w
     from model.loading import LinearModel
 
 WEIGHT_BITS = 12
+MAX_WEIGHT_BITS = 24
 TAIL_SIGMAS = 8.0
 FLOODING_MARGIN_BITS = 60  # flooding noise / honest noise bound, where the modulus leaves room
 MIN_FLOODING_MARGIN_BITS = 40  # below this, a flooded plan is refused rather than weakly flooded
@@ -63,8 +67,8 @@ class QuantizedModel:
     weights: np.ndarray  # (outputs, features) int64
     intercepts: np.ndarray  # (outputs,) int64
     score_scale: float
-    input_scale: float
     input_max: int
+    weight_bits: int
     classes: np.ndarray | None
 
     @property
@@ -85,21 +89,26 @@ class QuantizedModel:
         return np.asarray(inputs, dtype=np.int64) @ self.weights.T + self.intercepts
 
 
-def quantize(model: LinearModel, input_scale: float, input_max: int, weight_bits: int = WEIGHT_BITS) -> QuantizedModel:
-    largest = float(np.abs(model.coef).max())
+def quantize(model: LinearModel, inputs: InputEncoding, weight_bits: int = WEIGHT_BITS) -> QuantizedModel:
+    """The integer model of `model` on inputs encoded by `inputs` (the encoding folded into the weights)."""
+    if inputs.n_features != model.n_features:
+        raise PlanError(f"the input encoding is declared for {inputs.n_features} features; the model takes "
+                        f"{model.n_features}")
+    if not 2 <= weight_bits <= MAX_WEIGHT_BITS:
+        raise PlanError(f"weights of {weight_bits} bits: between 2 and {MAX_WEIGHT_BITS} are supported")
+    coef = model.coef / inputs.scales
+    intercept = model.intercept + model.coef @ inputs.offsets
+    largest = float(np.abs(coef).max())
     if not largest > 0:
         raise PlanError("the model has no non-zero weight: there is nothing to compute on encrypted inputs")
-    if not (math.isfinite(input_scale) and input_scale > 0 and input_max >= 1):
-        raise PlanError(f"input scale {input_scale} and input max {input_max} must be positive")
     alpha = (2 ** (weight_bits - 1) - 1) / largest
-    intercepts = np.rint(model.intercept * alpha * input_scale)
+    intercepts = np.rint(intercept * alpha)
     if not (np.abs(intercepts) < MAX_INTERCEPT).all():
         raise PlanError(f"intercepts of up to {np.abs(intercepts).max():.3g} quantized units do not fit a "
                         f"plaintext modulus below 2^{MAX_PLAIN_BITS}")
     return QuantizedModel(
-        weights=np.rint(model.coef * alpha).astype(np.int64), intercepts=intercepts.astype(np.int64),
-        score_scale=alpha * input_scale, input_scale=input_scale, input_max=int(input_max),
-        classes=model.classes,
+        weights=np.rint(coef * alpha).astype(np.int64), intercepts=intercepts.astype(np.int64),
+        score_scale=alpha, input_max=inputs.input_max, weight_bits=weight_bits, classes=model.classes,
     )
 
 
@@ -114,24 +123,14 @@ class PublicPlan:
     flooding_bits: int  # 0 when the profile does not flood
     single_reply_bits: int
     batch_reply_bits: int
-    input_scale: float
-    input_max: int
+    inputs: InputEncoding
+    weight_bits: int
     score_scale: float
     classes: tuple | None
 
     @property
     def degree(self) -> int:
         return self.params.degree
-
-    def quantize_inputs(self, samples: np.ndarray) -> np.ndarray:
-        """Samples (as scikit-learn sees them; images flattened) to the integers that are encrypted.
-        uint8 images of a model that takes pixels as they are pass unchanged."""
-        samples = np.asarray(samples)
-        samples = samples.reshape(samples.shape[0], -1)
-        if samples.dtype == np.uint8 and self.input_scale == 255 and self.input_max >= 255:
-            return samples.astype(np.int64)
-        scaled = np.rint(samples.astype(np.float64) * self.input_scale)
-        return np.clip(scaled, -self.input_max, self.input_max).astype(np.int64)
 
     def request_shape(self, kind: Kind) -> tuple[int, int]:
         """(ciphertexts, most images) of a request of `kind`: one ciphertext holds a sample's features
@@ -157,10 +156,9 @@ class PublicPlan:
             "n_features": self.n_features,
             "n_outputs": self.n_outputs,
             "classes": None if self.classes is None else list(self.classes),
-            "input_scale": self.input_scale,
-            "input_max": self.input_max,
+            **self.inputs.describe(),
             "score_scale": self.score_scale,
-            "weight_bits": WEIGHT_BITS,
+            "weight_bits": self.weight_bits,
             "groups": [list(group) for group in self.groups],
             "flooding_bits": self.flooding_bits,
             "single_reply_bits": self.single_reply_bits,
@@ -186,8 +184,8 @@ class PublicPlan:
         return cls(params=params, n_features=int(body["n_features"]), n_outputs=int(body["n_outputs"]),
                    groups=tuple(tuple(int(i) for i in group) for group in body["groups"]),
                    flooding_bits=int(body["flooding_bits"]), single_reply_bits=int(body["single_reply_bits"]),
-                   batch_reply_bits=int(body["batch_reply_bits"]), input_scale=float(body["input_scale"]),
-                   input_max=int(body["input_max"]), score_scale=float(body["score_scale"]),
+                   batch_reply_bits=int(body["batch_reply_bits"]), inputs=InputEncoding.from_description(body),
+                   weight_bits=int(body["weight_bits"]), score_scale=float(body["score_scale"]),
                    classes=None if classes is None else tuple(classes))
 
 
@@ -242,7 +240,7 @@ def _reply_bits(params: RingParameters, noise_bound: float) -> int:
     if bits > limit:
         raise PlanError(f"replies would need {bits}-bit values, but the client sums N = {degree} of them "
                         f"exactly in float64 only up to {limit} bits (N * 2^bits <= 2^{FLOAT_EXACT_BITS}); "
-                        f"lower NATIVE_INPUT_MAX or the model's intercepts")
+                        f"encode the inputs on fewer levels (input_max) or use fewer weight bits")
     return min(bits + -bits % 4, limit)
 
 
@@ -259,16 +257,16 @@ def _flooding_bits(params: RingParameters, honest: float) -> int:
                     f"with a {params.plain_modulus.bit_length()}-bit plaintext modulus")
 
 
-def build_plan(model: LinearModel, profile: str = "compact", input_scale: float = 255.0,
-               input_max: int = 255) -> Plan:
-    """Quantize `model`, pick the plaintext modulus and reply widths, and check that every reply
-    decrypts exactly; raises PlanError with the reason otherwise."""
-    quantized = quantize(model, input_scale, input_max)
+def build_plan(model: LinearModel, inputs: InputEncoding, profile: str = "compact",
+               weight_bits: int = WEIGHT_BITS) -> Plan:
+    """Quantize `model` for inputs encoded by `inputs`, pick the plaintext modulus and reply widths,
+    and check that every reply decrypts exactly; raises PlanError with the reason otherwise."""
+    quantized = quantize(model, inputs, weight_bits)
     plain_bits = (2 * quantized.score_bound).bit_length() + 1
     if plain_bits > MAX_PLAIN_BITS:
         raise PlanError(f"scores of inputs up to |{quantized.input_max}| reach {quantized.score_bound} quantized "
                         f"units: a {plain_bits}-bit plaintext modulus, over the {MAX_PLAIN_BITS} bits the "
-                        f"arithmetic allows; lower NATIVE_INPUT_MAX or NATIVE_INPUT_SCALE")
+                        f"arithmetic allows; encode the inputs on fewer levels or use fewer weight bits")
     params = ring_parameters(profile, plain_bits)
     degree, features = params.degree, quantized.n_features
     if features > degree:
@@ -293,6 +291,6 @@ def build_plan(model: LinearModel, profile: str = "compact", input_scale: float 
                                                              for c in quantized.classes)
     public = PublicPlan(params=params, n_features=features, n_outputs=quantized.n_outputs, groups=groups,
                         flooding_bits=flooding, single_reply_bits=_reply_bits(params, single + flood),
-                        batch_reply_bits=_reply_bits(params, batch + flood), input_scale=input_scale,
-                        input_max=quantized.input_max, score_scale=quantized.score_scale, classes=classes)
+                        batch_reply_bits=_reply_bits(params, batch + flood), inputs=inputs,
+                        weight_bits=weight_bits, score_scale=quantized.score_scale, classes=classes)
     return Plan(public=public, model=quantized, single_noise_bound=single, batch_noise_bound=batch)

@@ -14,7 +14,10 @@ import joblib
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from bfv.inputs import InputEncoding
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
+from model.description import ModelDescription
+from model.loading import linear_model_from_estimator
 from model.mnist import load_bundled_training_sample, load_idx_dataset, shared_test_set
 
 
@@ -23,6 +26,13 @@ def train(images: np.ndarray, labels: np.ndarray) -> LogisticRegression:
     classifier = LogisticRegression(C=0.1, max_iter=500, tol=1e-4)
     classifier.fit(images / 255.0, labels)
     return classifier
+
+
+def describe(classifier: LogisticRegression, model_file: str) -> ModelDescription:
+    """The bundled model's model-settings.json: MNIST pixels / 255, sent as the uint8 pixels themselves."""
+    model = linear_model_from_estimator(classifier)
+    return ModelDescription(name="mnist", version="1", model_file=model_file, features=model.n_features,
+                            outputs=model.outputs, inputs=InputEncoding.pixels(model.n_features))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(classifier, args.out, compress=3)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+    settings_file = describe(classifier, args.out.name).save(args.out.parent)
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes) and {settings_file}")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,28 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from bfv.plan import PlanError
+from model.catalog import CatalogError, default_entry, discover
+from model.description import DescriptionError
 from model.loading import ModelLoadError, load_linear_model
-from bfv.plan import PlanError, build_plan
 from service.app import create_app
 from service.http.auth import AuthConfigError
 from service.http.connections import with_head_bounds
 from service.logs import configure_logging
 from service.settings import Settings
+from service.v1.scoring import InputsNotDeclared, plan_model
+
+
+def check_models(settings: Settings) -> None:
+    """Every model loads and, where its inputs are declared, has a plan that decrypts exactly."""
+    entries = discover(settings.azureml_model_dir, settings.model_file)
+    default_entry(entries, settings.model_name)
+    for entry in entries:
+        model = load_linear_model(entry.path)
+        try:
+            plan_model(settings, model, entry)
+        except InputsNotDeclared as exc:  # served on /score if it is the default; /v1 answers 409 with this
+            logging.getLogger("service").warning("model %s: %s", entry.key, exc)
 
 
 def main() -> None:
@@ -27,10 +42,9 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         # Fail fast, with the reason, rather than serve a readiness probe that never turns green.
-        model = load_linear_model(settings.model_path)
-        build_plan(model, settings.native_profile, settings.native_input_scale, settings.native_input_max)
+        check_models(settings)
         app = create_app(settings)
-    except (ModelLoadError, AuthConfigError) as exc:
+    except (ModelLoadError, DescriptionError, CatalogError, AuthConfigError) as exc:
         logging.getLogger("service").error("cannot start: %s", exc)
         sys.exit(2)
     except PlanError as exc:  # a plan it accepts decrypts exactly; anything else is refused here

@@ -34,7 +34,7 @@ from service.routes.health import health_router
 from service.routes.scoring import Scoring
 from service.routes.v1 import v1_router
 from service.settings import Settings
-from service.v1.protocol import BATCH_PATH, SCORING_PATHS, V1Protocol
+from service.v1.protocol import V1Protocol
 from service.workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,11 @@ def _add_layers(app: FastAPI, settings: Settings, authenticate: Authenticate | N
                        budget=budget, metrics=BodyMetrics(metrics.registry, budget),
                        stall_timeout_s=settings.body_timeout_s, min_bytes_per_s=settings.body_min_bytes_per_s)
     # Batch permission and a quota with an image left, decided from the headers (identity known by then).
-    app.add_middleware(Admission, quota=quota, scoring_paths=frozenset({SCORE_PATH, *SCORING_PATHS}),
-                       batch_paths=frozenset({BATCH_PATH}))
+    def scoring(path: str) -> str | None:
+        kind = v1.scoring_kind(path)
+        return "single" if path == SCORE_PATH else None if kind is None else kind.name.lower()
+
+    app.add_middleware(Admission, quota=quota, scoring=scoring)
     # Credentials before anything reads or limits the body; health probes (and docs if API_DOCS=open) stay open.
     docs = DOCS_PATHS if settings.api_docs == "open" else frozenset()
     app.add_middleware(Authentication, authenticate=authenticate, open_paths=HEALTH_PATHS | docs | demo.OPEN_PATHS,

@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.workers.outcome import ScoringOutcome
 
-ROUTES = {"/", "/ready", "/score", "/metrics", "/swagger.json", "/docs",
+ROUTES = {"/", "/ready", "/score", "/metrics", "/swagger.json", "/docs", "/v1/models",
           "/v1/model", "/v1/keys", "/v1/score", "/v1/score/batch"}
-KEY_ROUTE = "/v1/keys/{key_id}"
+MODEL_ROUTES = {"", "/keys", "/score", "/score/batch"}  # below /v1/models/{name}[/versions/{version}]
+KEY_ROUTE = "/keys/{key_id}"
 # Refusals an operator alerts on: no or bad credentials, not allowed, too slow a client, over quota.
 REFUSALS = {401, 403, 408, 429}
 OTHER_IDENTITY = "other"
@@ -27,7 +28,17 @@ def route_label(path: str) -> str:
     """A bounded label for a request path: the route's template, or `other`."""
     if path in ROUTES:
         return path
-    return KEY_ROUTE if path.startswith("/v1/keys/") else "other"
+    prefix, rest = "/v1", path.removeprefix("/v1")
+    if rest.startswith("/models/"):
+        parts = rest.split("/", 5)  # "", "models", name, ["versions", version], ...
+        versioned = len(parts) > 4 and parts[3] == "versions"
+        prefix = "/v1/models/{name}/versions/{version}" if versioned else "/v1/models/{name}"
+        rest = "/" + "/".join(parts[5 if versioned else 3:]) if len(parts) > (5 if versioned else 3) else ""
+        if rest in MODEL_ROUTES:
+            return prefix + rest
+    if rest.startswith("/keys/") and rest.count("/") == 2:
+        return prefix + KEY_ROUTE
+    return "other"
 
 
 class Metrics:

@@ -1,14 +1,16 @@
-"""What a worker process runs: the model loaded once, both protocols set up from it.
+"""What a worker process runs: the models loaded once, both protocols set up from them.
 
 The worker pool (`service.workers`) knows no protocol; the app gives it `PROGRAM`. Each worker
-loads the model for the Azure ML contract (`service.azureml.contract`), plans it for the v1
-protocol (`service.v1.scoring`), and reports the v1 model description (None when the v1
-protocol cannot serve the model) to the web process. Both protocols' key stores share one cache,
-so `KEY_CACHE_BYTES` bounds the worker.
+loads the default model for the Azure ML contract (`service.azureml.contract`), plans every model
+of `AZUREML_MODEL_DIR` (`model.catalog`) for the v1 protocol (`service.v1.scoring`), and reports
+their descriptions (or why the v1 protocol cannot serve one) to the web process. All key stores
+share one cache, so `KEY_CACHE_BYTES` bounds the worker.
 """
 
 from __future__ import annotations
 
+from model.catalog import discover
+from model.loading import load_linear_model
 from service.azureml import contract
 from service.errors import ModelUnavailable
 from service.logs import configure_logging
@@ -18,15 +20,20 @@ from service.v1 import scoring as v1_scoring
 from service.workers.channel import WorkerProgram
 
 
-def set_up(settings: Settings) -> dict | None:
-    """Load and plan the model; returns the v1 description. Raises with the reason if it cannot load."""
+def set_up(settings: Settings) -> dict:
+    """Load and plan the models; returns {"default": its key, "models": what `service.v1.scoring.init`
+    says of each}. Raises with the reason if a model cannot load."""
     configure_logging(settings.log_level, settings.log_format)
     cache = KeyCache(settings.key_cache_bytes)
     try:
-        model = contract.init(settings, cache)
-    except Exception as exc:  # noqa: BLE001 - any reason the model does not load is the answer of /ready
+        default, model = contract.init(settings, cache)
+        models = {default.key: v1_scoring.init(settings, default, model, cache)}
+        for entry in discover(settings.azureml_model_dir, settings.model_file):
+            if entry.key != default.key:
+                models[entry.key] = v1_scoring.init(settings, entry, load_linear_model(entry.path), cache)
+    except Exception as exc:  # noqa: BLE001 - any reason a model does not load is the answer of /ready
         raise ModelUnavailable(f"the model could not be loaded: {exc}") from None
-    return v1_scoring.init(settings, model, cache)
+    return {"default": default.key, "models": models}
 
 
 def work_while_idle() -> bool:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from client import AZURITE_CONNECTION_STRING  # the development account's public string, kept once
@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per line.")
 
     azureml_model_dir: Path = Field(BUNDLED_MODEL_DIR, description="Folder holding the pickled model.")
-    model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR.")
+    model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR (or inside each "
+                                                           "<name>/<version>/ folder) where no model-settings.json "
+                                                           "names one.")
+    model_name: str | None = Field(None, description="The default model, which POST /score, /v1/model and /v1/score "
+                                                     "serve, when AZUREML_MODEL_DIR holds several (its latest version).")
     scoring_engine: Literal["seal", "eiserver"] = Field(
         "seal", description="Homomorphic evaluator: `seal` (fast, SEAL 4) or `eiserver` (the tutorial's reference).")
     worker_count: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64,
@@ -74,9 +78,12 @@ class Settings(BaseSettings):
     native_profile: Literal["compact", "flooded"] = Field(
         "compact", description="v1 protocol parameters: `compact` (N=4096) or `flooded` (N=8192, "
                                "60-bit statistical noise flooding of replies).")
-    native_input_scale: float = Field(
-        255.0, gt=0, description="v1 protocol: the model sees integer inputs divided by this (MNIST: 255).")
-    native_input_max: int = Field(255, ge=1, le=2**20, description="v1 protocol: largest |integer input|.")
+    native_input_scale: float | None = Field(
+        None, gt=0, description="v1 protocol, for a model without model-settings.json: every feature is sent as "
+                                "round(x * NATIVE_INPUT_SCALE) (set with NATIVE_INPUT_MAX; default: not declared).")
+    native_input_max: int | None = Field(
+        None, ge=1, lt=2**24, description="v1 protocol, with NATIVE_INPUT_SCALE: the largest |round(x * scale)|, "
+                                          "so inputs lie in +-NATIVE_INPUT_MAX / NATIVE_INPUT_SCALE.")
 
     # Identities (service/http/auth.py): who may call, and what each caller may spend.
     auth_mode: Literal["key", "entra", "none"] = Field(
@@ -139,6 +146,9 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
-    @property
-    def model_path(self) -> Path:
-        return self.azureml_model_dir / self.model_file
+    @model_validator(mode="after")
+    def _input_scale_with_max(self) -> Settings:
+        if (self.native_input_scale is None) != (self.native_input_max is None):
+            raise ValueError("NATIVE_INPUT_SCALE and NATIVE_INPUT_MAX declare a model's inputs together: set both "
+                             "or neither")
+        return self

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from model.catalog import ModelEntry, default_entry, discover
 from model.loading import LinearModel, load_linear_model
 from service.azureml.engines import ScoringEngine, create_engine
 from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT
@@ -66,18 +67,19 @@ class _Scorer:
 _scorer: _Scorer | None = None
 
 
-def init(settings: Settings | None = None, key_cache: KeyCache | None = None) -> LinearModel:
-    """Load the model from `$AZUREML_MODEL_DIR/$MODEL_FILE` and build the engine and key store;
-    returns the model. `key_cache` is shared with the v1 protocol in a worker (one byte bound)."""
+def init(settings: Settings | None = None, key_cache: KeyCache | None = None) -> tuple[ModelEntry, LinearModel]:
+    """Load the default model of `$AZUREML_MODEL_DIR` (`model.catalog`) and build the engine and key
+    store; returns it. `key_cache` is shared with the v1 protocol in a worker (one byte bound)."""
     global _scorer
     settings = settings or Settings()
-    model = load_linear_model(settings.model_path)
+    entry = default_entry(discover(settings.azureml_model_dir, settings.model_file), settings.model_name)
+    model = load_linear_model(entry.path)
     engine = create_engine(settings.scoring_engine, model)
     cache = key_cache or KeyCache(settings.key_cache_bytes)
     _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys, cache, "azureml"))
-    log.info("%s engine ready for a model of %d outputs x %d features", settings.scoring_engine, model.n_outputs,
-             model.n_features)
-    return model
+    log.info("%s engine ready for model %s: %d outputs x %d features", settings.scoring_engine, entry.key,
+             model.n_outputs, model.n_features)
+    return entry, model
 
 
 def parse_request(raw_data: str | bytes) -> ScoreRequest:

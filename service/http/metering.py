@@ -96,17 +96,16 @@ class Admission:
     may not batch, or has not one image of quota left, is refused from its headers alone, so it
     cannot make the service receive and hold its body. The route charges the images it declares."""
 
-    def __init__(self, app: ASGIApp, quota: ImageQuota, scoring_paths: frozenset[str],
-                 batch_paths: frozenset[str]) -> None:
-        self.app, self.quota = app, quota
-        self.scoring_paths, self.batch_paths = scoring_paths, batch_paths
+    def __init__(self, app: ASGIApp, quota: ImageQuota, scoring: Callable[[str], str | None]) -> None:
+        """`scoring(path)`: "single" or "batch" for a scoring path, None for any other."""
+        self.app, self.quota, self.scoring = app, quota, scoring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] if scope["type"] == "http" else None
-        if path in self.scoring_paths:
+        kind = self.scoring(scope["path"]) if scope["type"] == "http" else None
+        if kind is not None:
             identity: Identity = scope["state"]["identity"]
             try:
-                if path in self.batch_paths:
+                if kind == "batch":
                     require_batch_permission(identity)
                 await self.quota.require_available(identity)
             except ScoringError as error:

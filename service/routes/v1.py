@@ -22,7 +22,7 @@ from service.http.bodies import read_body
 from service.routes.scoring import Scoring
 from service.settings import Settings
 from service.v1 import scoring as v1_scoring
-from service.v1.keys import delete_owned_key, store_owned_key
+from service.v1.keys import delete_owned_key, list_owned_keys, store_owned_key
 from service.v1.protocol import V1Protocol
 
 BINARY_BODY = {"requestBody": {"required": True, "content": {
@@ -41,40 +41,58 @@ class RequestOnlyRoute(APIRoute):
         return self.endpoint
 
 
+PREFIXES = ("/v1", "/v1/models/{name}", "/v1/models/{name}/versions/{version}")
+
+
 def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["v1 protocol"])
+    router = APIRouter(tags=["v1 protocol"])
 
-    @router.get("/model", summary="The model's encoding parameters, for ScoringClient")
-    async def describe() -> dict:
-        return protocol.plan.describe()
+    @router.get("/v1/models", summary="The models served: name, version, kind, features, outputs, default")
+    async def list_models() -> dict:
+        default = protocol.default_key()
+        return {"models": [{**model.listing, "default": key == default, "v1": model.description is not None}
+                           for key, model in protocol.models().items()]}
 
-    @router.post("/keys", status_code=201, openapi_extra=BINARY_BODY,
-                 summary="Store a public key of the caller; its id is the SHA-256 of its bytes. Storing it "
-                         "again renews it (KEY_TTL_DAYS); 409 beyond MAX_KEYS_PER_IDENTITY")
+    async def describe(request: Request) -> dict:
+        model = protocol.model_of(request)
+        model.plan  # 409 with the reason if the v1 protocol cannot serve the model
+        return model.description
+
     async def store_key(request: Request, identity: Annotated[Identity, Depends(caller)]) -> dict:
+        model = protocol.model_of(request)
         body = bytes(await read_body(request))  # small; the Blob SDK wants bytes
         try:
-            read_public_key(body, protocol.plan.params)
+            read_public_key(body, model.plan.params)
         except WireError as exc:
             raise Unprocessable(f"malformed public key: {exc}") from None
         identifier = key_id(body)
-        await run_in_threadpool(store_owned_key, protocol.storage(), settings.key_container, identity.namespace,
-                                identifier, body, settings.max_keys_per_identity, settings.key_ttl_s)
-        return {"key_id": identifier, "bytes": len(body)}
+        replaced = await run_in_threadpool(store_owned_key, protocol.storage(), settings.key_container,
+                                           identity.namespace, model.key, identifier, body,
+                                           settings.max_keys_per_identity, settings.key_ttl_s)
+        name, version = model.key.split("/", 1)
+        return {"key_id": identifier, "bytes": len(body), "model": name, "version": version, "replaced": replaced}
 
-    @router.delete("/keys/{key_id}", status_code=204, response_class=Response,
-                   summary="Delete one of the caller's public keys (404 for keys of other identities)")
-    async def delete_key(key_id: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+    async def list_keys(request: Request, identity: Annotated[Identity, Depends(caller)]) -> dict:
+        """Under a model's prefix its keys; `/v1/keys` every model's."""
+        only = protocol.model_of(request).key if "name" in request.path_params else None
+        keys = await run_in_threadpool(list_owned_keys, protocol.storage(), settings.key_container,
+                                       identity.namespace, settings.key_ttl_s)
+        return {"keys": [key.describe() for key in keys if only is None or key.model == only],
+                "max_keys": settings.max_keys_per_identity}
+
+    async def delete_key(request: Request, key_id: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
                          identity: Annotated[Identity, Depends(caller)]) -> Response:
+        model = protocol.model_of(request)
         await run_in_threadpool(delete_owned_key, protocol.storage(), settings.key_container, identity.namespace,
-                                key_id)
+                                model.key, key_id)
         return Response(status_code=204)
 
     async def score(kind: Kind, request: Request) -> Response:
         identity = await caller(request)
+        model = protocol.model_of(request)
         body = await read_body(request)
-        header = protocol.request_header(kind, request, body)  # 503/404/422 before the body goes to a worker
-        reply, headers = await scoring(identity, header.images, "native", v1_scoring.score, header, body,
+        header = protocol.request_header(model, kind, request, body)  # 503/404/409/422 before a worker sees it
+        reply, headers = await scoring(identity, header.images, "native", v1_scoring.score, model.key, header, body,
                                        identity.namespace)
         return Response(reply, media_type="application/octet-stream", headers=headers)
 
@@ -84,11 +102,27 @@ def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> API
     async def score_batch(request: Request) -> Response:
         return await score(Kind.BATCH, request)
 
-    router.add_api_route("/score", score_single, methods=["POST"], route_class_override=RequestOnlyRoute,
-                         openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
-                         summary="Score one encrypted sample (costs 1 image of the quota)")
-    router.add_api_route("/score/batch", score_batch, methods=["POST"], route_class_override=RequestOnlyRoute,
-                         openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
-                         summary="Score up to max_batch encrypted samples at once "
-                                 "(BATCH_IDENTITIES only; costs the images it declares)")
+    for prefix in PREFIXES:
+        which = "the default model" if prefix == "/v1" else "this model"
+        router.add_api_route(f"{prefix}/model" if prefix == "/v1" else prefix, describe, methods=["GET"],
+                             summary=f"The encoding parameters of {which}, for ScoringClient and EncryptedModel")
+        router.add_api_route(f"{prefix}/keys", store_key, methods=["POST"], status_code=201,
+                             openapi_extra=BINARY_BODY,
+                             summary=f"Store a public key of the caller for {which}; its id is the SHA-256 of its "
+                                     "bytes. Storing it again renews it (KEY_TTL_DAYS); beyond "
+                                     "MAX_KEYS_PER_IDENTITY the least recently stored key is replaced")
+        router.add_api_route(f"{prefix}/keys", list_keys, methods=["GET"],
+                             summary="The caller's public keys" + ("" if prefix == "/v1" else f" for {which}"))
+        router.add_api_route(f"{prefix}/keys/{{key_id}}", delete_key, methods=["DELETE"], status_code=204,
+                             response_class=Response,
+                             summary=f"Delete one of the caller's public keys for {which} (404 for keys of other "
+                                     "identities)")
+        router.add_api_route(f"{prefix}/score", score_single, methods=["POST"], route_class_override=RequestOnlyRoute,
+                             openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
+                             summary=f"Score one encrypted sample with {which} (costs 1 image of the quota)")
+        router.add_api_route(f"{prefix}/score/batch", score_batch, methods=["POST"],
+                             route_class_override=RequestOnlyRoute, openapi_extra=BINARY_BODY,
+                             responses={200: BINARY_REPLY}, response_class=Response,
+                             summary=f"Score up to max_batch encrypted samples at once with {which} "
+                                     "(BATCH_IDENTITIES only; costs the images it declares)")
     return router

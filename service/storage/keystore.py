@@ -255,17 +255,6 @@ def store_public_key(storage: StorageAccess, container: str, name: str, data: by
         client.upload_blob(name, data, overwrite=True)
 
 
-def count_live_keys(storage: StorageAccess, container: str, prefix: str, ttl_s: float) -> set[str]:
-    """Names of the blobs under `prefix` not yet older than `ttl_s` (expired ones no longer count)."""
-    oldest = datetime.now(timezone.utc) - timedelta(seconds=ttl_s)
-    with storage_errors(container, prefix):
-        try:
-            blobs = storage.own_client.get_container_client(container).list_blobs(name_starts_with=prefix)
-            return {blob.name for blob in blobs if blob.last_modified >= oldest}
-        except ResourceNotFoundError:  # no container yet: nobody has stored a key
-            return set()
-
-
 def delete_key_blob(storage: StorageAccess, container: str, name: str, key_id: str) -> None:
     """Delete a key blob of the service's own account; 404 (naming `key_id`) if there is none."""
     with storage_errors(container, key_id):

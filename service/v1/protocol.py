@@ -1,13 +1,18 @@
-"""The v1 protocol in the web process: the public plan, and the checks a body passes before a worker sees it.
+"""The v1 protocol in the web process: the models it serves, their plans, and the checks a body passes
+before a worker sees it.
 
-The plan comes from the workers' start-up reports, so the web process never loads SEAL objects
-itself; it checks a body's size and header from its first bytes (`body_rule`, run by
-`BoundedBodies`), and a public key's structure before storing it.
+Every model has the same routes under its own prefix, `/v1/models/{name}` (its latest version) and
+`/v1/models/{name}/versions/{version}`; `/v1` is the default model's. The plans come from the
+workers' start-up reports, so the web process never loads SEAL objects itself; it checks a body's
+size and header from its first bytes (`body_rule`, run by `BoundedBodies`), and a public key's
+structure before storing it.
 """
 
 from __future__ import annotations
 
 import functools
+import re
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -23,49 +28,50 @@ from bfv.wire import (
     public_key_size,
     request_size,
 )
-from service.errors import NotFound, Unprocessable
+from service.errors import Conflict, NotFound, Unprocessable
 from service.http.bodies import BodyRule, body_head
 from service.settings import Settings
 from service.storage.accounts import StorageAccess
 from service.workers.pool import WorkerPool
 
-KEYS_PATH = "/v1/keys"
-SINGLE_PATH, BATCH_PATH = "/v1/score", "/v1/score/batch"
-# Scoring paths: metered in images (and batches allowed to BATCH_IDENTITIES only) by `Admission`.
-SCORING_PATHS = frozenset({SINGLE_PATH, BATCH_PATH})
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+# /v1/<route>, /v1/models/<name>/<route>, /v1/models/<name>/versions/<version>/<route>
+_PATH = re.compile(rf"/v1(?:/models/(?P<name>{NAME})(?:/versions/(?P<version>{NAME}))?)?/(?P<route>.+)")
+SCORING_ROUTES = {"score": Kind.SINGLE, "score/batch": Kind.BATCH}
+KEYS_ROUTE = "keys"
 
 
-class V1Protocol:
-    """What the routes need: the public plan (once workers are up) and body rules derived from it."""
+@dataclass
+class ServedModel:
+    """One model as the web process knows it: what `/v1/models` lists, and its plan when v1 serves it."""
 
-    def __init__(self, pool: WorkerPool, settings: Settings) -> None:
-        self._pool, self._settings = pool, settings
-        self._plan: PublicPlan | None = None
-        self._storage: StorageAccess | None = None
-        self._body_rules: dict[str, BodyRule] | None = None
+    key: str  # name/version
+    listing: dict
+    description: dict | None  # the model's /v1/model body; None when the v1 protocol cannot serve it
+    unavailable: str | None
+    _plan: PublicPlan | None = None
+    _rules: dict[str, BodyRule] = field(default_factory=dict)
 
     @property
     def plan(self) -> PublicPlan:
+        if self.description is None:
+            raise Conflict(self.unavailable or f"the v1 protocol cannot serve model {self.key}")
         if self._plan is None:
-            self._pool.require_ready()
-            if self._pool.setup is None:
-                raise NotFound("this model cannot be served by the v1 protocol; see the service log")
-            self._plan = PublicPlan.from_description(self._pool.setup)
+            self._plan = PublicPlan.from_description(self.description)
         return self._plan
 
-    def body_rule(self, path: str) -> BodyRule | None:
-        """The exact size a v1 body can have on `path` and the check of its header, for
-        `BoundedBodies`; None for other paths."""
-        if self._pool.setup is None:
+    def body_rule(self, route: str) -> BodyRule | None:
+        """The exact size a body of `route` has and the check of its header; None for other routes."""
+        if self.description is None:
             return None
-        if self._body_rules is None:  # the plan never changes once known, so neither do the rules
+        if not self._rules:  # the plan never changes once known, so neither do the rules
             params = self.plan.params
-            self._body_rules = {KEYS_PATH: BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)}
-            for path_, kind in ((SINGLE_PATH, Kind.SINGLE), (BATCH_PATH, Kind.BATCH)):
+            self._rules[KEYS_ROUTE] = BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)
+            for name, kind in SCORING_ROUTES.items():
                 ciphertexts, _ = self.plan.request_shape(kind)
-                self._body_rules[path_] = BodyRule(request_size(ciphertexts, params), REQUEST_HEADER_SIZE,
-                                                   functools.partial(self._check_request_head, kind))
-        return self._body_rules.get(path)
+                self._rules[name] = BodyRule(request_size(ciphertexts, params), REQUEST_HEADER_SIZE,
+                                             functools.partial(self.check_request_head, kind))
+        return self._rules.get(route)
 
     def _check_key_head(self, head: bytes, size: int) -> None:
         try:
@@ -73,19 +79,85 @@ class V1Protocol:
         except WireError as exc:
             raise Unprocessable(f"malformed public key: {exc}") from None
 
-    def _check_request_head(self, kind: Kind, head: bytes, size: int) -> RequestHeader:
+    def check_request_head(self, kind: Kind, head: bytes, size: int) -> RequestHeader:
         ciphertexts, max_images = self.plan.request_shape(kind)
         try:
             return check_request_header(head, size, kind, ciphertexts, max_images, self.plan.params)
         except WireError as exc:
             raise Unprocessable(f"malformed request: {exc}") from None
 
-    def request_header(self, kind: Kind, request: Request, body: bytes | memoryview) -> RequestHeader:
+
+class V1Protocol:
+    """What the routes need: the served models (once workers are up), and body rules from their plans."""
+
+    def __init__(self, pool: WorkerPool, settings: Settings) -> None:
+        self._pool, self._settings = pool, settings
+        self._models: dict[str, ServedModel] | None = None
+        self._storage: StorageAccess | None = None
+
+    def _served(self) -> dict[str, ServedModel] | None:
+        if self._models is None and self._pool.setup is not None:
+            self._models = {key: ServedModel(key, {k: v for k, v in report.items() if k not in ("v1", "v1_unavailable")},
+                                             report["v1"], report.get("v1_unavailable"))
+                            for key, report in self._pool.setup["models"].items()}
+        return self._models
+
+    def models(self) -> dict[str, ServedModel]:
+        """Every served model by key (503 while the workers start)."""
+        self._pool.require_ready()
+        served = self._served()
+        assert served is not None  # ready implies set up
+        return served
+
+    def model(self, name: str | None = None, version: str | None = None) -> ServedModel:
+        """The default model (no name), a name's latest version, or one version; 404 for others."""
+        models = self.models()
+        if name is None:
+            return models[self._pool.setup["default"]]
+        if version is not None:
+            found = models.get(f"{name}/{version}")
+        else:  # keys are sorted by name and version: the last of a name is its latest
+            found = next((model for key, model in reversed(models.items()) if key.split("/", 1)[0] == name), None)
+        if found is None:
+            raise NotFound(f"no model {name}" + (f" version {version}" if version else "") + " is served here; "
+                           "GET /v1/models lists them")
+        return found
+
+    def model_of(self, request: Request) -> ServedModel:
+        return self.model(request.path_params.get("name"), request.path_params.get("version"))
+
+    def default_key(self) -> str:
+        self._pool.require_ready()
+        return self._pool.setup["default"]
+
+    def _resolve(self, path: str) -> tuple[ServedModel, str] | None:
+        """(model, route) of a v1 path, without raising: None for other paths and unknown models."""
+        match = _PATH.fullmatch(path)
+        served = self._served()
+        if match is None or served is None:
+            return None
+        try:
+            return self.model(match["name"], match["version"]), match["route"]
+        except (NotFound, Conflict):
+            return None
+
+    def body_rule(self, path: str) -> BodyRule | None:
+        """For `BoundedBodies`: the rule of a v1 body on `path`, None for other paths."""
+        resolved = self._resolve(path)
+        return None if resolved is None else resolved[0].body_rule(resolved[1])
+
+    def scoring_kind(self, path: str) -> Kind | None:
+        """For `Admission`: the kind of a scoring path (`.../score`, `.../score/batch`), None for others."""
+        match = _PATH.fullmatch(path)
+        return None if match is None else SCORING_ROUTES.get(match["route"])
+
+    def request_header(self, model: ServedModel, kind: Kind, request: Request, body: bytes | memoryview
+                       ) -> RequestHeader:
         """The header `BoundedBodies` checked as the body arrived (a request without a body is
         checked here, and refused)."""
         header = body_head(request)
         if header is None:
-            header = self._check_request_head(kind, bytes(body[:REQUEST_HEADER_SIZE]), len(body))
+            header = model.check_request_head(kind, bytes(body[:REQUEST_HEADER_SIZE]), len(body))
         return header
 
     def storage(self) -> StorageAccess:

@@ -1,11 +1,11 @@
-"""The v1 protocol in a worker process: plan, evaluator and public-key store.
+"""The v1 protocol in a worker process: a plan, an evaluator and a public-key store per model.
 
-Built once per worker from the loaded model. A request arrives as its header (checked by the web
-process, `service.v1.protocol`) and its raw bytes, read here in numpy before any coefficient
-reaches SEAL. Public keys are fetched from Blob Storage by their owner and SHA-256
-(`service.v1.keys`), so an identity can only ever use its own keys; they are checked and prepared
-once, and cached like the Azure ML contract's keys (revalidated every NATIVE_KEY_REVALIDATE_S,
-refused after KEY_TTL_DAYS).
+Built once per worker from the loaded models. A request arrives as its model, its header (checked
+by the web process, `service.v1.protocol`) and its raw bytes, read here in numpy before any
+coefficient reaches SEAL. Public keys are fetched from Blob Storage by their owner, model and
+SHA-256 (`service.v1.keys`), so an identity can only ever use its own keys, made for that model;
+they are checked and prepared once, and cached like the Azure ML contract's keys (revalidated every
+NATIVE_KEY_REVALIDATE_S, refused after KEY_TTL_DAYS).
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from dataclasses import dataclass
 
 from bfv import kernels
 from bfv.evaluation import Evaluator
-from bfv.plan import PlanError, build_plan
+from bfv.inputs import InputEncoding
+from bfv.plan import Plan, PlanError, build_plan
 from bfv.wire import Kind, RequestHeader, WireError, request_from_header
+from model.catalog import ModelEntry
+from model.description import declared_inputs
 from model.loading import LinearModel
-from service.errors import ModelUnavailable, Unprocessable
+from service.errors import ModelUnavailable, NotFound, Unprocessable
 from service.settings import Settings
 from service.storage.keystore import KeyCache, KeyStore, PreparedKeys
 from service.v1.keys import key_name
@@ -33,19 +36,46 @@ class _Scorer:
     keys: KeyStore
 
 
-_scorer: _Scorer | None = None
-_unavailable: str | None = None
+_scorers: dict[str, _Scorer] = {}  # by model key, `name/version`
+_last_scored: _Scorer | None = None  # whose encryptions of zero the idle steps prepare
 
 
-def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | None:
-    """Plan the model for the v1 protocol; returns the public description, or None if it cannot be served."""
-    global _scorer, _unavailable
+class InputsNotDeclared(Exception):
+    """The v1 protocol needs the range of every input, and nothing declares them for this model."""
+
+
+def plan_model(settings: Settings, model: LinearModel, entry: ModelEntry) -> Plan:
+    """The model's v1 plan, its inputs declared by model-settings.json, else by NATIVE_INPUT_SCALE and
+    NATIVE_INPUT_MAX, else by its being the tutorial's MNIST model; raises `InputsNotDeclared` (saying
+    how to declare them) or `PlanError`."""
+    description = entry.description
+    inputs: InputEncoding | None = description.inputs if description is not None else None
+    if inputs is None and settings.native_input_scale is not None and settings.native_input_max is not None:
+        inputs = InputEncoding.uniform(model.n_features, settings.native_input_scale, settings.native_input_max)
+    if inputs is None:
+        inputs = declared_inputs(entry.path.name, model.n_features)
+    if inputs is None:
+        raise InputsNotDeclared(
+            f"the v1 protocol needs the range of each of this model's {model.n_features} inputs, and nothing declares "
+            f"them: prepare the model with `python -m model.prepare {entry.path.name} --calibration DATA --out DIR` "
+            "(DATA: .npy or .csv of its input features) and serve DIR, or set NATIVE_INPUT_SCALE and "
+            "NATIVE_INPUT_MAX")
+    if description is not None and description.inputs is not None:
+        return build_plan(model, inputs, settings.native_profile, description.weight_bits)
+    return build_plan(model, inputs, settings.native_profile)
+
+
+def init(settings: Settings, entry: ModelEntry, model: LinearModel, key_cache: KeyCache) -> dict:
+    """Plan one model for the v1 protocol: what `/v1/models` says of it, with its `/v1/model` body
+    ("v1"), or why the v1 protocol cannot serve it ("v1_unavailable")."""
+    listing = {"name": entry.name, "version": entry.version, "features": model.n_features,
+               "outputs": model.n_outputs, **({"kind": model.outputs.kind} if model.outputs else {})}
     try:
-        plan = build_plan(model, settings.native_profile, settings.native_input_scale, settings.native_input_max)
-    except PlanError as exc:
-        _unavailable = f"the v1 protocol cannot serve this model: {exc}"
-        log.warning("%s", _unavailable)
-        return None
+        plan = plan_model(settings, model, entry)
+    except (InputsNotDeclared, PlanError) as exc:
+        reason = f"the v1 protocol cannot serve model {entry.key}: {exc}"
+        log.warning("%s", reason)
+        return {**listing, "v1": None, "v1_unavailable": reason}
     evaluator = Evaluator(plan)
 
     def prepare(blob: bytes) -> PreparedKeys:
@@ -56,37 +86,46 @@ def init(settings: Settings, model: LinearModel, key_cache: KeyCache) -> dict | 
         return PreparedKeys(value=key, nbytes=key.nbytes)
 
     # Key ids are content hashes (never a new version under the same name), so revalidation only has to
-    # notice deletions, and may be spaced out.
-    keys = KeyStore(settings, prepare, key_cache, "native", revalidate_after_s=settings.native_key_revalidate_s,
-                    ttl_s=settings.key_ttl_s)
-    _scorer = _Scorer(evaluator=evaluator, keys=keys)
-    log.info("v1 protocol ready: profile %s, t = %d, replies at %d/%d bits, loops: %s", plan.public.params.profile,
-             plan.public.params.plain_modulus, plan.public.single_reply_bits, plan.public.batch_reply_bits,
-             kernels.STATUS)
+    # notice deletions, and may be spaced out. One store per model: its cache entries are its own.
+    keys = KeyStore(settings, prepare, key_cache, f"v1:{entry.key}",
+                    revalidate_after_s=settings.native_key_revalidate_s, ttl_s=settings.key_ttl_s)
+    _scorers[entry.key] = _Scorer(evaluator=evaluator, keys=keys)
+    log.info("v1 protocol ready for %s: profile %s, t = %d, replies at %d/%d bits, loops: %s", entry.key,
+             plan.public.params.profile, plan.public.params.plain_modulus, plan.public.single_reply_bits,
+             plan.public.batch_reply_bits, kernels.STATUS)
     if plan.public.flooding_bits:  # what the flooded profile buys, for the operator who chose it
         log.info("flooded replies: statistical distance from score-only replies <= 2^%.0f per image, "
                  "2^%.0f per batch", plan.flooding_distance_log2(batch=False), plan.flooding_distance_log2(batch=True))
-    return plan.public.describe()
+    body = {**plan.public.describe(), "name": entry.name, "version": entry.version}
+    if model.outputs is not None:
+        body["outputs"] = model.outputs.describe()
+    return {**listing, "v1": body}
 
 
 def prepare_ahead() -> bool:
     """One step of preparing the last scored key's encryptions of zero; whether more steps remain."""
-    return _scorer is not None and _scorer.evaluator.zeros.make_ahead()
+    return _last_scored is not None and _last_scored.evaluator.zeros.make_ahead()
 
 
-def score(header: RequestHeader, body: bytes | memoryview, namespace: str) -> ScoringOutcome:
-    """Score a request whose header the web process checked: read its ciphertexts, fetch its public
-    key among `namespace`'s, evaluate."""
-    if _scorer is None:
-        raise ModelUnavailable(_unavailable or "the v1 protocol is not initialised in this worker")
-    scorer = _scorer
+def score(model: str, header: RequestHeader, body: bytes | memoryview, namespace: str) -> ScoringOutcome:
+    """Score a request for `model` (`name/version`) whose header the web process checked: read its
+    ciphertexts, fetch its public key among `namespace`'s keys for that model, evaluate."""
+    global _last_scored
+    scorer = _scorers.get(model)
+    if scorer is None:
+        raise ModelUnavailable(f"the v1 protocol does not serve model {model} in this worker")
     public = scorer.evaluator.plan.public
     ciphertexts, _ = public.request_shape(header.kind)
     try:
         request = request_from_header(header, body, ciphertexts, public.params)
     except WireError as exc:
         raise Unprocessable(f"malformed request: {exc}") from None
-    lookup = scorer.keys.get(key_name(namespace, request.key_id))
+    try:
+        lookup = scorer.keys.get(key_name(namespace, model, request.key_id))
+    except NotFound:
+        raise NotFound(f"no public keys with id {request.key_id} for this identity and model {model}: keys are "
+                       "made and stored per model (POST it to this model's keys route)") from None
+    _last_scored = scorer
     single = header.kind is Kind.SINGLE
     evaluate = scorer.evaluator.score_single if single else scorer.evaluator.score_batch
 

@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 
 from bench.processes import AZURITE_BLOB, PROJECT_ROOT, TEST_API_KEY, ServiceProcess
-from client.labels import labels_from_scores
+from model.outputs import labels_from_scores
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from bfv.plan import build_plan
+from model.description import ModelDescription
 from tests.real_parts import missing_part
 
 # What the client must not bring: the server's packages (by import name), the tutorial's and
@@ -143,16 +144,18 @@ def expected_scores(service: ServiceProcess, images: np.ndarray, estimator: obje
     bound on their difference that the weight and intercept quantization allows for these inputs."""
     served = service.http.get("/v1/model").json()
     model = load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
-    plan = build_plan(model, served["profile"], served["input_scale"], served["input_max"])
-    assert plan.public.describe() == served  # the plan the service runs
+    description = ModelDescription.load(BUNDLED_MODEL_DIR)
+    plan = build_plan(model, description.inputs, served["profile"], description.weight_bits)
+    assert {**plan.public.describe(), "outputs": model.outputs.describe()} == served  # the plan the service runs
     public, quantized = plan.public, plan.model
-    inputs = public.quantize_inputs(images)
+    inputs = images.reshape(len(images), -1).astype(np.int64)  # the pixels: this model's encoding
     exact = quantized.scores(inputs) / public.score_scale
     # score - sklearn = ((W_int / alpha - W) @ x_int) / input_scale + (b_int / score_scale - b),
-    # with alpha = score_scale / input_scale.
-    weight_error = np.abs(quantized.weights * public.input_scale / public.score_scale - model.coef)
+    # with alpha = score_scale / input_scale (one input scale, the pixels': 255).
+    input_scale = float(public.inputs.scales[0])
+    weight_error = np.abs(quantized.weights * input_scale / public.score_scale - model.coef)
     intercept_error = np.abs(quantized.intercepts / public.score_scale - model.intercept)
-    bound = np.abs(inputs / public.input_scale) @ weight_error.T + intercept_error
+    bound = np.abs(inputs / input_scale) @ weight_error.T + intercept_error
     features = images / 255.0
     # Plus float64 rounding: scikit-learn's sum of n + 1 products (any order, pixels / 255 rounded too) is
     # within gamma_(n+2) * sum |terms| of the real one, and the client's integer sum is exact but for the

@@ -387,7 +387,7 @@ def test_a_scoring_whose_request_timed_out_is_dropped_before_evaluation(azurite:
             container = BlobServiceClient.from_connection_string(azurite).get_container_client("public-keys")
             if not container.exists():
                 container.create_container()
-            blob = key_name(Identity(TEST_IDENTITY, may_batch=True).namespace, keys.key_id)
+            blob = key_name(Identity(TEST_IDENTITY, may_batch=True).namespace, "mnist/1", keys.key_id)
             container.upload_blob(blob, keys.public_key, overwrite=True)  # not through the hold
             body = keys.encrypt_single(np.zeros(plan.n_features, dtype=np.int64))
             request = RawRequest(service.url, "/v1/score", len(body))

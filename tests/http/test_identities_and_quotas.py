@@ -119,18 +119,23 @@ def test_an_identity_can_neither_use_nor_delete_another_identitys_key(replicas) 
         assert httpx.delete(f"{first.url}/v1/keys/{key_id}", headers=auth("dave")).status_code == 404
 
 
-def test_keys_beyond_max_keys_per_identity_are_a_409_until_one_is_deleted(replicas, azurite: str) -> None:
+def test_a_key_beyond_max_keys_per_identity_replaces_the_least_recently_stored(replicas, azurite: str) -> None:
     first, _, _ = replicas
     clients = [client(first, "erin")]  # erin's first key
     clients.append(client(first, "erin"))  # her second: MAX_KEYS_PER_IDENTITY=2
-    with pytest.raises(ScoringFailed, match="409.*MAX_KEYS_PER_IDENTITY"):
-        client(first, "erin")
-    first_key = clients[0]._keys.public_key
-    again = httpx.post(f"{first.url}/v1/keys", content=first_key, headers=auth("erin"))
-    assert again.status_code == 201  # storing a key again renews it and costs no slot
-    assert httpx.delete(f"{first.url}/v1/keys/{again.json()['key_id']}", headers=auth("erin")).status_code == 204
-    client(first, "erin").close()  # a slot is free again
-    for each in clients:
+    renewed = httpx.post(f"{first.url}/v1/keys", content=clients[0]._keys.public_key, headers=auth("erin"))
+    assert renewed.status_code == 201 and renewed.json()["replaced"] is None  # storing a key again costs no slot
+    listed = httpx.get(f"{first.url}/v1/keys", headers=auth("erin")).json()
+    assert [key["key_id"] for key in listed["keys"]] == [clients[1]._keys.key_id, clients[0]._keys.key_id]
+    assert listed["max_keys"] == 2 and {key["model"] for key in listed["keys"]} == {"mnist"}
+    third = ScoringClient(first.url, api_key=KEYS["erin"])  # replaces the least recently stored: the second
+    listed = httpx.get(f"{first.url}/v1/keys", headers=auth("erin")).json()
+    assert {key["key_id"] for key in listed["keys"]} == {clients[0]._keys.key_id, third._keys.key_id}
+    clients[0].integer_scores(ZERO[None])  # still stored
+    with pytest.raises(ScoringFailed, match="404.*no public keys"):
+        clients[1].integer_scores(ZERO[None])
+    assert httpx.delete(f"{first.url}/v1/keys/{third._keys.key_id}", headers=auth("erin")).status_code == 204
+    for each in [*clients, third]:
         each.close()
 
 

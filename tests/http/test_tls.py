@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench.processes import TEST_API_KEY, ServiceProcess, running_caddy, running_service
-from client.labels import labels_from_scores
+from model.outputs import labels_from_scores
 from client.scoring import ScoringClient
 from model.loading import linear_model_from_estimator
 from tests.real_parts import missing_part

@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from bfv import bitpack
+from bfv.inputs import InputEncoding
 from bfv.plan import build_plan
 from bfv.ring import expand_uniform, scale_messages
 from bfv.seal_ring import SealRing
-from bfv.wire import Kind, PublicKey, Request, write_public_key, write_reply, write_request
+from bfv.wire import Kind, PublicKey, Request, reply_header, write_public_key, write_request
 
 
 def _strings(values: np.ndarray) -> list[str]:
@@ -26,7 +27,7 @@ def _strings(values: np.ndarray) -> list[str]:
 
 
 def fixtures() -> dict:
-    plan = build_plan(load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)).public
+    plan = build_plan(load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE), InputEncoding.pixels(784)).public
     params = plan.params
     ring = SealRing(params)
     rng = np.random.default_rng(15)
@@ -53,7 +54,8 @@ def fixtures() -> dict:
             "public_key": write_public_key(PublicKey(seed=seed, pk0=c0[0]), params).hex(),
             "request": write_request(Request(Kind.BATCH, 3, "ab" * 32, seed, c0), params).hex(),
             "reply_values": _strings(reply_values),
-            "reply": write_reply(Kind.SINGLE, 1, plan.single_reply_bits, reply_values).hex(),
+            "reply": bitpack.pack(reply_values, plan.single_reply_bits,
+                                  prefix=reply_header(Kind.SINGLE, 1, plan.single_reply_bits, reply_values.size)).hex(),
             "odd_width": {"width": 13, "values": _strings(reply_values % (1 << 13)),
                           "packed": bitpack.pack(reply_values % (1 << 13), 13).hex()},
         },

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from bench.processes import TEST_API_KEY, ServiceProcess
-from client.labels import labels_from_scores
+from model.outputs import labels_from_scores
 from model.loading import linear_model_from_estimator
+from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
 from bfv.plan import build_plan
@@ -34,7 +35,7 @@ def _node(script: str, payload: dict) -> dict:
 
 
 def test_python_and_javascript_decrypt_each_others_requests(bundled_estimator, mnist_test_images) -> None:
-    plan = build_plan(linear_model_from_estimator(bundled_estimator))
+    plan = build_plan(linear_model_from_estimator(bundled_estimator), InputEncoding.pixels(784))
     params = plan.public.params
     evaluator = Evaluator(plan, mask_pool_size=4)
     keys = ClientKeys(plan.public)
@@ -72,5 +73,5 @@ def test_javascript_client_predicts_as_scikit_learn(service: ServiceProcess, bat
     expected = model.scores(images / 255.0)
     assert result["labels"] == labels_from_scores(expected, model.classes).tolist()
     assert np.abs(np.array(result["scores"]) - expected).max() < 0.05
-    params = build_plan(model).public.params
+    params = build_plan(model, InputEncoding.pixels(model.n_features)).public.params
     assert result["request_bytes"] == request_size(1 if batch_size == 1 else model.n_features, params)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from model.loading import linear_model_from_estimator
+from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
 from bfv import bitpack
@@ -37,7 +38,7 @@ def _spread(values: np.ndarray, t: int) -> np.ndarray:
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_undeclared_slots_decrypt_to_uniform_values_and_declared_ones_to_exact_scores(
         profile: str, bundled_estimator: object, mnist_test_images) -> None:
-    plan = build_plan(linear_model_from_estimator(bundled_estimator), profile)
+    plan = build_plan(linear_model_from_estimator(bundled_estimator), InputEncoding.pixels(784), profile)
     public = plan.public
     evaluator = Evaluator(plan, mask_pool_size=4)
     keys = ClientKeys(public)

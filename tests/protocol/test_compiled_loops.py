@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from bfv import bitpack, kernels, ring
 from model.loading import linear_model_from_estimator
+from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
 from bfv.plan import build_plan
@@ -153,7 +154,7 @@ class _Repeatable:
 @pytest.mark.parametrize("profile", ["compact", "flooded"])
 def test_replies_are_the_same_bytes_with_and_without_the_compiled_loops(monkeypatch, bundled_estimator,
                                                                        profile) -> None:
-    plan = build_plan(linear_model_from_estimator(bundled_estimator), profile)
+    plan = build_plan(linear_model_from_estimator(bundled_estimator), InputEncoding.pixels(784), profile)
     public = plan.public
     keys = ClientKeys(public)
     inputs = np.random.default_rng(7).integers(0, 256, (3, public.n_features))

@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from model.loading import linear_model_from_estimator
 from bfv import bitpack, encryption, ring
+from bfv.inputs import InputEncoding
 from bfv.encryption import PUBLIC_KEY_INDEX, ClientKeys
 from bfv.params import PROFILES
 from bfv.plan import PublicPlan, build_plan
@@ -145,7 +146,7 @@ def _deterministic_stream(label: bytes) -> Callable[[int], bytes]:
 
 @pytest.fixture(params=sorted(PROFILES))
 def plan(request: pytest.FixtureRequest, bundled_estimator: object) -> PublicPlan:
-    return build_plan(linear_model_from_estimator(bundled_estimator), request.param).public
+    return build_plan(linear_model_from_estimator(bundled_estimator), InputEncoding.pixels(784), request.param).public
 
 
 def _keys_on_stream(monkeypatch: pytest.MonkeyPatch, make: Callable[[PublicPlan], object], plan: PublicPlan,

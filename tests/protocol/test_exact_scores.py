@@ -12,10 +12,11 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClassifier
 from sklearn.svm import LinearSVC
 
-from client.labels import labels_from_scores
+from model.outputs import labels_from_scores
 from model.loading import LinearModel, linear_model_from_estimator
 from model.mnist import shared_test_set
 from bfv import bitpack
+from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
 from bfv.params import HE_STANDARD_MAX_LOG_Q_128, PROFILES
@@ -27,7 +28,7 @@ from tests.real_parts import missing_part
 
 
 def _pair(model: LinearModel, profile: str = "compact", input_scale: float = 255.0, input_max: int = 255):
-    plan = build_plan(model, profile, input_scale, input_max)
+    plan = build_plan(model, InputEncoding.uniform(model.n_features, input_scale, input_max), profile)
     evaluator = Evaluator(plan, mask_pool_size=4)
     keys = ClientKeys(plan.public)
     return plan, evaluator, keys, evaluator.prepare_key(keys.public_key)
@@ -46,7 +47,7 @@ def _score_batch(plan, evaluator, keys, key, inputs: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_every_parameter_set_meets_128_bit_security(profile: str, bundled_estimator: object) -> None:
-    plan = build_plan(linear_model_from_estimator(bundled_estimator), profile)
+    plan = build_plan(linear_model_from_estimator(bundled_estimator), InputEncoding.pixels(784), profile)
     params = plan.public.params
     assert params.log_q <= HE_STANDARD_MAX_LOG_Q_128[params.degree]
     assert params.meets_128_bit_security()
@@ -72,7 +73,7 @@ def _estimators() -> list[tuple[str, object, np.ndarray]]:
 def test_encrypted_scores_equal_the_quantized_model_for_every_linear_estimator(name, estimator, features) -> None:
     model = linear_model_from_estimator(estimator)
     plan, evaluator, keys, key = _pair(model, input_scale=1000.0, input_max=int(np.abs(features).max() * 1000) + 1)
-    inputs = plan.public.quantize_inputs(features[:64])
+    inputs = plan.public.inputs.encode(features[:64])
     expected = plan.model.scores(inputs)
     assert (_score_batch(plan, evaluator, keys, key, inputs) == expected).all()
     for row in range(3):
@@ -83,9 +84,10 @@ def test_encrypted_scores_equal_the_quantized_model_for_every_linear_estimator(n
                                    else estimator.predict(features[:64]))
     sklearn_scores = sklearn_scores.reshape(64, -1)
     # The error bound of rounding weights (to 1/alpha), inputs (to 1/input_scale) and intercepts.
-    alpha = plan.public.score_scale / plan.public.input_scale
+    input_scale = float(plan.public.inputs.scales[0])
+    alpha = plan.public.score_scale / input_scale
     bound = (np.abs(features[:64]).sum(axis=1, keepdims=True) * 0.5 / alpha
-             + np.abs(model.coef).sum(axis=1) * 0.5 / plan.public.input_scale + 1 / plan.public.score_scale)
+             + np.abs(model.coef).sum(axis=1) * 0.5 / input_scale + 1 / plan.public.score_scale)
     assert (np.abs(real - sklearn_scores) <= bound).all()
     if hasattr(estimator, "classes_"):
         agree = labels_from_scores(real, model.classes) == estimator.predict(features[:64])

@@ -16,16 +16,20 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.processes import PROJECT_ROOT
 from model.loading import LinearModel, linear_model_from_estimator
+from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
 from bfv.params import MAX_PLAIN_BITS, PROFILES
-from bfv.plan import MIN_FLOODING_MARGIN_BITS, PlanError, PublicPlan, build_plan, quantize
+from bfv.plan import (MAX_WEIGHT_BITS, MIN_FLOODING_MARGIN_BITS, WEIGHT_BITS, PlanError, PublicPlan, build_plan,
+                      quantize)
 from bfv.ring import FLOAT_EXACT_BITS, random_flooding
 from bfv.wire import Kind, read_request
 
 # One phrase per reason build_plan gives; a refusal must carry one of them.
 REASONS = ("no non-zero weight", "plaintext modulus", "exactly in float64", "do not fit the",
            "exceeds the budget", "room for", "must be positive")
+
+PIXELS = InputEncoding.pixels(784)  # the bundled MNIST model takes pixels / 255
 
 
 @st.composite
@@ -57,12 +61,25 @@ def _inputs(plan, rng: np.random.Generator, count: int) -> np.ndarray:
     return np.concatenate([extremes, -extremes, random]).astype(np.int64)
 
 
-def _check_refusal(model: LinearModel, profile: str, scale: float, limit: int, message: str) -> None:
+@st.composite
+def encodings(draw, features: int) -> InputEncoding:
+    """One scale for all features, or per-feature ranges of random centres and spans (some constant)."""
+    input_max = draw(st.integers(1, 300) | st.integers(1, 2**20))
+    if draw(st.booleans()):
+        return InputEncoding.uniform(features, draw(st.sampled_from([1.0, 255.0, 1000.0, 0.5]) | st.floats(1e-3, 1e6)),
+                                     input_max)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    centres = rng.standard_normal(features) * 10.0 ** draw(st.integers(-3, 4))
+    spans = rng.random(features) * 10.0 ** draw(st.integers(-4, 4)) * (rng.random(features) > 0.1)
+    return InputEncoding.from_ranges(centres - spans, centres + spans, input_max)
+
+
+def _check_refusal(model: LinearModel, profile: str, inputs: InputEncoding, weight_bits: int, message: str) -> None:
     assert any(reason in message for reason in REASONS), message
     if "no non-zero weight" in message:
         assert not model.coef.any()
     elif "plaintext modulus" in message and "bits the arithmetic allows" in message:
-        assert (2 * quantize(model, scale, limit).score_bound).bit_length() + 1 > MAX_PLAIN_BITS
+        assert (2 * quantize(model, inputs, weight_bits).score_bound).bit_length() + 1 > MAX_PLAIN_BITS
     elif "do not fit the" in message:
         assert model.n_features > PROFILES[profile].degree
 
@@ -85,16 +102,15 @@ def _check_exact(plan, rng: np.random.Generator) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(model=models(), profile=st.sampled_from(sorted(PROFILES)),
-       input_scale=st.sampled_from([1.0, 255.0, 1000.0, 0.5]) | st.floats(1e-3, 1e6),
-       input_max=st.integers(1, 300) | st.integers(1, 2**20), seed=st.integers(0, 2**32 - 1))
-def test_accepted_plans_decrypt_exactly_and_refused_ones_say_why(model, profile, input_scale, input_max,
-                                                                 seed) -> None:
+@given(data=st.data(), model=models(), profile=st.sampled_from(sorted(PROFILES)),
+       weight_bits=st.sampled_from([WEIGHT_BITS]) | st.integers(2, MAX_WEIGHT_BITS), seed=st.integers(0, 2**32 - 1))
+def test_accepted_plans_decrypt_exactly_and_refused_ones_say_why(data, model, profile, weight_bits, seed) -> None:
+    inputs = data.draw(encodings(model.n_features))
     try:
-        plan = build_plan(model, profile, input_scale, input_max)
+        plan = build_plan(model, inputs, profile, weight_bits)
     except PlanError as exc:
         event(f"refused: {next((r for r in REASONS if r in str(exc)), '?')}")
-        _check_refusal(model, profile, input_scale, input_max, str(exc))
+        _check_refusal(model, profile, inputs, weight_bits, str(exc))
         return
     event(f"accepted, {profile}")
     public = plan.public
@@ -113,11 +129,11 @@ def _bundled() -> LinearModel:
 @pytest.mark.parametrize("input_max", [4096, 65535, 2**20])
 def test_inputs_the_profile_cannot_hold_are_refused(input_max: int) -> None:
     with pytest.raises(PlanError, match="plaintext modulus|room for"):
-        build_plan(_bundled(), "flooded", 255.0, input_max)
+        build_plan(_bundled(), InputEncoding.uniform(784, 255.0, input_max), "flooded")
 
 
 def test_flooding_is_60_bits_over_the_bound_and_the_distance_per_reply_is_small() -> None:
-    plan = build_plan(_bundled(), "flooded")
+    plan = build_plan(_bundled(), PIXELS, "flooded")
     honest = max(plan.single_noise_bound, plan.batch_noise_bound)
     assert plan.public.flooding_bits == math.ceil(math.log2(honest)) + 60
     # n revealed coefficients, each within sigma / 2^f: 10 for one image, 10 * 8192 for a batch.
@@ -125,7 +141,7 @@ def test_flooding_is_60_bits_over_the_bound_and_the_distance_per_reply_is_small(
         math.log2(10 * plan.single_noise_bound / 8) - plan.public.flooding_bits)
     assert plan.flooding_distance_log2(batch=False) <= -59
     assert plan.flooding_distance_log2(batch=True) <= -48
-    assert build_plan(_bundled(), "compact").flooding_distance_log2(batch=True) == -math.inf
+    assert build_plan(_bundled(), PIXELS, "compact").flooding_distance_log2(batch=True) == -math.inf
 
 
 def _service_exit(tmp_path, model: object, **env: str) -> subprocess.CompletedProcess:
@@ -138,21 +154,21 @@ def _service_exit(tmp_path, model: object, **env: str) -> subprocess.CompletedPr
 def test_service_refuses_to_start_with_an_all_zero_model(tmp_path) -> None:
     estimator = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
     estimator.coef_[:] = 0.0
-    result = _service_exit(tmp_path, estimator)
+    result = _service_exit(tmp_path, estimator, NATIVE_INPUT_SCALE="1", NATIVE_INPUT_MAX="1")
     assert result.returncode == 2
     assert "cannot serve this model: the model has no non-zero weight" in result.stderr
 
 
 def test_service_refuses_to_start_with_an_input_range_it_cannot_decrypt(tmp_path) -> None:
     result = _service_exit(tmp_path, joblib.load(PROJECT_ROOT / "model" / "sklearn_mnist_model.pkl"),
-                           NATIVE_INPUT_MAX="65535")
+                           NATIVE_INPUT_SCALE="255", NATIVE_INPUT_MAX="65535")
     assert result.returncode == 2
     assert "36-bit plaintext modulus" in result.stderr
 
 
 @pytest.mark.parametrize("bits", [20, 59, 60, 80])
 def test_flooding_noise_is_uniform_over_its_whole_range(bits: int) -> None:
-    primes = build_plan(_bundled(), "flooded").public.params.data_primes
+    primes = build_plan(_bundled(), PIXELS, "flooded").public.params.data_primes
     residues = random_flooding((4000,), bits, primes)
     modulus = primes[0] * primes[1]
     values = [(int(r0) * primes[1] * pow(primes[1], -1, primes[0]) + int(r1) * primes[0] * pow(primes[0], -1, primes[1]))
@@ -164,7 +180,7 @@ def test_flooding_noise_is_uniform_over_its_whole_range(bits: int) -> None:
 
 
 def test_a_client_refuses_a_description_it_could_not_decrypt_exactly() -> None:
-    body = build_plan(_bundled()).public.describe()
+    body = build_plan(_bundled(), PIXELS).public.describe()
     assert PublicPlan.from_description(body).single_reply_bits == body["single_reply_bits"]
     for field, value in (("single_reply_bits", 48), ("batch_reply_bits", 42), ("plain_modulus", 2**32 + 15)):
         with pytest.raises(PlanError, match="cannot be decrypted exactly"):

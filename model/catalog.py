@@ -1,0 +1,85 @@
+"""The models of `AZUREML_MODEL_DIR`: one model, or several as `<name>/<version>/` folders.
+
+Azure ML mounts registered models as `$AZUREML_MODEL_DIR/<name>/<version>/<files>`; a folder with
+a `model-settings.json` (`model.description`) or the model file (`MODEL_FILE`) at its top is one
+model. A model's name and version come from its model-settings.json, else from its folders (a
+single model without one is named after its file). The default model (`MODEL_NAME`, else the only
+one; its highest version) is the one `POST /score`, `/v1/model` and `/v1/score` serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.description import SETTINGS_FILE, ModelDescription
+
+
+class CatalogError(ValueError):
+    """The model folder holds no model, or an ambiguous set of them."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    version: str
+    path: Path  # the model file
+    description: ModelDescription | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def _entry(folder: Path, model_file: str, name: str, version: str) -> ModelEntry | None:
+    description = ModelDescription.load(folder)
+    if description is not None:
+        return ModelEntry(description.name, description.version, folder / description.model_file, description)
+    if (folder / model_file).is_file():
+        return ModelEntry(name, version, folder / model_file, None)
+    return None
+
+
+def _version_order(version: str) -> tuple:
+    """Numeric versions by value (10 after 9), any other after them by text."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def discover(root: Path, model_file: str) -> list[ModelEntry]:
+    """Every model under `root`, sorted by name and version."""
+    single = _entry(root, model_file, Path(model_file).stem, "1")
+    if single is not None:
+        return [single]
+    entries = []
+    for name_folder in sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []:
+        for version_folder in sorted(path for path in name_folder.iterdir() if path.is_dir()):
+            entry = _entry(version_folder, model_file, name_folder.name, version_folder.name)
+            if entry is not None:
+                entries.append(entry)
+    if not entries:
+        raise CatalogError(f"model file not found: no {SETTINGS_FILE} or {model_file} in {root}, nor in "
+                           "<name>/<version>/ folders below it")
+    keys = [entry.key for entry in entries]
+    if len(set(keys)) != len(keys):
+        raise CatalogError(f"{root}: two folders declare the same model name and version ({sorted(keys)})")
+    return sorted(entries, key=lambda entry: (entry.name, _version_order(entry.version)))
+
+
+def latest(entries: list[ModelEntry], name: str) -> ModelEntry | None:
+    versions = [entry for entry in entries if entry.name == name]
+    return versions[-1] if versions else None
+
+
+def default_entry(entries: list[ModelEntry], model_name: str | None) -> ModelEntry:
+    """The model `MODEL_NAME` names (its latest version), else the only one."""
+    if model_name:
+        entry = latest(entries, model_name)
+        if entry is None:
+            raise CatalogError(f"MODEL_NAME={model_name} is not among the models served: "
+                               f"{', '.join(sorted({e.name for e in entries}))}")
+        return entry
+    names = sorted({entry.name for entry in entries})
+    if len(names) > 1:
+        raise CatalogError(f"{len(names)} models are served ({', '.join(names)}): set MODEL_NAME to the one "
+                           "POST /score and /v1/model serve")
+    return entries[-1]

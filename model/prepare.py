@@ -1,0 +1,185 @@
+"""Prepare a model for encrypted scoring: `python -m model.prepare MODEL_FILE --calibration DATA --out DIR`.
+
+DATA (`.npy`, or `.csv` of numbers with an optional header row) holds samples of the model's input
+features, typically its training set. From it each feature gets its declared range (the data's
+range, widened by `--margin` of its span on each side) and its own scale, so every feature uses
+the whole integer grid; then the input and weight precisions are chosen together, the finest pair
+whose plan decrypts exactly (`bfv.plan.build_plan`), and the quantized plan is compared with
+scikit-learn on DATA. DIR receives the model file and `model-settings.json` (`model.description`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bfv.inputs import MAX_INPUT_BITS, InputEncoding
+from bfv.plan import MAX_WEIGHT_BITS, Plan, PlanError, build_plan
+from model.description import ModelDescription
+from model.loading import LinearModel, ModelLoadError, load_estimator, linear_model_from_estimator
+from model.outputs import predict
+
+MIN_BITS = 6
+DEFAULT_MARGIN = 0.05
+
+
+class CalibrationError(ValueError):
+    """The calibration data cannot be read, or does not fit the model."""
+
+
+def read_samples(path: Path) -> np.ndarray:
+    """Samples (rows) of features (columns) from a .npy or .csv file."""
+    try:
+        if path.suffix == ".npy":
+            samples = np.load(path, allow_pickle=False)
+        elif path.suffix == ".csv":
+            with path.open() as handle:
+                first = handle.readline()
+            try:
+                [float(value) for value in first.strip().split(",")]
+                header = 0
+            except ValueError:  # a header row of names
+                header = 1
+            samples = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2)
+        else:
+            raise CalibrationError(f"{path}: expected a .npy or .csv file")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, CalibrationError):
+            raise
+        raise CalibrationError(f"cannot read {path}: {exc}") from None
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 2 or len(samples) == 0:
+        raise CalibrationError(f"{path}: expected a 2-D array of samples x features, got shape {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise CalibrationError(f"{path} contains NaN or infinity")
+    return samples
+
+
+def declared_ranges(samples: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's range over the samples, widened by `margin` of its span (of 1 for a constant)."""
+    low, high = samples.min(axis=0), samples.max(axis=0)
+    span = np.where(high > low, high - low, np.maximum(np.abs(low), 1.0))
+    return low - margin * span, high + margin * span
+
+
+@dataclass(frozen=True)
+class Candidate:
+    plan: Plan
+    inputs: InputEncoding
+    input_bits: int
+    weight_bits: int
+    max_error: float  # the largest |quantized score - float score| over the samples
+
+
+def quantized_scores(plan: Plan, encoded: np.ndarray) -> np.ndarray:
+    """The scores the encrypted path returns (exact integers over the score scale)."""
+    return plan.model.scores(encoded) / plan.public.score_scale
+
+
+def choose_plan(model: LinearModel, samples: np.ndarray, low: np.ndarray, high: np.ndarray,
+                profile: str) -> Candidate:
+    """The plan of least score error on `samples` among every precision pair that decrypts exactly."""
+    exact = model.scores(samples)
+    best: Candidate | None = None
+    refusals = []
+    for input_bits in range(MIN_BITS, MAX_INPUT_BITS):
+        inputs = InputEncoding.from_ranges(low, high, 2 ** input_bits - 1)
+        encoded = inputs.encode(samples)
+        for weight_bits in range(MIN_BITS, MAX_WEIGHT_BITS + 1):
+            try:
+                plan = build_plan(model, inputs, profile, weight_bits)
+            except PlanError as exc:
+                refusals.append(str(exc))
+                break  # more weight bits only make the scores larger
+            error = float(np.abs(quantized_scores(plan, encoded) - exact).max())
+            if best is None or error < best.max_error:
+                best = Candidate(plan, inputs, input_bits, weight_bits, error)
+    if best is None:
+        raise PlanError(f"no precision gives a plan that decrypts exactly: {refusals[0]}")
+    return best
+
+
+def agreement(estimator: object, model: LinearModel, candidate: Candidate, samples: np.ndarray) -> dict:
+    """How the quantized plan's answers compare with scikit-learn's own on `samples`."""
+    reference = model.scores(samples)
+    if model.outputs is not None and model.outputs.kind == "classifier" and hasattr(estimator, "decision_function"):
+        sklearn_scores = np.asarray(estimator.decision_function(samples), dtype=np.float64).reshape(reference.shape)
+    elif model.outputs is not None and model.outputs.link == "identity":
+        sklearn_scores = np.asarray(estimator.predict(samples), dtype=np.float64).reshape(reference.shape)
+    else:  # a log link: compare the linear predictor, which the folded weights give exactly
+        sklearn_scores = reference
+    scores = quantized_scores(candidate.plan, candidate.inputs.encode(samples))
+    error = np.abs(scores - sklearn_scores)
+    largest = float(np.abs(sklearn_scores).max())
+    report = {"samples": int(len(samples)), "max_abs_score_error": float(error.max()),
+              "max_rel_score_error": float(error.max() / largest) if largest > 0 else 0.0}
+    if model.outputs is not None and model.outputs.kind == "classifier":
+        report["label_agreement"] = float(np.mean(predict(scores, model.outputs) == estimator.predict(samples)))
+    return report
+
+
+def prepare(model_file: Path, calibration: Path, out: Path, name: str | None = None, version: str = "1",
+            margin: float = DEFAULT_MARGIN, profile: str = "compact") -> ModelDescription:
+    estimator, pickled_with = load_estimator(model_file)
+    model = linear_model_from_estimator(estimator, pickled_with)
+    samples = read_samples(calibration)
+    if samples.shape[1] != model.n_features:
+        raise CalibrationError(f"{calibration} has {samples.shape[1]} features per sample; the model takes "
+                               f"{model.n_features}")
+    low, high = declared_ranges(samples, margin)
+    candidate = choose_plan(model, samples, low, high, profile)
+    report = agreement(estimator, model, candidate, samples)
+    report.update(input_bits=candidate.input_bits, weight_bits=candidate.weight_bits,
+                  plain_modulus_bits=candidate.plan.public.params.plain_modulus.bit_length(), margin=margin,
+                  profile=profile)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / model_file.name
+    if target.resolve() != model_file.resolve():
+        shutil.copyfile(model_file, target)
+    description = ModelDescription(name=name or model_file.stem, version=version, model_file=model_file.name,
+                                   features=model.n_features, outputs=model.outputs, inputs=candidate.inputs,
+                                   weight_bits=candidate.weight_bits, calibration=report)
+    description.save(out)
+    return description
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m model.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("model_file", type=Path, help="a pickled scikit-learn linear model or Pipeline")
+    parser.add_argument("--calibration", type=Path, required=True, help=".npy or .csv of input samples")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the prepared model into")
+    parser.add_argument("--name", help="the model's name (default: the file's stem)")
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help="widen each feature's range by this fraction of its span on each side")
+    parser.add_argument("--profile", choices=["compact", "flooded"], default="compact",
+                        help="the v1 parameter profile the service will run (NATIVE_PROFILE)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        description = prepare(args.model_file, args.calibration, args.out, args.name, args.version, args.margin,
+                              args.profile)
+    except (ModelLoadError, CalibrationError, PlanError) as exc:
+        print(f"python -m model.prepare: {exc}", file=sys.stderr)
+        sys.exit(2)
+    report = description.calibration or {}
+    print(f"{description.outputs.estimator}: {description.features} features, "
+          f"{description.outputs.kind}, {report['input_bits']}-bit inputs, {report['weight_bits']}-bit weights, "
+          f"{report['plain_modulus_bits']}-bit plaintext modulus")
+    line = (f"on {report['samples']} calibration samples: max |score error| {report['max_abs_score_error']:.3g} "
+            f"({report['max_rel_score_error']:.2g} of the largest score)")
+    if "label_agreement" in report:
+        line += f", labels equal to scikit-learn's on {report['label_agreement']:.2%}"
+    print(line)
+    print(f"wrote {args.out / description.model_file} and {args.out / 'model-settings.json'} "
+          f"in {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
