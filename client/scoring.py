@@ -3,10 +3,16 @@
     client = ScoringClient("http://127.0.0.1:8000", api_key="...")
     labels, scores = client.predict(images)        # uint8 MNIST images, or features as sklearn sees them
 
-The client fetches the model's encoding parameters (`GET /v1/model`), makes a key pair, uploads
-the public key once (`POST /v1/keys`; its id is its SHA-256), then encrypts, posts and decrypts.
-The secret key never leaves the process. Samples go one request each (`batch_size=1`) or in
-batches of up to `max_batch` per request.
+The client fetches the model's encoding parameters (`GET /v1/model`), makes a key pair (or takes
+the one `keys` gives, `client.keyfile`), uploads the public key (`POST /v1/keys`; its id is its
+SHA-256, and storing it again renews it), then encrypts, posts and decrypts. The secret key never
+leaves the process. Samples go one request each (`batch_size=1`) or in batches of up to
+`max_batch` per request.
+
+Every route is under one prefix (`model_prefix`): `/v1` for the service's default model,
+`/v1/models/{name}` for a named one and `/v1/models/{name}/versions/{version}` for one version;
+`ModelRoutes` names the routes under it. `EncryptedModel` (client/estimator.py) is the
+scikit-learn-like estimator over this transport.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import http.client
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import numpy as np
 
 from client import bearer
 from client.connection import Connection, Response, Verify
-from client.labels import labels_from_scores
+from model.outputs import labels_from_scores
 from bfv.encryption import ClientKeys
 from bfv.plan import PublicPlan
 
@@ -43,19 +50,78 @@ class Traffic:
     requests: int = 0
 
 
+DEFAULT_PREFIX = "/v1"
+
+
+def model_prefix(model: str | None = None, version: str | None = None) -> str:
+    """The prefix of a model's v1 routes: `/v1` (the service's default model), `/v1/models/{name}`
+    or `/v1/models/{name}/versions/{version}` (name and version quoted as path segments)."""
+    if model is None:
+        if version is not None:
+            raise ValueError(f"version {version!r} names a version of a model: give the model's name too")
+        return DEFAULT_PREFIX
+    if not model:
+        raise ValueError("a model's name cannot be empty (None names the service's default model)")
+    prefix = f"{DEFAULT_PREFIX}/models/{quote(model, safe='')}"
+    return prefix if version is None else f"{prefix}/versions/{quote(str(version), safe='')}"
+
+
+@dataclass(frozen=True)
+class ModelRoutes:
+    """The v1 routes of one model, all under `prefix` (`model_prefix`)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def model(self) -> str:
+        """The model's description: `/v1/model` for the default model, the prefix itself for a named one."""
+        return f"{DEFAULT_PREFIX}/model" if self.prefix == DEFAULT_PREFIX else self.prefix
+
+    @property
+    def keys(self) -> str:
+        return f"{self.prefix}/keys"
+
+    @property
+    def score(self) -> str:
+        return f"{self.prefix}/score"
+
+    @property
+    def batch(self) -> str:
+        return f"{self.prefix}/score/batch"
+
+
 class ScoringClient:
-    def __init__(self, url: str, timeout: float = 120.0, verify: Verify = True, api_key: str | None = None) -> None:
+    def __init__(self, url: str, timeout: float = 120.0, verify: Verify = True, api_key: str | None = None, *,
+                 prefix: str = DEFAULT_PREFIX, keys: Callable[[PublicPlan], ClientKeys] | None = None) -> None:
         """`api_key` (or an Entra access token) is sent as `Authorization: Bearer` on every request.
 
         `verify` checks an https server's certificate against the system's CAs (True), a CA file or
         folder, or an `ssl.SSLContext`; False turns the check off. `timeout` bounds each socket operation.
+        `prefix` (`model_prefix`) chooses the model: `/v1`, the service's default. `keys` gives the
+        key pair for the service's plan (`client.keyfile.kept_keys`); by default a fresh pair.
         """
+        self.routes = ModelRoutes(prefix.rstrip("/") or DEFAULT_PREFIX)
         self._http = Connection(url, timeout, verify, headers=bearer(api_key))
-        self.plan = PublicPlan.from_description(self._call("GET", "/v1/model").json())
-        self._keys = ClientKeys(self.plan)
-        self.key_bytes = len(self._keys.public_key)
-        self._call("POST", "/v1/keys", self._keys.public_key, OCTET_STREAM)
+        try:
+            self.description: dict = self._call("GET", self.routes.model).json()
+            self.plan = PublicPlan.from_description(self.description)
+            self._keys = ClientKeys(self.plan) if keys is None else keys(self.plan)
+            self.key_bytes = len(self._keys.public_key)
+            self._call("POST", self.routes.keys, self._keys.public_key, OCTET_STREAM)  # again: renews it
+        except BaseException:
+            self._http.close()
+            raise
         self.traffic = Traffic()
+
+    @property
+    def key_id(self) -> str:
+        """The id of the public key the service holds for this client (its SHA-256)."""
+        return self._keys.key_id
+
+    def stored_keys(self) -> list[dict]:
+        """The caller's public keys the service stores for this model, least recently stored first
+        (`GET {prefix}/keys`; for `/v1`, every model's): key_id, bytes, model, version, stored, expires."""
+        return self._call("GET", self.routes.keys).json()["keys"]
 
     def close(self) -> None:
         self._http.close()
@@ -80,6 +146,15 @@ class ScoringClient:
             raise ScoringFailed(f"{method} {path} answered {response.status_code}: {message}")
         return response
 
+    def integer_inputs(self, samples: np.ndarray, clip: bool = False) -> np.ndarray:
+        """Samples (as scikit-learn sees them; images flattened) to the integers that are encrypted
+        (`bfv.inputs`); uint8 images of a model that takes pixels pass as they are."""
+        samples = np.asarray(samples)
+        samples = samples.reshape(samples.shape[0], -1)
+        if samples.dtype == np.uint8 and self.plan.inputs.takes_pixels:
+            return samples.astype(np.int64)
+        return self.plan.inputs.encode(samples, clip)
+
     def _post(self, path: str, body: bytes, samples: int, while_waiting: Callable[[], object] | None = None) -> bytes:
         response = self._call("POST", path, body, OCTET_STREAM, while_waiting)
         self.traffic.requests += 1
@@ -101,7 +176,7 @@ class ScoringClient:
         started = time.perf_counter()
         scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=np.int64)
         step = max(1, min(batch_size, self.plan.degree))
-        path = "/v1/score" if step == 1 else "/v1/score/batch"
+        path = self.routes.score if step == 1 else self.routes.batch
         body = self._encrypt(inputs[:step], step) if len(inputs) else b""
         for start in range(0, len(inputs), step):
             chunk, after = inputs[start : start + step], inputs[start + step : start + 2 * step]
@@ -133,6 +208,6 @@ class ScoringClient:
 
         For regressors (LinearRegression) the scores are the predictions.
         """
-        scores = self.integer_scores(self.plan.quantize_inputs(samples), batch_size, progress) / self.plan.score_scale
+        scores = self.integer_scores(self.integer_inputs(samples), batch_size, progress) / self.plan.score_scale
         return labels_from_scores(scores, self.plan.classes), scores
 

@@ -35,7 +35,7 @@ DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 # Section title -> field-name patterns (fnmatch). Order is the page's order.
 SECTIONS: list[tuple[str, list[str]]] = [
     ("Server", ["host", "port", "tls_*", "api_docs"]),
-    ("Model and workers", ["azureml_model_dir", "model_file", "scoring_engine", "worker_count", "max_concurrent",
+    ("Model and workers", ["azureml_model_dir", "model_file", "model_name", "scoring_engine", "worker_count", "max_concurrent",
                            "max_queue", "scoring_timeout_ms"]),
     ("Key storage", ["azure_storage_*", "allowed_storage_accounts", "storage_*", "key_container", "key_cache_bytes",
                      "missing_key_ttl_s", "max_key_bytes"]),

@@ -18,6 +18,42 @@ export function parseExactJson(text) {
   return JSON.parse(text.replace(/([:[,]\s*)(-?\d{16,})(?=\s*[,\]}])/g, '$1"$2"'));
 }
 
+/** A sample's feature outside the range the model's inputs were declared for (bfv/inputs.py). */
+export class InputRangeError extends RangeError {}
+
+/** numpy's rint: to the nearest integer, ties to even (Math.round sends ties up); never -0. */
+function rint(x) {
+  const r = Math.round(x);
+  return (Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r) + 0;
+}
+
+/** A number as Python's `{:g}` writes it (6 significant digits), for messages equal to the Python client's. */
+function g(value) {
+  return String(Number(value.toPrecision(6)));
+}
+
+/** How each feature is encoded, from a `/v1/model` description: x_int = rint((x - offset) * scale),
+ *  |x_int| <= input_max, for x in the feature's declared range [low, high]. */
+function inputEncoding(body) {
+  const features = body.n_features;
+  const field = (name, fallback) => {
+    const values = body[name] === undefined ? Array(features).fill(fallback) : body[name].map(Number);
+    if (values.length !== features) throw new Error(`${name} has ${values.length} values for ${features} features`);
+    return values;
+  };
+  const max = Number(body.input_max ?? 255);
+  // A description without ranges is an MNIST model's of old: pixels / 255 in [0, 1].
+  const offsets = field('input_offsets', 0);
+  const scales = field('input_scales', 255);
+  const low = field('input_low', 0);
+  const high = field('input_high', 1);
+  const clamp = (v) => Math.min(max, Math.max(-max, v));
+  // The integers the declared range encodes to: what the integer path accepts (MNIST: pixels 0..255).
+  const lowInt = low.map((v, j) => clamp(rint((v - offsets[j]) * scales[j])));
+  const highInt = high.map((v, j) => clamp(rint((v - offsets[j]) * scales[j])));
+  return { max, offsets, scales, low, high, lowInt, highInt };
+}
+
 /** The parts of a `/v1/model` description the client computes with. */
 export function planFromDescription(body) {
   if (body.protocol !== 'ei-native-1' || body.scheme !== 'bfv') {
@@ -30,9 +66,65 @@ export function planFromDescription(body) {
     n,
     primes: body.coeff_modulus.map(BigInt),
     t: BigInt(body.plain_modulus),
+    inputs: inputEncoding(body),
     // Coefficient j * F + F - 1 of m * w_g holds output j of group g (bfv/plan.py).
     resultPositions: body.groups.map((group) => group.map((_, j) => j * features + features - 1)),
   };
+}
+
+function checkFeatureCount(plan, sample, index) {
+  const length = sample?.length;
+  if (typeof length !== 'number') throw new TypeError(`sample ${index} is not an array of features`);
+  if (length !== plan.n_features) {
+    throw new RangeError(`sample ${index} has ${length} features, but the model is expecting ${plan.n_features} `
+      + 'features as input');
+  }
+}
+
+/** Real-valued samples (as the model's scikit-learn estimator takes them) to the integers that are
+ *  encrypted, feature by feature, as bfv/inputs.py `InputEncoding.encode`: the feature count is
+ *  checked, and each value against its feature's declared range (`InputRangeError` naming the sample,
+ *  the feature and the range), unless `clip`: then it is encoded as the nearest end of its range. */
+export function encodeInputs(plan, samples, { clip = false } = {}) {
+  const { max, offsets, scales, low, high } = plan.inputs;
+  return Array.from(samples, (sample, i) => {
+    checkFeatureCount(plan, sample, i);
+    return Array.from(sample, (raw, j) => {
+      let value = Number(raw);
+      if (!Number.isFinite(value)) {
+        throw new RangeError(`sample ${i}, feature ${j}: ${raw} is not a finite number; an encrypted model `
+          + 'scores finite values only');
+      }
+      if (clip) {
+        value = Math.min(high[j], Math.max(low[j], value));
+      } else if (value < low[j] || value > high[j]) {
+        throw new InputRangeError(`sample ${i}, feature ${j}: ${g(value)} is outside the range [${g(low[j])}, `
+          + `${g(high[j])}] the model's inputs were declared for (pass {clip: true} to clip to it)`);
+      }
+      return Math.min(max, Math.max(-max, rint((value - offsets[j]) * scales[j])));
+    });
+  });
+}
+
+/** Integer inputs (the encrypted integers themselves; MNIST: pixels 0..255) checked before encryption:
+ *  the feature count, and each value an integer in the range its feature's declared range encodes to. */
+export function checkIntegerInputs(plan, samples) {
+  const { lowInt, highInt } = plan.inputs;
+  Array.from(samples, (sample, i) => {
+    checkFeatureCount(plan, sample, i);
+    for (let j = 0; j < sample.length; j++) {
+      const value = Number(sample[j]);
+      if (!Number.isInteger(value)) {
+        throw new RangeError(`sample ${i}, feature ${j}: ${sample[j]} is not an integer input; encode real-valued `
+          + 'features first (encode)');
+      }
+      if (value < lowInt[j] || value > highInt[j]) {
+        throw new InputRangeError(`sample ${i}, feature ${j}: ${value} is outside the integer range `
+          + `[${lowInt[j]}, ${highInt[j]}] the model's inputs were declared for`);
+      }
+    }
+    return null;
+  });
 }
 
 /** SEAL's BatchEncoder slot order: slot i lives at NTT index map[i] of the plaintext modulo t. */

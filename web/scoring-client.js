@@ -3,12 +3,22 @@
 //   const client = new ScoringClient('http://127.0.0.1:8000', { apiKey });
 //   const { labels, scores } = await client.predict(images);            // one request per image
 //   const { labels, scores } = await client.predict(images, { batchSize: 64 });
+//   const { labels, scores } = await client.predictFeatures(rows, { clip: false });  // any model's features
 //
 // On first use the client fetches the model's parameters (GET /v1/model), makes a key pair and
-// uploads the public key (POST /v1/keys). Images are arrays or typed arrays of integers 0..255
-// (MNIST: 784 pixels). Only ciphertexts leave the client; the secret key stays in this object.
+// uploads the public key (POST /v1/keys). `predict` takes the encrypted integers themselves: arrays
+// or typed arrays of integers, for MNIST the 784 pixels 0..255. `predictFeatures` takes real-valued
+// features as the model's scikit-learn estimator does and encodes them first (`encode`, with each
+// feature's offset and scale from the description). Both check the feature count and each feature's
+// declared range (input_low / input_high) before encrypting anything: a value outside it is an
+// `InputRangeError` naming the sample, the feature and the range (`clip: true` clips real values to
+// their range instead). Only ciphertexts leave the client; the secret key stays in this object.
 
-import { ClientKeys, parseExactJson, planFromDescription } from './bfv.js';
+import {
+  ClientKeys, InputRangeError, checkIntegerInputs, encodeInputs, parseExactJson, planFromDescription,
+} from './bfv.js';
+
+export { InputRangeError };
 
 const BINARY = { 'content-type': 'application/octet-stream' };
 const now = () => globalThis.performance.now();
@@ -79,9 +89,17 @@ export class ScoringClient {
     return scores;
   }
 
-  /** Exact integer scores (samples x n_outputs) of integer inputs. */
+  /** Real-valued samples (features as the scikit-learn estimator takes them) to the integers that are
+   *  encrypted; throws `InputRangeError` for a value outside its feature's declared range unless `clip`. */
+  async encode(samples, { clip = false } = {}) {
+    await this.ready();
+    return encodeInputs(this.plan, samples, { clip });
+  }
+
+  /** Exact integer scores (samples x n_outputs) of integer inputs, checked against the model first. */
   async integerScores(samples, { batchSize = 1 } = {}) {
     await this.ready();
+    checkIntegerInputs(this.plan, samples);
     const step = Math.max(1, Math.min(batchSize, this.plan.max_batch));
     const scores = [];
     for (let start = 0; start < samples.length; start += step) {
@@ -97,7 +115,12 @@ export class ScoringClient {
     return scores.flat();
   }
 
-  /** Labels and real-valued scores, as the plaintext scikit-learn model gives them. */
+  /** Labels and real-valued scores of real-valued samples (`encode`), as the plaintext scikit-learn model gives them. */
+  async predictFeatures(samples, { batchSize = 1, clip = false } = {}) {
+    return this.predict(await this.encode(samples, { clip }), { batchSize });
+  }
+
+  /** Labels and real-valued scores of integer inputs (MNIST: pixels), as the plaintext scikit-learn model gives them. */
   async predict(images, { batchSize = 1 } = {}) {
     const integers = await this.integerScores(images, { batchSize });
     const scores = integers.map((row) => row.map((v) => v / this.plan.score_scale));

@@ -146,7 +146,7 @@ def expected_scores(service: ServiceProcess, images: np.ndarray, estimator: obje
     model = load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
     description = ModelDescription.load(BUNDLED_MODEL_DIR)
     plan = build_plan(model, description.inputs, served["profile"], description.weight_bits)
-    assert {**plan.public.describe(), "outputs": model.outputs.describe()} == served  # the plan the service runs
+    assert {**plan.public.describe(), "name": "mnist", "version": "1", "outputs": model.outputs.describe()} == served
     public, quantized = plan.public, plan.model
     inputs = images.reshape(len(images), -1).astype(np.int64)  # the pixels: this model's encoding
     exact = quantized.scores(inputs) / public.score_scale

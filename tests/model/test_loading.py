@@ -14,7 +14,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClas
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from client.labels import labels_from_scores
+from model.outputs import labels_from_scores
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import ModelLoadError, load_linear_model
 
