@@ -9,10 +9,14 @@ one; its highest version) is the one `POST /score`, `/v1/model` and `/v1/score` 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.description import SETTINGS_FILE, ModelDescription
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # model names and versions, as they stand in URLs
 
 
 class CatalogError(ValueError):
@@ -40,18 +44,19 @@ def _entry(folder: Path, model_file: str, name: str, version: str) -> ModelEntry
     return None
 
 
-def _version_order(version: str) -> tuple:
+def version_order(version: str) -> tuple:
     """Numeric versions by value (10 after 9), any other after them by text."""
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def discover(root: Path, model_file: str) -> list[ModelEntry]:
     """Every model under `root`, sorted by name and version."""
-    single = _entry(root, model_file, Path(model_file).stem, "1")
-    if single is not None:
-        return [single]
-    entries = []
-    for name_folder in sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []:
+    # A single model without a description is named after its file, made fit for a URL.
+    single = _entry(root, model_file, re.sub(r"[^A-Za-z0-9._-]", "-", Path(model_file).stem).lstrip("._-")[:64]
+                    or "model", "1")
+    entries = [single] if single is not None else []
+    folders = [] if single is not None or not root.is_dir() else sorted(p for p in root.iterdir() if p.is_dir())
+    for name_folder in folders:
         for version_folder in sorted(path for path in name_folder.iterdir() if path.is_dir()):
             entry = _entry(version_folder, model_file, name_folder.name, version_folder.name)
             if entry is not None:
@@ -62,7 +67,12 @@ def discover(root: Path, model_file: str) -> list[ModelEntry]:
     keys = [entry.key for entry in entries]
     if len(set(keys)) != len(keys):
         raise CatalogError(f"{root}: two folders declare the same model name and version ({sorted(keys)})")
-    return sorted(entries, key=lambda entry: (entry.name, _version_order(entry.version)))
+    for entry in entries:
+        for what, value in (("name", entry.name), ("version", entry.version)):
+            if not NAME.fullmatch(value):
+                raise CatalogError(f"model {what} {value!r} ({entry.path}) is not usable in a URL: letters, digits, "
+                                   "'.', '_' and '-', starting with a letter or digit, at most 64")
+    return sorted(entries, key=lambda entry: (entry.name, version_order(entry.version)))
 
 
 def latest(entries: list[ModelEntry], name: str) -> ModelEntry | None:

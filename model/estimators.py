@@ -84,6 +84,7 @@ def _truncated_svd(step: object) -> Affine:
 AFFINE_STEPS = {"StandardScaler": _standard_scaler, "MinMaxScaler": _min_max_scaler,
                 "MaxAbsScaler": _max_abs_scaler, "PCA": _pca, "TruncatedSVD": _truncated_svd}
 REGRESSOR_LINKS = {"IdentityLink": "identity", "LogLink": "log"}
+ONE_VS_ONE = {"SVC", "NuSVC"}
 
 
 def _plain(values: object) -> tuple:
@@ -98,7 +99,7 @@ def _proba_rule(estimator: object, served: object) -> tuple[str | None, str | No
         getattr(served, "predict_proba")
     except AttributeError as exc:  # scikit-learn's own words for its absence, raised again by the client
         return None, str(exc)
-    if name == "LogisticRegression":
+    if name in ("LogisticRegression", "LogisticRegressionCV"):
         return ("logistic" if len(estimator.classes_) <= 2 else "softmax"), None
     if name == "SGDClassifier":
         return {"log_loss": "logistic", "modified_huber": "modified_huber"}[estimator.loss], None
@@ -114,6 +115,14 @@ def outputs_of(estimator: object, served: object, label: str) -> Outputs:
         binarizer = getattr(estimator, "_label_binarizer", None)
         if classes.ndim != 1 or getattr(binarizer, "y_type_", "") == "multilabel-indicator":
             raise UnsupportedModel(f"{name} was fitted on multilabel targets, which are not supported")
+        rows = coef.shape[0] if coef.ndim == 2 else 1
+        # SVC and NuSVC vote one-vs-one (a row per pair of classes) beyond two classes: not one affine map.
+        if name in ONE_VS_ONE and len(classes) > 2:
+            raise UnsupportedModel(f"{name} votes one-vs-one between {len(classes)} classes (a row of coef_ per "
+                                   "pair), which is not one affine map: use LinearSVC or another one-vs-rest model")
+        if rows != (1 if len(classes) == 2 else len(classes)):
+            raise UnsupportedModel(f"{name} has {rows} rows of coef_ for {len(classes)} classes: only linear "
+                                   "classifiers with a row per class (or one for two classes) can be served")
         proba, proba_error = _proba_rule(estimator, served)
         return Outputs(kind="classifier", estimator=label, single_output=coef.ndim == 1 or coef.shape[0] == 1,
                        classes=_plain(classes), proba=proba, proba_error=proba_error)

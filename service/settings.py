@@ -28,7 +28,9 @@ class Settings(BaseSettings):
         "info", description="Least severe log level written, by the web process and the workers alike.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per line.")
 
-    azureml_model_dir: Path = Field(BUNDLED_MODEL_DIR, description="Folder holding the pickled model.")
+    azureml_model_dir: Path = Field(
+        BUNDLED_MODEL_DIR, description="Folder of the model (its model-settings.json or MODEL_FILE), or of one "
+                                       "<name>/<version>/ folder per model (Azure ML's layout).")
     model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR (or inside each "
                                                            "<name>/<version>/ folder) where no model-settings.json "
                                                            "names one.")

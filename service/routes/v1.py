@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from bfv.wire import Kind, WireError, key_id, read_public_key
+from model.catalog import version_order
 from service.errors import Unprocessable
 from service.http.auth import Identity, caller
 from service.http.bodies import read_body
@@ -50,8 +51,10 @@ def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> API
     @router.get("/v1/models", summary="The models served: name, version, kind, features, outputs, default")
     async def list_models() -> dict:
         default = protocol.default_key()
+        models = sorted(protocol.models().items(), key=lambda item: (item[1].listing["name"],
+                                                                     version_order(item[1].listing["version"])))
         return {"models": [{**model.listing, "default": key == default, "v1": model.description is not None}
-                           for key, model in protocol.models().items()]}
+                           for key, model in models]}
 
     async def describe(request: Request) -> dict:
         model = protocol.model_of(request)

@@ -28,15 +28,16 @@ from bfv.wire import (
     public_key_size,
     request_size,
 )
+from model.catalog import version_order
 from service.errors import Conflict, NotFound, Unprocessable
 from service.http.bodies import BodyRule, body_head
 from service.settings import Settings
 from service.storage.accounts import StorageAccess
 from service.workers.pool import WorkerPool
 
-NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-# /v1/<route>, /v1/models/<name>/<route>, /v1/models/<name>/versions/<version>/<route>
-_PATH = re.compile(rf"/v1(?:/models/(?P<name>{NAME})(?:/versions/(?P<version>{NAME}))?)?/(?P<route>.+)")
+# /v1/<route>, /v1/models/<name>/<route>, /v1/models/<name>/versions/<version>/<route> (any segment:
+# a path of a model that is not served still classifies as scoring, so Admission checks it).
+_PATH = re.compile(r"/v1(?:/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?)?/(?P<route>.+)")
 SCORING_ROUTES = {"score": Kind.SINGLE, "score/batch": Kind.BATCH}
 KEYS_ROUTE = "keys"
 
@@ -116,8 +117,9 @@ class V1Protocol:
             return models[self._pool.setup["default"]]
         if version is not None:
             found = models.get(f"{name}/{version}")
-        else:  # keys are sorted by name and version: the last of a name is its latest
-            found = next((model for key, model in reversed(models.items()) if key.split("/", 1)[0] == name), None)
+        else:  # the latest version of the name
+            versions = [model for model in models.values() if model.listing["name"] == name]
+            found = max(versions, key=lambda model: version_order(model.listing["version"]), default=None)
         if found is None:
             raise NotFound(f"no model {name}" + (f" version {version}" if version else "") + " is served here; "
                            "GET /v1/models lists them")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from bench.processes import PROJECT_ROOT, TEST_API_KEY, ServiceProcess, running_
 from bfv.inputs import InputRangeError
 from client import EncryptedModel
 from model.prepare import prepare
+from tests.real_parts import missing_part
 
 DEFAULT = "breast-cancer"
 LABELS = 0.995  # labels equal to scikit-learn's on at least this share of held-out samples
@@ -81,6 +83,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, T
         prepare(work / f"{name}.pkl", work / f"{name}.npy", root / name / "1", name=name,
                 feature_range=feature_range)
         models[name] = Trained(estimator, X_test, hasattr(estimator, "classes_"))
+    # A second version of one model: its name alone serves the latest.
+    X_train, _, y_train, _ = _split(load_iris, "names")
+    joblib.dump(LogisticRegression(C=0.05, max_iter=1000).fit(X_train, y_train), work / "iris-2.pkl")
+    prepare(work / "iris-2.pkl", work / "iris.npy", root / "iris" / "2", name="iris", version="2")
     return root, models
 
 
@@ -104,7 +110,8 @@ def test_each_model_scores_as_scikit_learn_on_held_out_data(name: str, trained, 
                                                             tmp_path: Path) -> None:
     _, models = trained
     model = models[name]
-    with EncryptedModel(served.url, api_key=TEST_API_KEY, model=name, key_file=tmp_path / "key") as encrypted:
+    with EncryptedModel(served.url, api_key=TEST_API_KEY, model=name, version="1",
+                        key_file=tmp_path / "key") as encrypted:
         assert encrypted.n_features_in_ == model.X_test.shape[1]
         predictions = encrypted.predict(model.X_test)
         expected = model.estimator.predict(model.X_test)
@@ -153,6 +160,10 @@ def test_two_models_answer_with_their_own_plans_and_a_key_of_one_is_refused_by_t
         served: ServiceProcess, tmp_path: Path) -> None:
     listing = served.http.get("/v1/models").json()["models"]
     assert {model["name"] for model in listing} == set(_models())
+    assert [(model["name"], model["version"]) for model in listing] == sorted(
+        [(name, "1") for name in _models()] + [("iris", "2")])
+    assert served.http.get("/v1/models/iris").json()["version"] == "2"  # a name alone: its latest version
+    assert served.http.get("/v1/models/iris/versions/1").json()["version"] == "1"
     assert [model["name"] for model in listing if model["default"]] == [DEFAULT]
     default, iris = served.http.get("/v1/model").json(), served.http.get("/v1/models/iris").json()
     assert default["name"] == DEFAULT and default["n_features"] == 30
@@ -162,7 +173,7 @@ def test_two_models_answer_with_their_own_plans_and_a_key_of_one_is_refused_by_t
     # A single request of this profile has the same size for every model: only the key tells them apart.
     answer = served.http.post("/v1/models/iris/score", content=request,
                               headers={"content-type": "application/octet-stream"})
-    assert answer.status_code == 404 and "for this identity and model iris/1" in answer.json()["message"]
+    assert answer.status_code == 404 and "for this identity and model iris/2" in answer.json()["message"]
 
 
 def test_the_tutorials_client_scores_the_default_model_on_score(trained, served: ServiceProcess,
@@ -177,6 +188,27 @@ def test_the_tutorials_client_scores_the_default_model_on_score(trained, served:
     assert np.abs(scores - reference).max() <= 1e-4 * np.abs(reference).max()  # CKKS, not quantized
 
 
+def test_the_javascript_client_scores_the_default_model_from_its_features(trained, served: ServiceProcess) -> None:
+    """web/scoring-client.js in Node: features encoded with the declared offsets and scales, one request
+    each and in one batch, equal to the quantized model's exact scores."""
+    if shutil.which("node") is None:
+        missing_part("Node.js is not installed")
+    _, models = trained
+    model = models[DEFAULT]
+    X = model.X_test[:4]
+    with EncryptedModel(served.url, api_key=TEST_API_KEY) as encrypted:
+        exact = encrypted.decision_function(X)  # the Python client's decryption of the same exact scores
+    for batch_size in (1, 4):
+        done = subprocess.run(["node", str(PROJECT_ROOT / "tests" / "js" / "predict.mjs")], capture_output=True,
+                              text=True, timeout=300, input=json.dumps({"url": served.url, "api_key": TEST_API_KEY,
+                                                                        "features": X.tolist(),
+                                                                        "batch_size": batch_size}))
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert np.array(result["scores"]).ravel().tolist() == exact.tolist()
+        assert result["labels"] == model.estimator.predict(X).tolist()
+
+
 def test_a_hundred_cli_runs_of_one_identity_reuse_one_key(trained, served: ServiceProcess, tmp_path: Path) -> None:
     """MAX_KEYS_PER_IDENTITY=4: a client making a key per run would replace keys; one keeping it renews one."""
     from typer.testing import CliRunner
@@ -189,10 +221,10 @@ def test_a_hundred_cli_runs_of_one_identity_reuse_one_key(trained, served: Servi
     runner = CliRunner()
     for _ in range(100):
         result = runner.invoke(app, ["predict", "--url", served.url, "--input", str(tmp_path / "three.npy"),
-                                     "--model", "iris", "--json"], env=env)
+                                     "--model", "iris", "--version", "1", "--json"], env=env)
         assert result.exit_code == 0, result.output
     assert json.loads(result.output)["predictions"] == list(models["iris"].estimator.predict(models["iris"].X_test[:3]))
-    keys = served.http.get("/v1/models/iris/keys").json()["keys"]
+    keys = served.http.get("/v1/models/iris/versions/1/keys").json()["keys"]
     assert len(keys) == 1
 
 
@@ -220,9 +252,18 @@ def test_the_cli_compares_with_the_pickled_model(trained, served: ServiceProcess
 ])
 def test_a_model_that_is_not_affine_is_refused_at_start_by_name(estimator, named: str, tmp_path: Path) -> None:
     X, y = load_iris(return_X_y=True)
-    folder = tmp_path / "refused" / "1"
+    _refused_at_start(tmp_path, estimator.fit(X, y), "refused", named)
+
+
+def test_a_model_folder_whose_name_cannot_stand_in_a_url_is_refused_at_start(tmp_path: Path) -> None:
+    X, y = load_iris(return_X_y=True)
+    _refused_at_start(tmp_path, LogisticRegression(max_iter=1000).fit(X, y), "iris model", "is not usable in a URL")
+
+
+def _refused_at_start(tmp_path: Path, estimator: object, folder_name: str, named: str) -> None:
+    folder = tmp_path / folder_name / "1"
     folder.mkdir(parents=True)
-    joblib.dump(estimator.fit(X, y), folder / "sklearn_mnist_model.pkl")
+    joblib.dump(estimator, folder / "sklearn_mnist_model.pkl")
     result = subprocess.run([sys.executable, "-m", "service"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             timeout=120, env={**os.environ, "AZUREML_MODEL_DIR": str(tmp_path), "PORT": "1",
                                               "API_KEYS": "a=b"})

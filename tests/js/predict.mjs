@@ -1,9 +1,14 @@
-// Test hook for tests/js/test_js_client_against_python.py: ScoringClient.predict in Node against a running service.
-// stdin: {"url", "api_key", "images": [[784]], "batch_size"}; stdout: {"labels", "scores", "request_bytes"}
+// Test hook for the tests that run the JavaScript client in Node against a running service.
+// stdin: {"url", "api_key", "images": [[784]] | "features": [[n]], "batch_size"};
+// stdout: {"labels", "scores", "request_bytes"}. Images are integer pixels (predict); features are
+// real-valued, encoded by the client with the model's declared offsets and scales (predictFeatures).
 import { readFileSync } from 'node:fs';
 import { ScoringClient } from '../../web/scoring-client.js';
 
 const input = JSON.parse(readFileSync(0, 'utf8'));
 const client = new ScoringClient(input.url, { apiKey: input.api_key ?? undefined });
-const { labels, scores } = await client.predict(input.images, { batchSize: input.batch_size });
+const options = { batchSize: input.batch_size };
+const { labels, scores } = input.features
+  ? await client.predictFeatures(input.features, options)
+  : await client.predict(input.images, options);
 process.stdout.write(JSON.stringify({ labels, scores, request_bytes: client.lastExchange.requestBytes }));

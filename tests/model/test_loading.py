@@ -106,3 +106,23 @@ def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
 def test_seed_tutorial_pickle_loads(seed_model_dir: Path) -> None:
     model = load_linear_model(seed_model_dir / DEFAULT_MODEL_FILE)
     assert model.coef.shape == (10, 784) and model.pickled_with is not None
+
+
+def test_one_vs_one_classifiers_are_refused_and_logistic_regression_cv_is_served() -> None:
+    """SVC(kernel="linear") votes between pairs of classes: its coef_ rows are not class scores, even when
+    there are as many pairs as classes (3). LogisticRegressionCV follows LogisticRegression's rules."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.svm import SVC
+
+    from model.loading import linear_model_from_estimator
+    from model.outputs import predict_proba
+
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ModelLoadError, match="SVC votes one-vs-one between 3 classes"):
+        linear_model_from_estimator(SVC(kernel="linear").fit(X, y))
+    binary = SVC(kernel="linear").fit(X, y > 0)
+    assert (labels_from_scores(linear_model_from_estimator(binary).scores(X), binary.classes_) == binary.predict(X)).all()
+    cv = LogisticRegressionCV(max_iter=1000).fit(X, y)
+    model = linear_model_from_estimator(cv)
+    np.testing.assert_allclose(predict_proba(model.scores(X), model.outputs), cv.predict_proba(X), rtol=0, atol=1e-12)
