@@ -18,7 +18,7 @@ from bfv import bitpack
 from bfv.plan import build_plan
 from bfv.ring import expand_uniform, scale_messages
 from bfv.seal_ring import SealRing
-from bfv.wire import Kind, PublicKey, Request, write_public_key, write_reply, write_request
+from bfv.wire import Kind, PublicKey, Request, reply_header, write_public_key, write_request
 
 
 def _strings(values: np.ndarray) -> list[str]:
@@ -53,7 +53,8 @@ def fixtures() -> dict:
             "public_key": write_public_key(PublicKey(seed=seed, pk0=c0[0]), params).hex(),
             "request": write_request(Request(Kind.BATCH, 3, "ab" * 32, seed, c0), params).hex(),
             "reply_values": _strings(reply_values),
-            "reply": write_reply(Kind.SINGLE, 1, plan.single_reply_bits, reply_values).hex(),
+            "reply": bitpack.pack(reply_values, plan.single_reply_bits,
+                                  prefix=reply_header(Kind.SINGLE, 1, plan.single_reply_bits, reply_values.size)).hex(),
             "odd_width": {"width": 13, "values": _strings(reply_values % (1 << 13)),
                           "packed": bitpack.pack(reply_values % (1 << 13), 13).hex()},
         },
