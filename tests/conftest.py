@@ -8,6 +8,8 @@ import joblib
 import numpy as np
 import pytest
 
+pytest.register_assert_rewrite("tests.expectations")  # its helpers' asserts explain themselves like tests'
+
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.mnist import load_evaluation_images
 from tests.real_parts import missing_part

@@ -22,6 +22,7 @@ from service.azureml.seal_wire import (
 )
 from service.errors import Unprocessable
 from service.azureml.seal_format import SealFormatError, read_object
+from tests.expectations import CKKS_ATOL
 
 RNG = np.random.default_rng(11)
 # The seed parameters' primes (60, 40, 40 and the 60-bit special prime), as SEAL generates them.
@@ -51,8 +52,8 @@ def test_replies_decrypt_to_eiserver_scores(seed_client, outputs: int, features:
     assert len(ciphertexts) == engine.expected_ciphertexts
     fast = client.decrypt(engine.predict(ciphertexts, keys))
     reference = client.decrypt(EIServer(model.coef, model.intercept).predict(ciphertexts, public_keys))
-    np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(fast, model.scores(x), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(fast, reference, atol=CKKS_ATOL, rtol=0)
+    np.testing.assert_allclose(fast, model.scores(x), atol=CKKS_ATOL, rtol=0)
 
 
 def test_mnist_images_score_like_the_plaintext_model(prepared, seed_client, mnist_test_images) -> None:
@@ -66,7 +67,7 @@ def test_mnist_images_score_like_the_plaintext_model(prepared, seed_client, mnis
         for ciphertext in reply:
             header, _ = read_object(base64.b64decode(ciphertext), 1 << 20)
             assert header.version == (3, 5)
-        np.testing.assert_allclose(client.decrypt(reply), model.scores(image), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(client.decrypt(reply), model.scores(image), atol=CKKS_ATOL, rtol=0)
 
 
 def _rewrite(ciphertext_b64: str, mutate) -> str:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from bench.processes import PROJECT_ROOT, TEST_API_KEY, TEST_HEADERS, authenticated_settings
 from service.app import create_app
 from service.settings import Settings
+from tests.expectations import assert_matches_sklearn
 from tests.http.unsent_body import send_without_body, status_of
 
 PROTECTED = [("GET", "/metrics"), ("GET", "/swagger.json"), ("GET", "/docs"), ("POST", "/score"),
@@ -111,8 +112,8 @@ def test_api_docs_can_be_open_protected_or_off(docs: str, anonymous: int, authen
         assert client.get(path, headers=TEST_HEADERS).status_code == authenticated
 
 
-def test_the_unmodified_seed_client_flow_works_with_a_key_and_is_refused_without(service, seed_client,
-                                                                                   azurite: str) -> None:
+def test_the_unmodified_seed_client_flow_works_with_a_key_and_is_refused_without(service, seed_client, azurite: str,
+                                                                                   bundled_estimator) -> None:
     """The README's notebook flow: the tutorial's client encrypts, the caller's own HTTP call adds the header."""
     from azure.storage.blob import BlobServiceClient
 
@@ -121,13 +122,14 @@ def test_the_unmodified_seed_client_flow_works_with_a_key_and_is_refused_without
     if not blobs.exists():
         blobs.create_container()
     blobs.upload_blob(key_id, public_keys, overwrite=True)
-    data = json.dumps({"data": edp.encrypt([0.5] * 784), "key_id": key_id, "conn_str": azurite,
+    features = [0.5] * 784
+    data = json.dumps({"data": edp.encrypt(features), "key_id": key_id, "conn_str": azurite,
                        "container": "readme-flow"})
     refused = httpx.post(f"{service.url}/score", content=data, headers={"Content-Type": "application/json"})
     assert_401(refused)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TEST_API_KEY}"}
     eresult = httpx.post(f"{service.url}/score", content=data, headers=headers, timeout=600).json()
-    assert len(edp.decrypt(eresult)) == 10
+    assert_matches_sklearn(bundled_estimator, features, edp.decrypt(eresult))
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])

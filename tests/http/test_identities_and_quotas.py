@@ -21,6 +21,7 @@ from service.errors import ServiceUnavailable
 from service.http.auth import Identity
 from service.http.metering import ImageQuota
 from service.settings import Settings
+from tests.expectations import served_v1_plan, v1_exact_scores
 from tests.http.test_metrics_and_logs import metric_value
 from tests.http.unsent_body import send_without_body, status_of
 from tests.real_parts import missing_part
@@ -79,7 +80,8 @@ def test_an_identity_without_batch_permission_is_refused_a_batch(replicas) -> No
     assert status_of(send_without_body(first.url, "POST", "/v1/score/batch", auth("bob"))) == 403
 
 
-def test_quota_in_images_is_shared_by_two_replicas_and_other_identities_are_still_served(replicas) -> None:
+def test_quota_in_images_is_shared_by_two_replicas_and_other_identities_are_still_served(replicas,
+                                                                                         bundled_estimator) -> None:
     first, second, _ = replicas
     with client(first, "carol") as carol, client(second, "dave") as dave:
         single = carol._keys.encrypt_single(ZERO)
@@ -91,14 +93,17 @@ def test_quota_in_images_is_shared_by_two_replicas_and_other_identities_are_stil
         assert post(second, "/v1/score", single, "carol").status_code == 429  # the other replica agrees
         # Refused from the headers alone: a spent identity cannot make the service receive its bodies.
         assert status_of(send_without_body(second.url, "POST", "/v1/score", auth("carol"))) == 429
-        assert dave.predict(np.zeros((1, 28, 28), np.uint8))[0].shape == (1,)  # another identity is served
+        blank = np.zeros((1, 28, 28), np.uint8)
+        _, scores = dave.predict(blank)  # another identity is served, and right
+        np.testing.assert_array_equal(scores, v1_exact_scores(served_v1_plan(bundled_estimator), blank))
 
 
-def test_a_batch_costs_the_images_it_declares(replicas) -> None:
+def test_a_batch_costs_the_images_it_declares(replicas, bundled_estimator) -> None:
     first, second, _ = replicas
     with client(first, "alice") as alice:
-        labels, _ = alice.predict(np.zeros((4, 28, 28), np.uint8), batch_size=4)
-        assert labels.shape == (4,)
+        blanks = np.zeros((4, 28, 28), np.uint8)
+        _, scores = alice.predict(blanks, batch_size=4)
+        np.testing.assert_array_equal(scores, v1_exact_scores(served_v1_plan(bundled_estimator), blanks))
         response = post(second, "/v1/score/batch", alice._keys.encrypt_batch(np.zeros((4, 784), np.int64)), "alice")
     assert response.status_code == 429, response.text  # 4 + 4 images > 6 per hour
 
@@ -160,18 +165,31 @@ def test_an_expired_key_is_refused_and_storing_it_again_renews_it(azurite: str, 
 
 
 def test_metrics_label_v1_routes_refusals_native_scoring_and_images_per_identity(replicas) -> None:
+    """Exact increases on the first replica (one worker): alice's client stores a fresh key and scores
+    one image, which is that worker's first lookup of the key (storing does not prepare it: a miss);
+    two requests without credentials are refused with 401."""
     first, _, metrics_port = replicas
+    scrape = f"http://127.0.0.1:{metrics_port}/metrics"  # the scrape port needs no credentials
+    counted = [("scoring_http_requests_total", 'route="/v1/score",status="200"', 1),
+               ("scoring_http_requests_total", 'route="/v1/keys",status="201"', 1),
+               ("scoring_http_requests_total", 'route="/v1/model",status="200"', 1),
+               ("scoring_http_requests_total", 'route="/v1/model",status="401"', 1),
+               ("scoring_http_requests_total", 'route="/metrics",status="401"', 1),
+               ("scoring_http_refusals_total", 'status="401"', 2),
+               ("scoring_engine_duration_seconds_count", 'engine="native"', 1),
+               ("scoring_key_cache_lookups_total", 'result="miss"', 1),
+               ("scoring_key_cache_lookups_total", 'result="hit"', 0),
+               ("scoring_images_total", 'identity="alice"', 1)]
+    before = httpx.get(scrape).text
     with client(first, "alice") as alice:
         alice.predict(np.zeros((1, 28, 28), np.uint8))
     httpx.get(f"{first.url}/v1/model")  # a 401
     assert httpx.get(f"{first.url}/metrics").status_code == 401  # the public port still needs credentials
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text  # the scrape port does not
-    assert metric_value(text, "scoring_http_requests_total", 'route="/v1/score",status="200"') >= 1
-    assert metric_value(text, "scoring_http_requests_total", 'route="/v1/keys",status="201"') >= 1
-    assert metric_value(text, "scoring_http_refusals_total", 'status="401"') >= 1
-    assert metric_value(text, "scoring_engine_duration_seconds_count", 'engine="native"') >= 1
-    assert metric_value(text, "scoring_key_cache_lookups_total", 'result="miss"') >= 1
-    assert metric_value(text, "scoring_images_total", 'identity="alice"') >= 1
+    text = httpx.get(scrape).text
+    increases = {(name, labels): metric_value(text, name, labels, absent=0.0) - metric_value(before, name, labels,
+                                                                                               absent=0.0)
+                 for name, labels, _ in counted}
+    assert increases == {(name, labels): expected for name, labels, expected in counted}
     assert "other" not in {line.split('identity="')[1].split('"')[0]
                            for line in text.splitlines() if line.startswith("scoring_images_total{")}
 

@@ -7,30 +7,45 @@ import json
 import httpx
 import numpy as np
 
-from bench.processes import AZURITE_KEY, running_service, wait_until
+from bench.processes import AZURITE_KEY, TEST_API_KEY, running_service, wait_until
 
 
-def metric_value(text: str, name: str, labels: str = "") -> float:
+def metric_value(text: str, name: str, labels: str = "", absent: float | None = None) -> float:
+    """The value of series `name{labels}` in a /metrics text; `absent` if it is not there (a counter
+    that was never incremented, with absent=0.0), else an AssertionError."""
     prefix = f"{name}{{{labels}}}" if labels else name
     for line in text.splitlines():
         if line.startswith(prefix + " "):
             return float(line.split()[-1])
+    if absent is not None:
+        return absent
     raise AssertionError(f"{prefix} not in /metrics")
 
 
-def test_metrics_count_requests_scoring_and_key_cache(service, azureml_session) -> None:
-    before = service.http.get("/metrics").text
-    scored_before = metric_value(before, "scoring_engine_duration_seconds_count", 'engine="seal"') \
-        if "scoring_engine_duration_seconds_count{" in before else 0.0
-    for _ in range(3):  # two workers: at least one of them sees the same keys twice
-        azureml_session.scores(np.linspace(0, 1, 784))
-    service.http.post("/score", content=b"{not json", headers={"Content-Type": "application/json"})
-    text = service.http.get("/metrics").text
-    assert metric_value(text, "scoring_engine_duration_seconds_count", 'engine="seal"') == scored_before + 3
-    assert metric_value(text, "scoring_http_requests_total", 'route="/score",status="200"') >= 2
-    assert metric_value(text, "scoring_http_requests_total", 'route="/score",status="400"') >= 1
-    assert metric_value(text, "scoring_http_request_duration_seconds_count", 'route="/score"') >= 3
-    assert metric_value(text, "scoring_key_cache_lookups_total", 'result="hit"') >= 1
+def test_metrics_count_requests_scoring_and_key_cache(service, azurite: str) -> None:
+    """Three scorings with fresh keys, then a 400: exact increases of each counter. The two workers
+    take sequential requests in turn (an idle worker goes to the back of the queue), so the new
+    keys miss once in each worker and are a hit the third time."""
+    from client.azureml import AzureMLSession
+
+    counted = [("scoring_engine_duration_seconds_count", 'engine="seal"', 3),
+               ("scoring_http_requests_total", 'route="/score",status="200"', 3),
+               ("scoring_http_requests_total", 'route="/score",status="400"', 1),
+               ("scoring_http_request_duration_seconds_count", 'route="/score"', 4),
+               ("scoring_key_cache_lookups_total", 'result="miss"', 2),
+               ("scoring_key_cache_lookups_total", 'result="hit"', 1)]
+    with AzureMLSession(url=service.url, conn_str=azurite, container="metrics-keys",
+                        api_key=TEST_API_KEY) as session:
+        before = service.http.get("/metrics").text
+        assert metric_value(before, "scoring_in_flight") == 0  # both workers idle: they take turns
+        for _ in range(3):
+            session.scores(np.linspace(0, 1, 784))
+        service.http.post("/score", content=b"{not json", headers={"Content-Type": "application/json"})
+        text = service.http.get("/metrics").text
+    increases = {(name, labels): metric_value(text, name, labels, absent=0.0) - metric_value(before, name, labels,
+                                                                                               absent=0.0)
+                 for name, labels, _ in counted}
+    assert increases == {(name, labels): expected for name, labels, expected in counted}
     assert metric_value(text, "scoring_queue_depth") == 0
     assert metric_value(text, "scoring_in_flight") == 0
     assert any(line.startswith('scoring_key_cache_bytes{engine="seal",worker=') and float(line.split()[-1]) > 1e6

@@ -9,6 +9,7 @@ import sys
 import zlib
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,6 +17,7 @@ from service.app import create_app
 from service.azureml.seal_format import HEADER
 from bench.processes import (PROJECT_ROOT, AZURITE_KEY, TEST_AUTH_ENV, TEST_HEADERS, authenticated_settings,
                              wait_until)
+from tests.expectations import assert_matches_sklearn
 
 
 def post_score(url: str, body: object, **kwargs) -> httpx.Response:
@@ -35,21 +37,23 @@ def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
 
 @pytest.fixture(scope="module")
 def valid_body(azureml_session) -> dict:
-    return json.loads(azureml_session.request_body(__import__("numpy").zeros(784)))
+    return json.loads(azureml_session.request_body(np.zeros(784)))
 
 
 @pytest.fixture(autouse=True)
 def then_the_same_process_still_scores(request: pytest.FixtureRequest):
-    """After each test against the service: same process, and a valid request is still scored."""
+    """After each test against the service: same process, and a valid request is still scored right."""
     if "service" not in request.fixturenames:
         yield
         return
     service = request.getfixturevalue("service")
     session = request.getfixturevalue("azureml_session")
+    estimator = request.getfixturevalue("bundled_estimator")
     pid = service.process.pid
     yield
     assert service.process.poll() is None and service.process.pid == pid
-    assert len(session.scores(__import__("numpy").linspace(0, 1, 784))) == 10
+    features = np.linspace(0, 1, 784)
+    assert_matches_sklearn(estimator, features, session.scores(features))
 
 
 def test_liveness_readiness_and_openapi(service) -> None:

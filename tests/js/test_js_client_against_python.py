@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from bench.processes import TEST_API_KEY, ServiceProcess
-from model.outputs import labels_from_scores
 from model.loading import linear_model_from_estimator
 from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
 from bfv.plan import build_plan
 from bfv.wire import Kind, read_request, request_size
+from tests.expectations import assert_within_weight_rounding, served_v1_plan, v1_exact_scores
 from tests.real_parts import missing_part
 
 JS_TESTS = Path(__file__).resolve().parent
@@ -69,9 +69,10 @@ def test_javascript_client_predicts_as_scikit_learn(service: ServiceProcess, bat
     images = mnist_test_images[0][:3].reshape(3, -1)
     result = _node("predict.mjs", {"url": service.url, "api_key": TEST_API_KEY, "images": images.tolist(),
                                    "batch_size": batch_size})
-    model = linear_model_from_estimator(bundled_estimator)
-    expected = model.scores(images / 255.0)
-    assert result["labels"] == labels_from_scores(expected, model.classes).tolist()
-    assert np.abs(np.array(result["scores"]) - expected).max() < 0.05
-    params = build_plan(model, InputEncoding.pixels(model.n_features)).public.params
-    assert result["request_bytes"] == request_size(1 if batch_size == 1 else model.n_features, params)
+    plan = served_v1_plan(bundled_estimator)
+    scores = np.array(result["scores"])
+    np.testing.assert_array_equal(scores, v1_exact_scores(plan, images))  # exact: the quantized model's scores
+    assert_within_weight_rounding(plan, bundled_estimator, images, scores)
+    assert result["labels"] == bundled_estimator.predict(images / 255.0).tolist()
+    assert result["request_bytes"] == request_size(1 if batch_size == 1 else plan.public.n_features,
+                                                   plan.public.params)

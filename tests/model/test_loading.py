@@ -17,6 +17,7 @@ from sklearn.tree import DecisionTreeClassifier
 from model.outputs import labels_from_scores
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import ModelLoadError, load_linear_model
+from tests.expectations import bundled_model_accuracy_floor
 
 RNG = np.random.default_rng(7)
 X = RNG.random((60, 12))
@@ -52,6 +53,12 @@ def test_bundled_model_is_a_ten_class_mnist_classifier() -> None:
     assert model.coef.shape == (10, 784)
     assert model.intercept.shape == (10,)
     assert list(model.classes) == list(range(10))
+
+
+def test_bundled_model_accuracy_on_the_evaluation_images(bundled_estimator, mnist_test_images) -> None:
+    images, labels, source = mnist_test_images
+    accuracy = bundled_estimator.score(images / 255.0, labels)
+    assert accuracy >= bundled_model_accuracy_floor(source), (accuracy, source)
 
 
 @pytest.mark.parametrize("estimator, y, outputs", [
@@ -105,7 +112,7 @@ def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
 
 def test_seed_tutorial_pickle_loads(seed_model_dir: Path) -> None:
     model = load_linear_model(seed_model_dir / DEFAULT_MODEL_FILE)
-    assert model.coef.shape == (10, 784) and model.pickled_with is not None
+    assert model.coef.shape == (10, 784) and model.pickled_with == "0.22.1"  # the tutorial's pickle (its README)
 
 
 def test_one_vs_one_classifiers_are_refused_and_logistic_regression_cv_is_served() -> None:

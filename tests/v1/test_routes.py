@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from bench.processes import TEST_API_KEY, ServiceProcess
-from client.labels import labels_from_scores
 from client.scoring import ScoringClient
-from model.loading import linear_model_from_estimator
 from bfv.wire import public_key_size, request_size
 from bfv.plan import PublicPlan
+from tests.expectations import assert_within_weight_rounding, served_v1_plan, v1_exact_scores
 
 BINARY = {"content-type": "application/octet-stream"}
 
@@ -35,10 +34,11 @@ def test_client_predictions_equal_the_plaintext_model(native_client: ScoringClie
                                                       bundled_estimator, batch: int) -> None:
     images = mnist_test_images[0][:16]
     labels, scores = native_client.predict(images, batch_size=batch)
-    model = linear_model_from_estimator(bundled_estimator)
-    expected = model.scores(images.reshape(16, -1) / 255.0)
-    assert (labels == labels_from_scores(expected, model.classes)).all()
-    assert np.abs(scores - expected).max() < 0.05
+    plan = served_v1_plan(bundled_estimator)
+    assert native_client.plan == plan.public  # the service planned the model as the tests do
+    np.testing.assert_array_equal(scores, v1_exact_scores(plan, images))  # exact: the quantized model's scores
+    assert_within_weight_rounding(plan, bundled_estimator, images, scores)
+    np.testing.assert_array_equal(labels, bundled_estimator.predict(images.reshape(16, -1) / 255.0))
     assert native_client.traffic.request_bytes > 0 and native_client.traffic.server_seconds > 0
 
 
