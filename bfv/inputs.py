@@ -23,7 +23,7 @@ class InputRangeError(ValueError):
     """A sample's feature is outside the range the model's inputs were declared for."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InputEncoding:
     offsets: np.ndarray  # (features,) float64
     scales: np.ndarray  # (features,) float64, > 0
@@ -46,6 +46,15 @@ class InputEncoding:
             worst = int(np.argmax(reach))
             raise ValueError(f"feature {worst}'s range [{self.low[worst]:g}, {self.high[worst]:g}] encodes beyond "
                              f"+-{self.input_max}")
+
+    def _fields(self) -> tuple:
+        return (self.input_max, *(array.tobytes() for array in (self.offsets, self.scales, self.low, self.high)))
+
+    def __eq__(self, other: object) -> bool:  # arrays compare by value: two plans of one model are equal
+        return isinstance(other, InputEncoding) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
 
     @property
     def n_features(self) -> int:

@@ -244,7 +244,8 @@ def storage_errors(container: str, key_id: str) -> Iterator[None]:
         raise StorageUnavailable("the key store cannot be reached") from None
 
 
-def store_public_key(storage: StorageAccess, container: str, name: str, data: bytes) -> None:
+def store_public_key(storage: StorageAccess, container: str, name: str, data: bytes,
+                     metadata: dict[str, str] | None = None) -> None:
     """Write a public key into the service's own account, creating the container the first time."""
     with storage_errors(container, name):
         client = storage.own_client.get_container_client(container)
@@ -252,7 +253,7 @@ def store_public_key(storage: StorageAccess, container: str, name: str, data: by
             client.create_container()
         except ResourceExistsError:
             pass
-        client.upload_blob(name, data, overwrite=True)
+        client.upload_blob(name, data, overwrite=True, metadata=metadata)
 
 
 def delete_key_blob(storage: StorageAccess, container: str, name: str, key_id: str) -> None:

@@ -10,6 +10,7 @@ that makes new keys is never locked out (a client that keeps its key renews it b
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +21,7 @@ from service.storage.accounts import StorageAccess
 from service.storage.keystore import delete_key_blob, storage_errors, store_public_key
 
 KEY_PREFIX = "native-v1/"
+STORED_NS = "storedns"  # blob metadata: when the key was last stored
 
 
 def owner_prefix(namespace: str) -> str:
@@ -39,6 +41,8 @@ class StoredKey:
     bytes: int
     stored: datetime
     expires: datetime
+    order: int  # when it was stored, in ns: Blob Storage's times are whole seconds
+
 
     def describe(self) -> dict:
         name, _, version = self.model.rpartition("/")
@@ -52,14 +56,17 @@ def list_owned_keys(storage: StorageAccess, container: str, namespace: str, ttl_
     keys = []
     with storage_errors(container, prefix):
         try:
-            for blob in storage.own_client.get_container_client(container).list_blobs(name_starts_with=prefix):
+            blobs = storage.own_client.get_container_client(container).list_blobs(name_starts_with=prefix,
+                                                                                   include=["metadata"])
+            for blob in blobs:
                 expires = blob.last_modified + timedelta(seconds=ttl_s)
                 model, _, key_id = blob.name[len(prefix):].rpartition("/")
                 if expires > datetime.now(blob.last_modified.tzinfo) and model.count("/") == 1:
-                    keys.append(StoredKey(key_id, model, blob.size, blob.last_modified, expires))
+                    order = int((blob.metadata or {}).get(STORED_NS, "0"))
+                    keys.append(StoredKey(key_id, model, blob.size, blob.last_modified, expires, order))
         except ResourceNotFoundError:  # no container yet: nobody has stored a key
             return []
-    return sorted(keys, key=lambda key: key.stored)
+    return sorted(keys, key=lambda key: (key.stored, key.order))
 
 
 def store_owned_key(storage: StorageAccess, container: str, namespace: str, model: str, key_id: str,
@@ -75,7 +82,7 @@ def store_owned_key(storage: StorageAccess, container: str, namespace: str, mode
         except NotFound:  # gone meanwhile (deleted, or replaced by a concurrent store): nothing to free
             pass
         replaced = oldest.key_id
-    store_public_key(storage, container, key_name(namespace, model, key_id), data)
+    store_public_key(storage, container, key_name(namespace, model, key_id), data, {STORED_NS: str(time.time_ns())})
     return replaced
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from model import BUNDLED_MODEL_DIR
+from model.catalog import discover
 from service.settings import Settings
 
 
@@ -14,8 +15,9 @@ def test_defaults_serve_the_bundled_model_on_port_8000_against_local_azurite(mon
     for name in ("AZUREML_MODEL_DIR", "MODEL_FILE", "PORT", "HOST", "AZURE_STORAGE_CONNECTION_STRING"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert settings.model_path == BUNDLED_MODEL_DIR / "sklearn_mnist_model.pkl"
-    assert settings.model_path.is_file()
+    [entry] = discover(settings.azureml_model_dir, settings.model_file)
+    assert entry.path == BUNDLED_MODEL_DIR / "sklearn_mnist_model.pkl" and entry.path.is_file()
+    assert entry.key == "mnist/1" and entry.description is not None  # model/model-settings.json
     assert settings.port == 8000
     assert "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1" in settings.azure_storage_connection_string
 
@@ -27,7 +29,7 @@ def test_environment_variables_override(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WORKER_COUNT", "3")
     monkeypatch.setenv("SCORING_ENGINE", "eiserver")
     settings = Settings()
-    assert settings.model_path == tmp_path / "other.pkl"
+    assert (settings.azureml_model_dir, settings.model_file) == (tmp_path, "other.pkl")
     assert (settings.port, settings.worker_count, settings.scoring_engine) == (9001, 3, "eiserver")
 
 

@@ -53,7 +53,7 @@ SCORING = ("POST /score", "POST /v1/score", "POST /v1/score/batch")
 # input have one possible request: hypothesis sends it once, and once is all they can be exercised.
 EXAMPLES = {"POST /v1/score/batch": 20}
 DEFAULT_EXAMPLES = 50
-NO_INPUT = ("GET /", "GET /ready", "GET /metrics", "GET /v1/model")
+NO_INPUT = ("GET /", "GET /ready", "GET /metrics", "GET /v1/model", "GET /v1/models", "GET /v1/keys")
 # The least each operation must have been sent, whatever hypothesis chose (it stops early only when
 # it has tried every input, which these operations do not have).
 MIN_CASES = {"POST /v1/score/batch": 15}
