@@ -72,14 +72,6 @@ class QuantizedModel:
     classes: np.ndarray | None
 
     @property
-    def n_outputs(self) -> int:
-        return int(self.weights.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.weights.shape[1])
-
-    @property
     def score_bound(self) -> int:
         """The largest |score_int| over every input with |x_int| <= input_max."""
         return int(self.input_max * np.abs(self.weights).sum(axis=1).max() + np.abs(self.intercepts).max())
@@ -203,7 +195,7 @@ class Plan:
 
     def group_weight_poly(self, group: int) -> np.ndarray:
         """w_g(X) as signed integer coefficients (N,)."""
-        features = self.model.n_features
+        features = self.public.n_features
         poly = np.zeros(self.public.degree, dtype=np.int64)
         for slot, output in enumerate(self.public.groups[group]):
             poly[slot * features : (slot + 1) * features] = self.model.weights[output, ::-1]
@@ -268,12 +260,11 @@ def build_plan(model: LinearModel, inputs: InputEncoding, profile: str = "compac
                         f"units: a {plain_bits}-bit plaintext modulus, over the {MAX_PLAIN_BITS} bits the "
                         f"arithmetic allows; encode the inputs on fewer levels or use fewer weight bits")
     params = ring_parameters(profile, plain_bits)
-    degree, features = params.degree, quantized.n_features
+    degree, (outputs, features) = params.degree, quantized.weights.shape
     if features > degree:
         raise PlanError(f"{features} features do not fit the {degree} coefficients of profile {profile}")
     per_group = degree // features
-    groups = tuple(tuple(range(start, min(start + per_group, quantized.n_outputs)))
-                   for start in range(0, quantized.n_outputs, per_group))
+    groups = tuple(tuple(range(start, min(start + per_group, outputs))) for start in range(0, outputs, per_group))
     fresh = ERROR_SIGMA * math.sqrt(2 * degree * 2 / 3 + 1)  # e2 * s + e_pk * u + e1 of the re-randomization
 
     def bound(weight_norm: float) -> float:
@@ -289,7 +280,7 @@ def build_plan(model: LinearModel, inputs: InputEncoding, profile: str = "compac
     flood = 2.0 ** flooding if flooding else 0.0
     classes = None if quantized.classes is None else tuple(c.item() if isinstance(c, np.generic) else c
                                                              for c in quantized.classes)
-    public = PublicPlan(params=params, n_features=features, n_outputs=quantized.n_outputs, groups=groups,
+    public = PublicPlan(params=params, n_features=features, n_outputs=outputs, groups=groups,
                         flooding_bits=flooding, single_reply_bits=_reply_bits(params, single + flood),
                         batch_reply_bits=_reply_bits(params, batch + flood), inputs=inputs,
                         weight_bits=weight_bits, score_scale=quantized.score_scale, classes=classes)

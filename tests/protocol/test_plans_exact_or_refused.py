@@ -57,7 +57,7 @@ def _inputs(plan, rng: np.random.Generator, count: int) -> np.ndarray:
     """Random admissible inputs, plus for each output the two inputs that reach its score bound."""
     limit = plan.model.input_max
     extremes = np.sign(plan.model.weights) * limit
-    random = rng.integers(-limit, limit + 1, size=(count, plan.model.n_features))
+    random = rng.integers(-limit, limit + 1, size=(count, plan.public.n_features))
     return np.concatenate([extremes, -extremes, random]).astype(np.int64)
 
 
