@@ -113,7 +113,8 @@ class Settings(BaseSettings):
                                              "share them between replicas.")
     batch_identities: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Identities allowed on /v1/score/batch (comma-separated, `*` for all).")
-    max_keys_per_identity: int = Field(16, ge=1, description="v1 public keys one identity may store.")
+    max_keys_per_identity: int = Field(16, ge=1, description="v1 public keys one identity may store, all models together; storing "
+                                                  "one more replaces its least recently stored key.")
     key_ttl_days: float = Field(30.0, gt=0, description="v1 public keys expire this long after their upload.")
     native_key_revalidate_s: float = Field(
         60.0, ge=0, description="How long a worker uses a cached v1 public key before checking it still exists.")
