@@ -167,7 +167,8 @@ class PublicPlan:
         if body.get("protocol") != "ei-native-1" or params.profile not in PROFILES:
             raise PlanError(f"unsupported protocol {body.get('protocol')!r} / profile {params.profile!r}")
         if not params.meets_128_bit_security():
-            raise PlanError(f"the server's parameters (N={params.degree}, log Q={params.log_q}) are below 128-bit security")
+            raise PlanError(f"the server's parameters (N={params.degree}, log Q={params.log_q}) are below 128-bit "
+                            "security")
         widest = max(int(body["single_reply_bits"]), int(body["batch_reply_bits"]))
         if params.plain_modulus >= 2**MAX_PLAIN_BITS or params.degree << widest > 2**FLOAT_EXACT_BITS:
             raise PlanError(f"the server's plaintext modulus ({params.plain_modulus}) or {widest}-bit replies "

@@ -56,8 +56,8 @@ class ModelDescription:
         path = folder / SETTINGS_FILE
         text = json.dumps(self.to_json(), indent=1)
         # Lists of numbers on one line each: one line per field, not per feature.
-        text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
-                      text)
+        text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]",
+                      lambda found: "[" + ", ".join(value.strip() for value in found.group(1).split(",")) + "]", text)
         path.write_text(text + "\n")
         return path
 

@@ -4,9 +4,10 @@ DATA (`.npy`, or `.csv` of numbers with an optional header row) holds samples of
 features, typically its training set. From it each feature gets its declared range (the data's
 range, widened by `--margin` of its span on each side: held-out data often reaches past the
 training set's extremes), or, with `--feature-range LOW HIGH`, the range every feature is known to
-have (pixels, counts), and its own scale, so every feature uses the whole integer grid; then the input and weight precisions are chosen together, the finest pair
-whose plan decrypts exactly (`bfv.plan.build_plan`), and the quantized plan is compared with
-scikit-learn on DATA. DIR receives the model file and `model-settings.json` (`model.description`).
+have (pixels, counts), and its own scale, so every feature uses the whole integer grid. Then the
+input and weight precisions are chosen together: of the pairs whose plan decrypts exactly
+(`bfv.plan.build_plan`), the one of least score error on DATA, where the quantized plan is then
+compared with scikit-learn. DIR receives the model file and `model-settings.json` (`model.description`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from model.outputs import predict
 from model.samples import CalibrationError, read_samples
 
 MIN_BITS = 6
-DEFAULT_MARGIN = 0.5  # breast cancer: 3.5 % of held-out samples pass a 5 % margin, none 50 %; 1e-4 of the score either way
+# Breast cancer: 3.5 % of held-out samples pass a 5 % margin, none a 50 % one; 1e-4 of the score either way.
+DEFAULT_MARGIN = 0.5
 
 
 def declared_ranges(samples: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:

@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     model_file: str = Field(DEFAULT_MODEL_FILE, description="Model file name inside AZUREML_MODEL_DIR (or inside each "
                                                            "<name>/<version>/ folder) where no model-settings.json "
                                                            "names one.")
-    model_name: str | None = Field(None, description="The default model, which POST /score, /v1/model and /v1/score "
-                                                     "serve, when AZUREML_MODEL_DIR holds several (its latest version).")
+    model_name: str | None = Field(
+        None, description="The default model, which POST /score, /v1/model and /v1/score serve, when "
+                          "AZUREML_MODEL_DIR holds several (its latest version).")
     scoring_engine: Literal["seal", "eiserver"] = Field(
         "seal", description="Homomorphic evaluator: `seal` (fast, SEAL 4) or `eiserver` (the tutorial's reference).")
     worker_count: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64,
@@ -113,8 +114,9 @@ class Settings(BaseSettings):
                                              "share them between replicas.")
     batch_identities: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Identities allowed on /v1/score/batch (comma-separated, `*` for all).")
-    max_keys_per_identity: int = Field(16, ge=1, description="v1 public keys one identity may store, all models together; storing "
-                                                  "one more replaces its least recently stored key.")
+    max_keys_per_identity: int = Field(
+        16, ge=1, description="v1 public keys one identity may store, all models together; storing one more "
+                              "replaces its least recently stored key.")
     key_ttl_days: float = Field(30.0, gt=0, description="v1 public keys expire this long after their upload.")
     native_key_revalidate_s: float = Field(
         60.0, ge=0, description="How long a worker uses a cached v1 public key before checking it still exists.")

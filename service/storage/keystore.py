@@ -2,8 +2,9 @@
 
 A client of the Azure ML contract uploads its ~8.6 MB of public keys once, as the blob `key_id`,
 and then names that blob in every request. Downloading, checking and deserializing them on every
-call (as the tutorial's server does) costs more than the scoring itself, so the engine's prepared form of the keys is kept
-in an LRU cache bounded by bytes and keyed by (account host, account name, container, key_id).
+call (as the tutorial's server does) costs more than the scoring itself, so the engine's prepared
+form of the keys is kept in an LRU cache bounded by bytes and keyed by (account host, account name,
+container, key_id).
 
 Blob names are not content: anyone who can write the container can replace a key under the same
 name. So a cached entry remembers the blob's ETag and is revalidated with a conditional request

@@ -98,9 +98,10 @@ class V1Protocol:
 
     def _served(self) -> dict[str, ServedModel] | None:
         if self._models is None and self._pool.setup is not None:
-            self._models = {key: ServedModel(key, {k: v for k, v in report.items() if k not in ("v1", "v1_unavailable")},
-                                             report["v1"], report.get("v1_unavailable"))
-                            for key, report in self._pool.setup["models"].items()}
+            self._models = {}
+            for key, report in self._pool.setup["models"].items():
+                listing = {field: value for field, value in report.items() if field not in ("v1", "v1_unavailable")}
+                self._models[key] = ServedModel(key, listing, report["v1"], report.get("v1_unavailable"))
         return self._models
 
     def models(self) -> dict[str, ServedModel]:
