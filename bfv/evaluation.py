@@ -18,14 +18,13 @@ from itertools import accumulate
 import numpy as np
 
 from bfv.encryption import PUBLIC_KEY_INDEX
-from bfv.plan import WEIGHT_BITS, Plan
+from bfv.plan import Plan
 from bfv.rerandomize import PreparedKey, ZeroEncryptions
 from bfv.ring import (add_mod, combine_limbs, expand_uniform, from_signed, limb_bits, moduli_column,
                          negacyclic_rows, random_below, random_flooding, residue_fraction, scale_messages, split_limbs)
 from bfv.seal_ring import SealRing
 from bfv.wire import Kind, Request, WireError, key_id, read_public_key, write_switched_reply
 
-WEIGHT_MAGNITUDE_BITS = WEIGHT_BITS - 1  # |W_int| <= 2^(WEIGHT_BITS - 1) - 1
 
 _FEATURES_PER_SLICE = 64  # batch dot products: limbs x 64 x N float64 (4-6 MB for N = 4096) at a time
 
@@ -63,8 +62,9 @@ class Evaluator:
         self._intercepts = self._scaled(plan.model.intercepts[[o for group in public.groups for o in group]]).T.tolist()
         self._batch_weights = plan.model.weights.astype(np.float64)
         # Dot products of limbs with weights: N terms for one image, n_features for a batch.
-        self._single_limb_bits = limb_bits(public.degree, WEIGHT_MAGNITUDE_BITS)
-        self._batch_limb_bits = limb_bits(public.n_features, WEIGHT_MAGNITUDE_BITS)
+        magnitude_bits = public.weight_bits - 1  # |W_int| <= 2^(weight_bits - 1) - 1, the plan's own precision
+        self._single_limb_bits = limb_bits(public.degree, magnitude_bits)
+        self._batch_limb_bits = limb_bits(public.n_features, magnitude_bits)
         self._batch_intercepts = np.mod(plan.model.intercepts, public.params.plain_modulus).astype(np.uint64)
         self.zeros = ZeroEncryptions(self.ring, mask_pool_size, self._positions)
 

@@ -135,25 +135,29 @@ def test_each_model_scores_as_scikit_learn_on_held_out_data(name: str, trained, 
             assert str(ours.value) == str(theirs.value)
 
 
-def test_bad_samples_raise_with_the_reason(trained, served: ServiceProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", list(_models()))
+def test_bad_samples_raise_with_the_reason(name: str, trained, served: ServiceProcess, tmp_path: Path) -> None:
     _, models = trained
-    X = models[DEFAULT].X_test
-    with EncryptedModel(served.url, api_key=TEST_API_KEY, model=DEFAULT, key_file=tmp_path / "key") as encrypted:
+    X = models[name].X_test
+    features, last = X.shape[1], X.shape[1] - 1
+    with EncryptedModel(served.url, api_key=TEST_API_KEY, model=name, version="1",
+                        key_file=tmp_path / "key") as encrypted:
         with pytest.raises(ValueError, match="Expected 2D array, got 1D array instead"):
             encrypted.predict(X[0])
-        with pytest.raises(ValueError, match="X has 29 features, but EncryptedModel is expecting 30 features"):
-            encrypted.predict(X[:2, :29])
+        with pytest.raises(ValueError, match=f"X has {features - 1} features, but EncryptedModel is expecting "
+                                             f"{features} features"):
+            encrypted.predict(X[:2, :-1])
         for bad, reason in ((np.nan, "contains NaN"), (np.inf, "contains infinity")):
             sample = X[:1].copy()
-            sample[0, 3] = bad
+            sample[0, last] = bad
             with pytest.raises(ValueError, match=reason):
                 encrypted.predict(sample)
         far = X[:1].copy()
-        far[0, 5] = 1e6
-        with pytest.raises(InputRangeError, match="feature 5"):
+        far[0, last] = 1e6
+        with pytest.raises(InputRangeError, match=f"feature {last}"):
             encrypted.predict(far)
         encrypted.clip = True
-        assert encrypted.predict(far).shape == (1,)
+        assert len(encrypted.predict(far)) == 1
 
 
 def test_two_models_answer_with_their_own_plans_and_a_key_of_one_is_refused_by_the_other(

@@ -185,3 +185,17 @@ def test_a_client_refuses_a_description_it_could_not_decrypt_exactly() -> None:
     for field, value in (("single_reply_bits", 48), ("batch_reply_bits", 42), ("plain_modulus", 2**32 + 15)):
         with pytest.raises(PlanError, match="cannot be decrypted exactly"):
             PublicPlan.from_description({**body, field: value})
+
+
+def test_the_widest_weights_decrypt_exactly() -> None:
+    """23-bit weights (what model.prepare may choose for few features) on a single image: the server's
+    float64 dot products split their operands by the plan's own weight precision, not the default's."""
+    rng = np.random.default_rng(7)
+    model = LinearModel(coef=rng.standard_normal((3, 60)), intercept=rng.standard_normal(3), classes=np.arange(3))
+    plan = build_plan(model, InputEncoding.uniform(60, 1.0, 1), "compact", 23)  # the widest compact holds here
+    evaluator, keys = Evaluator(plan, mask_pool_size=2), ClientKeys(plan.public)
+    key = evaluator.prepare_key(keys.public_key)
+    inputs = rng.integers(-1, 2, size=(12, 60))
+    for row, expected in zip(inputs, plan.model.scores(inputs)):
+        request = read_request(keys.encrypt_single(row), Kind.SINGLE, 1, 1, plan.public.params)
+        assert (keys.decrypt_single(evaluator.score_single(request, key)) == expected).all()
