@@ -18,7 +18,8 @@ COPY model ./model
 COPY service ./service
 COPY client ./client
 COPY bfv ./bfv
-# The browser client (/demo) and its ChaCha20 module, fetched at the lockfile's version and hash.
+# The browser client (/demo) and its ChaCha20 module, and Swagger UI (/docs), fetched at the lockfile's
+# versions and hashes.
 COPY web ./web
 COPY package-lock.json ./
 COPY scripts/vendor_web.py ./scripts/

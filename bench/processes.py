@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -226,44 +227,55 @@ def running_service(env: dict[str, str], log_path: Path, ca_file: Path | None = 
         service.stop()
 
 
-CADDYFILE = """{{
+CADDYFILE = PROJECT_ROOT / "deploy" / "aci" / "Caddyfile"
+# In place of the deployed file's global options: free loopback ports (the HTTP one stands for port 80),
+# state in the test's folder, Caddy's local CA (its site is 127.0.0.1) installed in no trust store, no admin API.
+CADDY_TEST_OPTIONS = """{{
     admin off
     skip_install_trust
-    auto_https disable_redirects
+    default_bind 127.0.0.1
+    http_port {http_port}
+    https_port {https_port}
     storage file_system {data}
-}}
-https://127.0.0.1:{port} {{
-    bind 127.0.0.1
-    tls internal
-    reverse_proxy {upstream}
 }}
 """
 
 
+@dataclass(frozen=True)
+class CaddyProcess:
+    url: str  # https://127.0.0.1:<port>, the proxy
+    http_url: str  # http://127.0.0.1:<port>, what port 80 is in the ACI group
+    root_ca: Path  # the certificate of the CA that signed the proxy's
+
+
 @contextmanager
-def running_caddy(upstream: str, workdir: Path) -> Iterator[tuple[str, Path]]:
-    """Caddy terminating HTTPS on a free loopback port in front of `upstream` (host:port), with
-    certificates from its own local CA (`tls internal`); yields its URL and that CA's root
-    certificate. Admin API off, state in `workdir`, nothing installed in the system trust store."""
+def running_caddy(upstream: str, workdir: Path) -> Iterator[CaddyProcess]:
+    """The ACI group's Caddy (deploy/aci/Caddyfile's site) in front of `upstream` (host:port), for the
+    site 127.0.0.1, on free loopback ports, with a certificate from Caddy's own local CA."""
     caddy = shutil.which("caddy")
     if caddy is None:
         raise RuntimeError("caddy is not installed (apt-get install caddy; .ci/run does)")
-    port = free_port()
+    http_port, https_port = free_port(), free_port()
     data = workdir / "caddy-data"
+    _, site_address, site = CADDYFILE.read_text().partition("\n{$SITE_ADDRESS} {")
+    if not site_address:
+        raise RuntimeError(f"{CADDYFILE} has no {{$SITE_ADDRESS}} site")
     config = workdir / "Caddyfile"
-    config.write_text(CADDYFILE.format(data=data, port=port, upstream=upstream))
+    config.write_text(CADDY_TEST_OPTIONS.format(http_port=http_port, https_port=https_port, data=data)
+                      + site_address + site)
     env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "xdg-data"),
-           "XDG_CONFIG_HOME": str(workdir / "xdg-config")}
+           "XDG_CONFIG_HOME": str(workdir / "xdg-config"), "SITE_ADDRESS": "127.0.0.1", "UPSTREAM": upstream}
     log = open(workdir / "caddy.log", "wb")
     process = subprocess.Popen([caddy, "run", "--config", str(config), "--adapter", "caddyfile"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_port(port, process, 60)
+        _wait_for_port(https_port, process, 60)
+        _wait_for_port(http_port, process, 60)
         root = data / "pki" / "authorities" / "local" / "root.crt"
         # Caddy listens before it has issued its own certificate; until then handshakes fail.
-        wait_until(lambda: process.poll() is None and _verified_handshake(port, root), 60,
+        wait_until(lambda: process.poll() is None and _verified_handshake(https_port, root), 60,
                    "Caddy serving a certificate from its local CA")
-        yield f"https://127.0.0.1:{port}", root
+        yield CaddyProcess(f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}", root)
     finally:
         stop_process(process, grace_s=10)
         log.close()

@@ -22,13 +22,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import model_runtime
 from service.errors import ScoringError, describe_validation_errors
 from service.http.auth import Authenticate, Authentication, authenticator, configured_api_keys
-from service.http.bodies import BodyBudget, BodyMetrics, BoundedBodies
+from service.fair_share import FairShare
+from service.http.bodies import BodyMetrics, BodyRule, BoundedBodies
 from service.http.metering import Admission, ImageQuota
 from service.http.responses import error_response
 from service.http.tracking import RequestTracking
+from service.http.transport import StrictTransportSecurity
 from service.metrics import Metrics
 from service.routes import demo
-from service.routes.azureml import SCORE_PATH, azureml_router
+from service.routes import docs as docs_page
+from service.routes.azureml import SCORE_PATH, azureml_router, score_body_rule
 from service.routes.health import OPEN_PATHS as HEALTH_PATHS
 from service.routes.health import health_router
 from service.routes.scoring import Scoring
@@ -39,7 +42,8 @@ from service.workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/swagger.json"})
+# The docs page and its files (no OAuth2 redirect page: no OAuth2 flow to finish), and the OpenAPI document.
+DOCS_PATHS = docs_page.PATHS | {"/swagger.json"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     scoring = Scoring(pool, quota, metrics)
     v1 = V1Protocol(pool, settings)
     docs_served = settings.api_docs != "off"
+    if settings.api_docs == "open":
+        log.warning("API_DOCS=open: /docs and /swagger.json answer without credentials, every route shown to anyone")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "protocol (BFV, no evaluation keys, binary bodies).",
         version="0.1.0",
         openapi_url="/swagger.json" if docs_served else None,
-        docs_url="/docs" if docs_served else None,
+        docs_url=None,  # /docs is service.routes.docs: Swagger UI from this package, FastAPI's page is a CDN's
         redoc_url=None,
         lifespan=lifespan,
         # Metrics are Prometheus (`Metrics`); FastAPI's OpenTelemetry hooks would only cost time per request.
@@ -88,14 +94,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(azureml_router(scoring, settings.scoring_engine))
     app.include_router(health_router(pool, metrics))
     app.include_router(demo.router)
+    if docs_served:
+        app.include_router(docs_page.router)
     return app
 
 
 def _add_layers(app: FastAPI, settings: Settings, authenticate: Authenticate | None, quota: ImageQuota,
                 metrics: Metrics, v1: V1Protocol) -> None:
     """The ASGI middleware, innermost first: each is added around the ones before it."""
-    budget = BodyBudget(settings.max_queue_bytes)
-    app.add_middleware(BoundedBodies, default_limit=settings.max_request_bytes, rule_for=v1.body_rule,
+    budget = FairShare(settings.max_queue_bytes, settings.max_identity_share)
+
+    def body_rule(path: str) -> BodyRule | None:
+        if path == SCORE_PATH:
+            default = v1.default_model()  # None while the workers start: MAX_REQUEST_BYTES bounds it then
+            return None if default is None else score_body_rule(default.listing["features"])
+        return v1.body_rule(path)
+
+    app.add_middleware(BoundedBodies, default_limit=settings.max_request_bytes, rule_for=body_rule,
                        budget=budget, metrics=BodyMetrics(metrics.registry, budget),
                        stall_timeout_s=settings.body_timeout_s, min_bytes_per_s=settings.body_min_bytes_per_s)
     # Batch permission and a quota with an image left, decided from the headers (identity known by then).
@@ -108,6 +123,8 @@ def _add_layers(app: FastAPI, settings: Settings, authenticate: Authenticate | N
     docs = DOCS_PATHS if settings.api_docs == "open" else frozenset()
     app.add_middleware(Authentication, authenticate=authenticate, open_paths=HEALTH_PATHS | docs | demo.OPEN_PATHS,
                        batch_identities=frozenset(settings.batch_identities))
+    if settings.tls_cert_file:  # uvicorn serves HTTPS itself: HSTS on every answer (never over plain HTTP)
+        app.add_middleware(StrictTransportSecurity)
     app.add_middleware(RequestTracking, metrics=metrics)  # outermost: sees every answer, 401s and 413s included
 
 

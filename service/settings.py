@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     scoring_timeout_ms: int = Field(60_000, ge=1, description="Longest wait for one scoring, queue included.")
     max_queue_bytes: int = Field(128 * MiB, ge=1024, description="Request-body bytes held at once (being received, "
                                                                  "queued or scored); beyond, 503 before reading.")
+    max_identity_share: float = Field(
+        0.5, gt=0, le=1, description="Most of MAX_QUEUE_BYTES, and of MAX_QUEUE, one identity may hold: this "
+                                     "share of what the other identities leave free (one queue place at least); "
+                                     "1 turns the fairness off.")
     body_timeout_s: float = Field(10.0, gt=0, description="Longest pause in a request body; beyond, 408.")
     body_min_bytes_per_s: int = Field(256 * 1024, ge=1, description="Slowest average rate a request body may "
                                                                     "arrive at (after BODY_TIMEOUT_S of grace).")
@@ -101,14 +105,26 @@ class Settings(BaseSettings):
     entra_jwks_url: str | None = Field(None, description="Signing keys (default: the tenant's discovery keys).")
     entra_required_role: str | None = Field(None, description="App role a token must carry in `roles`, if set.")
     entra_jwks_min_refresh_s: float = Field(
-        300.0, ge=0, description="Least time between two JWKS downloads caused by unknown key ids.")
+        300.0, ge=0, description="Least time between two JWKS downloads caused by unknown key ids; a failed "
+                                 "download is not retried sooner either (until then, tokens that need a new key "
+                                 "are answered 503 at once).")
+    entra_jwks_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for one JWKS download. One download runs at a time; requests that "
+                                "need it share it, so none waits longer than this.")
+    entra_jwks_grace_s: float = Field(
+        3 * 86400.0, ge=0, description="How long the last good JWKS stays in use past its daily refresh while the "
+                                       "tenant's endpoint cannot be reached (each failure logs a warning); after "
+                                       "that, every token is refused (503) until a download succeeds. Keys the "
+                                       "tenant withdraws stay trusted this much longer during an outage.")
     api_docs: Literal["open", "protected", "off"] = Field(
         "protected", description="`/docs` and `/swagger.json`: open to all, behind authentication, or not served.")
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve /metrics without authentication on this port too (for scrapers).")
 
     rate_limit: str = Field(
-        "", description="Images per identity, in the `limits` notation (`20000/hour;200000/day`); empty: unmetered.")
+        "", description="Images per identity, in the `limits` notation (`20000/hour;200000/day`); empty: unmetered. "
+                        "A sliding-window counter: at most the amount in each clock-aligned window, so up to twice "
+                        "the amount in an interval of the window's length that straddles two windows.")
     rate_limit_storage_uri: str = Field(
         "memory://", repr=False, description="Where quota counters live: `memory://`, or `redis://host:port` to "
                                              "share them between replicas.")

@@ -30,6 +30,7 @@ class HeldStorage:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.request_lines: list[str] = []
+        self.relayed_bytes = 0  # bytes of upstream's answers relayed to the service, headers included
         self.seen = threading.Condition()
         self._gates = [threading.Event()]  # the last one is the gate new requests wait on
         threading.Thread(target=self._serve, daemon=True).start()
@@ -65,6 +66,8 @@ class HeldStorage:
                     with socket.create_connection(self.upstream, timeout=WAIT_S) as upstream:  # HEAD/GET only
                         upstream.sendall(b"".join(head) + b"Connection: close\r\n\r\n")
                         while chunk := upstream.recv(65536):
+                            with self.seen:  # counted before the service can have read it
+                                self.relayed_bytes += len(chunk)
                             connection.sendall(chunk)
                     return
         except OSError:  # the service side went away (a killed worker, a stopped service)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Deploy the scoring service to Azure Container Instances, as the seed tutorial did (1 core), but as
 # our own image, over HTTPS and with the service's own storage credential. The container group is
-# main.bicep: a Caddy sidecar terminates HTTPS for the group's FQDN with automatic certificates
-# (kept on the Azure Files share caddy-data), the service listens on localhost only.
+# main.bicep: a Caddy sidecar (deploy/aci/Caddyfile) terminates HTTPS for the group's FQDN with automatic
+# certificates (kept on the Azure Files share caddy-data) and only redirects on port 80; the service
+# listens on localhost only.
 #
 #   AUTH=identity          (default) a user-assigned managed identity reads and writes the key container
 #                          (Storage Blob Data Contributor on that container only, given by main.bicep)

@@ -1,6 +1,7 @@
 // The deployment deploy.sh makes: the scoring service behind a Caddy sidecar that terminates HTTPS
-// for the group's FQDN with automatic (Let's Encrypt) certificates; the service listens on
-// localhost only. deploy.sh runs:
+// for the group's FQDN with automatic (Let's Encrypt) certificates and answers port 80 with redirects
+// only (deploy/aci/Caddyfile, mounted as a secret volume); the service listens on localhost only.
+// deploy.sh runs:
 //   az deployment group create --resource-group "$RESOURCE_GROUP" --template-file deploy/aci/main.bicep \
 //     --parameters image=<registry>.azurecr.io/encrypted-scoring:0.1.0 identityName=<identity> \
 //                  storageAccountName=<account> dnsNameLabel=<label> apiKeys='client=<a long random key>'
@@ -50,8 +51,8 @@ param cpu int = 1
 @description('Memory of the service in GB (above the worst case for its worker count, docs/operations.md).')
 param memoryInGB string = '1.5'
 
-@description('Caddy image (Docker Hub\'s official one).')
-param caddyImage string = 'docker.io/library/caddy:2'
+@description('Caddy image (Docker Hub\'s official one), at an exact version: a floating tag would change the proxy under a running deployment.')
+param caddyImage string = 'docker.io/library/caddy:2.11.2'
 
 var fqdn = '${dnsNameLabel}.${location}.azurecontainer.io'
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
@@ -128,11 +129,17 @@ resource scoring 'Microsoft.ContainerInstance/containerGroups@2023-05-01' = {
           image: caddyImage
           command: [
             'caddy'
-            'reverse-proxy'
-            '--from'
-            fqdn
-            '--to'
-            'localhost:8000'
+            'run'
+            '--config'
+            '/etc/caddy/Caddyfile'
+            '--adapter'
+            'caddyfile'
+          ]
+          environmentVariables: [
+            {
+              name: 'SITE_ADDRESS'
+              value: fqdn
+            }
           ]
           ports: [
             {
@@ -154,6 +161,11 @@ resource scoring 'Microsoft.ContainerInstance/containerGroups@2023-05-01' = {
             {
               name: 'caddy-data'
               mountPath: '/data'
+            }
+            {
+              name: 'caddy-config'
+              mountPath: '/etc/caddy'
+              readOnly: true
             }
           ]
         }
@@ -245,6 +257,12 @@ resource scoring 'Microsoft.ContainerInstance/containerGroups@2023-05-01' = {
           shareName: caddyShare
           storageAccountName: storageAccountName
           storageAccountKey: storage.listKeys().keys[0].value
+        }
+      }
+      {
+        name: 'caddy-config'
+        secret: {
+          Caddyfile: loadFileAsBase64('Caddyfile')
         }
       }
     ]

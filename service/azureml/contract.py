@@ -1,23 +1,27 @@
 """The Azure ML contract: the tutorial's `init()` / `run(raw_data)` entry script.
 
 This module works on its own as an Azure ML entry script (`init()` loads the model, `run()` takes
-the request body). The HTTP service runs the same two steps apart: `ScoreRequest` checks the body
-in the web process (`service.routes.azureml`), `score` runs in a worker process.
+the request body). The HTTP service bounds the body's size in the web process (`body_limit`: what
+the model's count of ciphertexts can take, before a byte is read) and charges the caller's quota;
+`score_body` then parses, checks and scores it in a worker process, so the CPU that checking
+ciphertexts costs (base64, zlib, every coefficient) is spent off the event loop, and a request
+that fails the checks has cost its image like one that passes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from model.catalog import ModelEntry, default_entry, discover
 from model.loading import LinearModel, load_linear_model
 from service.azureml.engines import ScoringEngine, create_engine
-from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT
+from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT, ciphertexts_for
 from service.azureml.seal_format import SealFormatError, decode_base64
-from service.azureml.seal_wire import read_client_ciphertext
+from service.azureml.seal_wire import check_key_blob, read_client_ciphertext
 from service.errors import ModelUnavailable, describe_validation_errors
 from service.settings import Settings
 from service.storage.keystore import KeyCache, KeyStore
@@ -26,6 +30,16 @@ from service.workers.outcome import ScoringOutcome, evaluate_timed
 log = logging.getLogger(__name__)
 
 MAX_CIPHERTEXTS = 16
+# The base64 text of the largest ciphertext `read_client_ciphertext` accepts (unseeded, uncompressed:
+# 2 x 3 x 8192 coefficients of 8 bytes and ~150 bytes of headers, deflate's worst case on top), and
+# room for the other fields (conn_str up to 4 KiB) and JSON's punctuation.
+MAX_CIPHERTEXT_TEXT = 4 * math.ceil(400 * 1024 / 3)
+MAX_OTHER_FIELDS_TEXT = 16 * 1024
+
+
+def body_limit(n_features: int) -> int:
+    """The largest body a request for a model of `n_features` can be (json.dumps, as the client writes it)."""
+    return ciphertexts_for(n_features) * (MAX_CIPHERTEXT_TEXT + 4) + MAX_OTHER_FIELDS_TEXT
 
 
 class ScoreRequest(BaseModel):
@@ -48,7 +62,10 @@ class ScoreRequest(BaseModel):
 
     @field_validator("data")
     @classmethod
-    def _ciphertexts_are_seal_objects(cls, data: list[str]) -> list[str]:
+    def _ciphertexts_are_seal_objects(cls, data: list[str], info: ValidationInfo) -> list[str]:
+        expected = (info.context or {}).get("ciphertexts")
+        if expected is not None and len(data) != expected:  # counted before any ciphertext is decoded
+            raise ValueError(f"the model takes {expected} ciphertext(s); the request has {len(data)}")
         for index, text in enumerate(data):
             try:
                 read_client_ciphertext(decode_base64(text), MAX_INFLATED_CIPHERTEXT)
@@ -76,16 +93,18 @@ def init(settings: Settings | None = None, key_cache: KeyCache | None = None) ->
     model = load_linear_model(entry.path)
     engine = create_engine(settings.scoring_engine, model)
     cache = key_cache or KeyCache(settings.key_cache_bytes)
-    _scorer = _Scorer(model=model, engine=engine, keys=KeyStore(settings, engine.prepare_keys, cache, "azureml"))
+    keys = KeyStore(settings, engine.prepare_keys, cache, "azureml", check_blob=check_key_blob)
+    _scorer = _Scorer(model=model, engine=engine, keys=keys)
     log.info("%s engine ready for model %s: %d outputs x %d features", settings.scoring_engine, entry.key,
              model.n_outputs, model.n_features)
     return entry, model
 
 
-def parse_request(raw_data: str | bytes) -> ScoreRequest:
-    """Parse and check a request body; raises a 400/422 `ScoringError` with a readable message."""
+def parse_request(raw_data: str | bytes, ciphertexts: int | None = None) -> ScoreRequest:
+    """Parse and check a request body (with exactly `ciphertexts` ciphertexts, if given); raises a
+    400/422 `ScoringError` with a readable message."""
     try:
-        return ScoreRequest.model_validate_json(raw_data)
+        return ScoreRequest.model_validate_json(raw_data, context={"ciphertexts": ciphertexts})
     except ValidationError as exc:
         raise describe_validation_errors(exc.errors()) from None
 
@@ -100,6 +119,13 @@ def score(request: ScoreRequest) -> ScoringOutcome:
                           key_cache_bytes=lambda: scorer.keys.cached_bytes)
 
 
+def score_body(raw_data: str | bytes) -> ScoringOutcome:
+    """Parse and check a request body for the loaded model, then score it."""
+    if _scorer is None:
+        raise ModelUnavailable("init() has not run: no model is loaded")
+    return score(parse_request(raw_data, ciphertexts_for(_scorer.model.n_features)))
+
+
 def run(raw_data: str | bytes) -> list[str]:
     """Azure ML's entry point: the request body in, the JSON-serializable encrypted scores out."""
-    return score(parse_request(raw_data)).reply
+    return score_body(raw_data).reply

@@ -8,28 +8,22 @@ only runs in worker processes.
 
 from __future__ import annotations
 
-import math
-
 from encrypted.inference.eiserver import EIServer
 
 from model.loading import LinearModel
-from service.storage.keystore import PreparedKeys
+from service.azureml.parameters import ciphertexts_for
+from service.azureml.seal_wire import read_tutorial_keys
 from service.errors import Unprocessable
-from service.azureml.seal_format import check_object_sequence
-
-CKKS_SLOTS = 4096
-# the tutorial's client's key blob: GaloisKeys followed by RelinKeys, each inflating to at most this.
-TUTORIAL_KEY_OBJECTS = 2
-MAX_INFLATED_KEY_OBJECT = 64 * 1024 * 1024
+from service.storage.keystore import PreparedKeys
 
 
 class EIServerEngine:
     def __init__(self, model: LinearModel) -> None:
         self._server = EIServer(model.coef, model.intercept, verbose=False)
-        self.expected_ciphertexts = math.ceil(model.n_features / CKKS_SLOTS)
+        self.expected_ciphertexts = ciphertexts_for(model.n_features)
 
     def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
-        check_object_sequence(public_keys, MAX_INFLATED_KEY_OBJECT, TUTORIAL_KEY_OBJECTS)
+        read_tutorial_keys(public_keys, kept_rows=set())  # the fast engine's checks, nothing kept: EIServer re-parses
         return PreparedKeys(public_keys, len(public_keys))
 
     def predict(self, ciphertexts: list[str], keys: PreparedKeys) -> list[str]:

@@ -20,6 +20,14 @@ PRIME_BITS = [60, 40, 40, 60]
 MAX_INFLATED_CIPHERTEXT = 1024 * 1024
 # Input scales the circuits support: the product must fit the modulus after one rescale.
 SCALE_RANGE = (2.0**30, 2.0**45)
+# The rotations the tutorial's client makes Galois keys for (`EILinearRegressionClient`: 1, 2, 4, ...,
+# 2048 slots): the only rows a key blob may hold, and a superset of every circuit's rotations.
+ROTATION_STEPS = tuple(1 << i for i in range((SLOTS - 1).bit_length()))
+
+
+def ciphertexts_for(n_features: int) -> int:
+    """How many ciphertexts the tutorial's client sends for one input of `n_features` (SLOTS each)."""
+    return -(-n_features // SLOTS)
 
 
 def parms_id_bytes(parms_id: list[int]) -> bytes:

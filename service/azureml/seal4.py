@@ -32,23 +32,29 @@ from model.loading import LinearModel
 from service.storage.keystore import PreparedKeys
 from service.azureml.seal_wire import (
     CiphertextData,
-    check_reduced,
     expand_seed,
+    galois_row,
     parse_ciphertext,
-    parse_kswitch_keys,
     read_client_ciphertext,
+    read_tutorial_keys,
     write_ciphertext_members,
     write_kswitch_keys,
     write_object,
 )
-from service.azureml.parameters import DEGREE, MAX_INFLATED_CIPHERTEXT, PRIME_BITS, SLOTS, tutorial_parameters
+from service.azureml.parameters import (
+    DEGREE,
+    MAX_INFLATED_CIPHERTEXT,
+    PRIME_BITS,
+    SLOTS,
+    ciphertexts_for,
+    tutorial_parameters,
+)
 from service.errors import Unprocessable
-from service.azureml.seal_format import SealFormatError, check_object_sequence, decode_base64, read_object
+from service.azureml.seal_format import SealFormatError, decode_base64, read_object
 
 WEIGHT_SCALE = 2.0**40
 CLIENT_VERSION = (3, 5)
 SEAL4_VERSIONS = {(4, minor) for minor in range(10)}
-MAX_INFLATED_KEYS = 64 * 1024 * 1024
 
 
 class Seal4Engine:
@@ -63,13 +69,12 @@ class Seal4Engine:
         self._last_parms_id = self._context.last_parms_id()
 
         self._outputs = model.n_outputs
-        self.expected_ciphertexts = math.ceil(model.n_features / SLOTS)
+        self.expected_ciphertexts = ciphertexts_for(model.n_features)
         self._block = SLOTS if self.expected_ciphertexts > 1 else 1 << max(0, (model.n_features - 1).bit_length())
         self._blocks = SLOTS // self._block
         self._per_group = 2 * self._blocks
         self._replication_steps = [SLOTS >> i for i in range(1, int(math.log2(self._blocks)) + 1)]
         self._sum_steps = [1 << i for i in range(int(math.log2(self._block)))]
-        self._rotation_steps = sorted({1 << i for i in range(int(math.log2(SLOTS)))})
         self._weights = [self._group_weights(model, group) for group in range(self._groups)]
         self._bias_vectors = [self._group_bias(model, group) for group in range(self._groups)]
         self._bias_plaintexts: dict[tuple[int, float], seal.Plaintext] = {}
@@ -77,6 +82,9 @@ class Seal4Engine:
         # slot order. As a monomial it encodes exactly at scale 1, so multiplying by it costs no level.
         self._minus_i = self._encoder.encode_complex(np.where(np.arange(SLOTS) % 2 == 0, -1j, 1j), 1.0)
         self._evaluator.mod_switch_to_inplace(self._minus_i, self._last_parms_id)
+        # Every rotation `predict` makes, so the only Galois keys kept of a client's (all among its
+        # `ROTATION_STEPS`). Moving block k to slot 0 rotates by a power of two from B to 2048: a replication step.
+        self._rotation_steps = sorted({*self._replication_steps, *self._sum_steps})
 
     @property
     def _groups(self) -> int:
@@ -118,28 +126,21 @@ class Seal4Engine:
     # Keys ---------------------------------------------------------------------------------------
 
     def prepare_keys(self, public_keys: bytes) -> PreparedKeys:
-        """GaloisKeys from the tutorial client's blob (GaloisKeys + RelinKeys), seeds expanded, loaded into SEAL 4."""
-        header, payload = read_object(public_keys, MAX_INFLATED_KEYS)
-        check_object_sequence(public_keys[header.size:], MAX_INFLATED_KEYS, 1)  # RelinKeys: unused, well-formed
-        if payload[:32] != self._key_parms_id:
-            raise SealFormatError("the keys were made for other encryption parameters")
-        keys = parse_kswitch_keys(payload, header.version, DEGREE, len(self._key_moduli))
-        present = [index for index, row in enumerate(keys) if row]
-        for row in keys:
+        """The Galois keys of this circuit's rotations from the tutorial client's blob (GaloisKeys + RelinKeys),
+        seeds expanded, loaded into SEAL 4. Only those rows are kept, so a blob costs what an honest one
+        does however it is crafted (`read_tutorial_keys` refuses rows the client never fills)."""
+        keys = read_tutorial_keys(public_keys, {galois_row(step) for step in self._rotation_steps})
+        missing = [step for step in self._rotation_steps if galois_row(step) not in keys]
+        if missing:
+            raise SealFormatError(f"the keys lack rotations by {missing}")
+        for row in keys.values():
             for key in row:
-                if key.polys.shape != (2, len(self._key_moduli), DEGREE) or not key.is_ntt_form:
-                    raise SealFormatError("a Galois key has an unexpected shape")
-                check_reduced(key, self._key_moduli)
                 expand_seed(key, self._key_moduli)
         try:
             galois = self._context.from_galois_str(write_kswitch_keys(keys, self._key_parms_id, CLIENT_VERSION))
         except (RuntimeError, ValueError) as exc:
             raise SealFormatError(f"SEAL refused the Galois keys ({exc})") from None
-        missing = [step for step in self._rotation_steps if not galois.has_key(pow(3, step, 2 * DEGREE))]
-        if missing:
-            raise SealFormatError(f"the keys lack rotations by {missing}")
-        nbytes = sum(key.polys.nbytes for index in present for key in keys[index])
-        return PreparedKeys(galois, nbytes)
+        return PreparedKeys(galois, sum(key.polys.nbytes for row in keys.values() for key in row))
 
     # Scoring ------------------------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ inflated, seeds expanded, parms_id set to the SEAL 4 context's, stored uncompres
 Replies go the other way: SEAL 4's ciphertext layout (with its correction-factor field) is written
 back as the 3.5 layout the client reads.
 
+A public-key blob is read as it inflates (`read_tutorial_keys`), against what the client makes: a
+row outside its rotations or a key of another shape is refused before anything after it is
+inflated, and no more is inflated than keys for these parameters can be (`GALOIS_KEYS`,
+`RELIN_KEYS`); `check_key_blob` bounds a blob from its size and header before it is downloaded.
+
 Layouts (little-endian):
   header      u16 magic 0xA15E, u8 header size 16, u8 major, u8 minor, u8 compression, u16 0, u64 total size
   ciphertext  32-byte parms_id, u8 is_ntt_form, u64 size, u64 degree, u64 moduli, f64 scale,
@@ -23,8 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.azureml.seal_prng import SEED_BYTES, sample_uniform_polys
-from service.azureml.parameters import DEGREE, SCALE_RANGE, tutorial_parameters
-from service.azureml.seal_format import COMPRESSION_NONE, HEADER, SEAL_MAGIC, SealFormatError, read_header, read_object
+from service.azureml.parameters import DEGREE, PRIME_BITS, ROTATION_STEPS, SCALE_RANGE, tutorial_parameters
+from service.azureml.seal_format import (
+    COMPRESSION_NONE,
+    HEADER,
+    SEAL_MAGIC,
+    PayloadReader,
+    SealFormatError,
+    max_object_size,
+    open_object,
+    read_header,
+    read_object,
+)
 
 _CT_FIXED = struct.Struct("<32sBQQQd")
 _U64 = struct.Struct("<Q")
@@ -33,21 +48,6 @@ _U64 = struct.Struct("<Q")
 def seal_header(version: tuple[int, int], payload_size: int) -> bytes:
     return HEADER.pack(SEAL_MAGIC, HEADER.size, version[0], version[1], COMPRESSION_NONE, 0,
                        HEADER.size + payload_size)
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.offset = data, 0
-
-    def take(self, count: int) -> bytes:
-        if count < 0 or self.offset + count > len(self.data):
-            raise SealFormatError("SEAL object is shorter than its fields declare")
-        chunk = self.data[self.offset : self.offset + count]
-        self.offset += count
-        return chunk
-
-    def u64(self) -> int:
-        return _U64.unpack(self.take(8))[0]
 
 
 @dataclass
@@ -62,19 +62,24 @@ class CiphertextData:
 
 def parse_ciphertext(payload: bytes, version: tuple[int, int], max_degree: int, max_moduli: int) -> CiphertextData:
     """Ciphertext members from an uncompressed payload; a seeded second polynomial is left to expand."""
-    reader = _Reader(payload)
+    reader = PayloadReader(payload, compressed=False, limit=len(payload))
     ciphertext = _read_ciphertext(reader, version, max_degree, max_moduli)
-    if reader.offset != len(payload):
-        raise SealFormatError(f"{len(payload) - reader.offset} unexpected bytes after the ciphertext")
+    reader.finish()
+    assert ciphertext is not None
     return ciphertext
 
 
-def _read_ciphertext(reader: _Reader, version: tuple[int, int], max_degree: int, max_moduli: int) -> CiphertextData:
+def _read_ciphertext(reader: PayloadReader, version: tuple[int, int], max_degree: int, max_moduli: int,
+                     exact: bool = False, keep: bool = True) -> CiphertextData | None:
+    """The next ciphertext's fields. `exact` (a key): two polynomials of exactly `max_degree` x `max_moduli`
+    words in NTT form, checked before any coefficient is read; not `keep`: read past, None returned."""
     _, is_ntt, size, degree, moduli, scale = _CT_FIXED.unpack(reader.take(_CT_FIXED.size))
     if version[0] >= 4:
         reader.take(8)  # correction factor, always 1 for CKKS
     if not (2 <= size <= 3 and 0 < degree <= max_degree and degree & (degree - 1) == 0 and 0 < moduli <= max_moduli):
         raise SealFormatError(f"ciphertext shape size={size}, degree={degree}, moduli={moduli} is not supported")
+    if exact and (size, degree, moduli, is_ntt) != (2, max_degree, max_moduli, 1):
+        raise SealFormatError("a key has an unexpected shape")
     array_header = read_header(reader.take(HEADER.size), {version})
     if array_header.compression != COMPRESSION_NONE:
         raise SealFormatError("nested SEAL array must not be compressed")
@@ -82,12 +87,14 @@ def _read_ciphertext(reader: _Reader, version: tuple[int, int], max_degree: int,
     poly_words = degree * moduli
     if count not in (poly_words, size * poly_words):
         raise SealFormatError(f"ciphertext array holds {count} words, expected {size * poly_words}")
-    words = np.frombuffer(reader.take(8 * count), dtype="<u8").astype(np.uint64)
-    seed = None
-    if count == poly_words:
-        if size != 2:
-            raise SealFormatError("only two-polynomial ciphertexts can be seeded")
-        seed = reader.take(SEED_BYTES)
+    if count == poly_words and size != 2:
+        raise SealFormatError("only two-polynomial ciphertexts can be seeded")
+    stored = reader.take(8 * count)
+    seed = reader.take(SEED_BYTES) if count == poly_words else None
+    if not keep:
+        return None
+    words = np.frombuffer(stored, dtype="<u8").astype(np.uint64)
+    if seed is not None:
         polys = np.zeros((2, moduli, degree), dtype=np.uint64)
         polys[0] = words.reshape(moduli, degree)
     else:
@@ -126,35 +133,114 @@ def write_object(members: bytes, version: tuple[int, int]) -> bytes:
     return seal_header(version, len(members)) + members
 
 
-def parse_kswitch_keys(payload: bytes, version: tuple[int, int], max_degree: int,
-                       max_moduli: int) -> list[list[CiphertextData]]:
-    """The public keys inside a KSwitchKeys object (GaloisKeys, RelinKeys); empty slots stay empty lists."""
-    reader = _Reader(payload)
-    reader.take(32)
-    outer = reader.u64()
-    if outer > 2 * max_degree:
-        raise SealFormatError(f"{outer} key slots is more than a degree-{max_degree} ring has")
-    keys: list[list[CiphertextData]] = []
-    for _ in range(outer):
-        inner = reader.u64()
-        if inner > max_moduli:
-            raise SealFormatError(f"a key with {inner} components is not supported")
-        row = []
-        for _ in range(inner):
-            key_version = read_header(reader.take(HEADER.size)).version
-            row.append(_read_ciphertext(reader, key_version, max_degree, max_moduli))
-        keys.append(row)
-    if reader.offset != len(payload):
-        raise SealFormatError(f"{len(payload) - reader.offset} unexpected bytes after the keys")
+# Public-key blobs ------------------------------------------------------------------------------
+
+KeyRows = dict[int, list[CiphertextData]]  # a KSwitchKeys object's non-empty rows: row -> its keys
+
+KEY_MODULI = len(PRIME_BITS)  # a key's polynomials are modulo every prime, the special one included
+KEY_COMPONENTS = len(PRIME_BITS) - 1  # one key per data prime in each row
+# The largest public key: header, fields, array header and count, and both polynomials (not seeded).
+_MAX_KEY = HEADER.size + _CT_FIXED.size + HEADER.size + 8 + 8 * 2 * KEY_MODULI * DEGREE
+
+
+def galois_row(step: int) -> int:
+    """The GaloisKeys row of a rotation by `step` slots: SEAL keeps Galois element g = 3^step mod 2N at (g - 1) / 2."""
+    return (pow(3, step, 2 * DEGREE) - 1) // 2
+
+
+@dataclass(frozen=True)
+class _KSwitchLayout:
+    """What a KSwitchKeys object of the tutorial's client can hold: at most `slots` rows, keys only in `rows`."""
+
+    slots: int
+    rows: frozenset[int]
+
+    @property
+    def max_payload(self) -> int:
+        """parms_id, row count, each row's key count, and a full row of the largest keys in each of `rows`."""
+        return 32 + 8 + 8 * self.slots + len(self.rows) * KEY_COMPONENTS * _MAX_KEY
+
+
+# Galois elements are odd and below 2N, so N rows; the client fills those of its rotations only.
+GALOIS_KEYS = _KSwitchLayout(DEGREE, frozenset(galois_row(step) for step in ROTATION_STEPS))
+RELIN_KEYS = _KSwitchLayout(1, frozenset({0}))  # one key, for the square of the secret key
+MAX_GALOIS_OBJECT = max_object_size(GALOIS_KEYS.max_payload)
+MAX_RELIN_OBJECT = max_object_size(RELIN_KEYS.max_payload)
+
+
+def check_key_blob(size: int, head: bytes) -> None:
+    """Whether a blob of `size` bytes that starts with `head` can be the tutorial's client's public keys
+    (`KeyStore`'s check before it downloads more): a GaloisKeys object (its header gives its size), then a
+    RelinKeys object in the rest, each no larger than keys for these parameters can be."""
+    galois = read_header(head)
+    if galois.size > MAX_GALOIS_OBJECT:
+        raise SealFormatError(f"a GaloisKeys object of {galois.size} bytes is larger than the client's keys can be "
+                              f"({MAX_GALOIS_OBJECT})")
+    rest = size - galois.size
+    if not HEADER.size < rest <= MAX_RELIN_OBJECT:
+        raise SealFormatError(f"{rest} bytes after the GaloisKeys object cannot be a RelinKeys object "
+                              f"(at most {MAX_RELIN_OBJECT})")
+
+
+def read_tutorial_keys(blob: bytes, kept_rows: set[int]) -> KeyRows:
+    """The Galois keys of `kept_rows` in the tutorial's client's key blob (GaloisKeys then RelinKeys), seeds
+    not expanded. Every field is checked as it inflates: a row the client never fills, or a key of another
+    shape, is refused before anything after it is inflated; rows not kept are read past, never held."""
+    galois_header, galois = open_object(blob, GALOIS_KEYS.max_payload)
+    keys = _read_kswitch_keys(galois, galois_header.version, GALOIS_KEYS, kept_rows)
+    relin_header, relin = open_object(memoryview(blob)[galois_header.size :], RELIN_KEYS.max_payload)
+    _read_kswitch_keys(relin, relin_header.version, RELIN_KEYS, set())  # unused by the engines, but well-formed
+    if galois_header.size + relin_header.size != len(blob):
+        raise SealFormatError(f"{len(blob) - galois_header.size - relin_header.size} unexpected bytes after the keys")
     return keys
 
 
-def write_kswitch_keys(keys: list[list[CiphertextData]], parms_id: bytes, version: tuple[int, int]) -> bytes:
-    parts = [parms_id, _U64.pack(len(keys))]
-    for row in keys:
-        parts.append(_U64.pack(len(row)))
-        parts.extend(write_object(write_ciphertext_members(key, parms_id, version), version) for key in row)
-    return write_object(b"".join(parts), version)
+def _read_kswitch_keys(reader: PayloadReader, version: tuple[int, int], layout: _KSwitchLayout,
+                       kept_rows: set[int]) -> KeyRows:
+    params = tutorial_parameters()
+    if reader.take(32) != params.key_parms_id:
+        raise SealFormatError("the keys were made for other encryption parameters")
+    slots = reader.u64()
+    if slots > layout.slots:
+        raise SealFormatError(f"{slots} key rows is more than the client's keys have ({layout.slots})")
+    keys: KeyRows = {}
+    for row in range(slots):
+        count = reader.u64()
+        if not count:
+            continue
+        if row not in layout.rows:
+            raise SealFormatError(f"key row {row} is not one of the client's rotations")
+        if count != KEY_COMPONENTS:
+            raise SealFormatError(f"key row {row} holds {count} keys, expected {KEY_COMPONENTS}")
+        read = [_read_key(reader, version, params.key_moduli, keep=row in kept_rows) for _ in range(count)]
+        if row in kept_rows:
+            keys[row] = [key for key in read if key is not None]
+    reader.finish()
+    return keys
+
+
+def _read_key(reader: PayloadReader, version: tuple[int, int], moduli: list[int], keep: bool) -> CiphertextData | None:
+    header = read_header(reader.take(HEADER.size), {version})
+    if header.compression != COMPRESSION_NONE:
+        raise SealFormatError("nested SEAL object must not be compressed")
+    start = reader.offset
+    key = _read_ciphertext(reader, version, DEGREE, len(moduli), exact=True, keep=keep)
+    if reader.offset - start != header.size - HEADER.size:
+        raise SealFormatError("a key's size is not what its header declares")
+    if key is not None:
+        check_reduced(key, moduli)
+    return key
+
+
+def write_kswitch_keys(keys: KeyRows, parms_id: bytes, version: tuple[int, int]) -> bytes:
+    """A KSwitchKeys object holding `keys` (unseeded, uncompressed), as many rows as its last one needs."""
+    slots = max(keys, default=-1) + 1
+    parts = [parms_id, _U64.pack(slots)]
+    for row in range(slots):
+        row_keys = keys.get(row, [])
+        parts.append(_U64.pack(len(row_keys)))
+        parts.extend(write_object(write_ciphertext_members(key, parms_id, version), version) for key in row_keys)
+    return b"".join([seal_header(version, sum(map(len, parts))), *parts])
 
 
 def read_client_ciphertext(raw: bytes, max_inflated: int) -> CiphertextData:

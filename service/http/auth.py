@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -36,8 +37,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
-JWKS_TIMEOUT_S = 10.0
-JWKS_MAX_AGE_S = 24 * 3600  # signing keys removed by the tenant stop being trusted within a day
+JWKS_MAX_AGE_S = 24 * 3600  # signing keys removed by the tenant stop being trusted within a day (outages: + grace)
+JWKS_MAX_BYTES = 1024 * 1024  # a tenant's key set is a few kilobytes
 CLOCK_SKEW_S = 60
 
 
@@ -120,47 +121,110 @@ class ApiKeys:
 
 
 class JwksCache:
-    """The tenant's signing keys by `kid`: fetched once, again for an unknown `kid` at most every
-    `min_refresh_s` (so forged kids cannot make the service hammer the tenant), and daily."""
+    """The tenant's signing keys by `kid`, downloaded on first use, when `JWKS_MAX_AGE_S` old, and for an
+    unknown `kid`, but never twice within `min_refresh_s`, whatever the outcome: neither forged kids nor
+    a failing endpoint make the service hammer the tenant or log an error per request.
 
-    def __init__(self, url: str, min_refresh_s: float) -> None:
-        self._url, self._min_refresh_s = url, min_refresh_s
+    One download runs at a time, as a task that requests share rather than queue behind: a request that
+    needs it waits at most until `timeout_s` after it began; a request whose key is cached and usable
+    never waits (a due refresh runs in the background). If the endpoint fails, the last good set stays
+    in use for `grace_s` past its max age, with a warning at each failed attempt; after that, every
+    token is refused (503) until a download succeeds.
+
+    `clock` (monotonic seconds) ages the key set and spaces the downloads, so tests can move it;
+    waits use the event loop's own time.
+    """
+
+    def __init__(self, url: str, min_refresh_s: float, timeout_s: float, grace_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._url, self._min_refresh_s, self._timeout_s, self._grace_s = url, min_refresh_s, timeout_s, grace_s
+        self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._lock = asyncio.Lock()
-
-    def _stale(self, kid: str) -> bool:
-        if self._fetched_at is None:
-            return True
-        age = time.monotonic() - self._fetched_at
-        return age >= JWKS_MAX_AGE_S or (kid not in self._keys and age >= self._min_refresh_s)
+        self._fetched_at: float | None = None  # the last good download
+        self._attempted_at: float | None = None  # the last download begun, whatever its outcome
+        self._failed = False  # the last finished download failed
+        self._download: asyncio.Task[None] | None = None  # the one in flight
+        self._deadline = 0.0  # event-loop time at which requests stop waiting for it
 
     async def key(self, kid: str) -> jwt.PyJWK:
-        if self._stale(kid):
-            async with self._lock:
-                if self._stale(kid):
-                    self._keys = await run_in_threadpool(self._fetch)
-                    self._fetched_at = time.monotonic()
-        try:
+        if self._due(kid):
+            self._start()
+        download = self._download
+        if download is not None and not self._usable(kid):
+            remaining = self._deadline - asyncio.get_running_loop().time()
+            if remaining > 0:  # asyncio.wait does not cancel the download if this request is cancelled
+                await asyncio.wait({download}, timeout=remaining)
+        return self._cached(kid)
+
+    def _age(self) -> float:
+        return math.inf if self._fetched_at is None else self._clock() - self._fetched_at
+
+    def _usable(self, kid: str) -> bool:
+        return kid in self._keys and self._age() < JWKS_MAX_AGE_S + self._grace_s
+
+    def _due(self, kid: str) -> bool:
+        if self._download is not None:
+            return False
+        if self._attempted_at is not None and self._clock() - self._attempted_at < self._min_refresh_s:
+            return False
+        return kid not in self._keys or self._age() >= JWKS_MAX_AGE_S
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._attempted_at, self._deadline = self._clock(), loop.time() + self._timeout_s
+        self._download = loop.create_task(self._refresh())
+
+    def _cached(self, kid: str) -> jwt.PyJWK:
+        """The key, or why not: 503 while the keys cannot be known, 401 for a `kid` the tenant does not have."""
+        if self._fetched_at is not None and self._age() >= JWKS_MAX_AGE_S + self._grace_s:
+            raise AuthFailed("token signing keys are unavailable (the last ones fetched are too old); "
+                             "try again later", 503, error=None)
+        if kid in self._keys:
             return self._keys[kid]
-        except KeyError:
-            raise AuthFailed("the token is signed by an unknown key") from None
+        if self._fetched_at is None or self._failed or self._download is not None:
+            raise AuthFailed("token signing keys are unavailable; try again later", 503, error=None)
+        raise AuthFailed("the token is signed by an unknown key")
+
+    async def _refresh(self) -> None:
+        """One download; never raises (its outcome is the cache's state, and nobody awaits its result)."""
+        try:
+            keys = await run_in_threadpool(self._fetch)
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            self._failed = True
+            log.error("cannot fetch the token signing keys from %s: %s", self._url, exc)
+            self._report_stale()
+        else:
+            self._keys, self._fetched_at, self._failed = keys, self._clock(), False
+            log.info("fetched %d token signing keys from %s", len(keys), self._url)
+        finally:
+            self._download = None
+
+    def _report_stale(self) -> None:
+        """After a failed download: say whether tokens are still checked against an old key set."""
+        age_h, grace_h = self._age() / 3600, (JWKS_MAX_AGE_S + self._grace_s) / 3600
+        if JWKS_MAX_AGE_S / 3600 <= age_h < grace_h:
+            log.warning("using the token signing keys fetched %.1f h ago until %s answers; every token is "
+                        "refused once they are %.1f h old (ENTRA_JWKS_GRACE_S)", age_h, self._url, grace_h)
+        elif age_h >= grace_h and self._fetched_at is not None:
+            log.error("the token signing keys fetched %.1f h ago are too old to use: every token is refused until "
+                      "%s answers", age_h, self._url)
 
     def _fetch(self) -> dict[str, jwt.PyJWK]:
-        try:
-            with urllib.request.urlopen(self._url, timeout=JWKS_TIMEOUT_S) as response:  # noqa: S310 - operator's URL
-                keys = jwt.PyJWKSet.from_dict(json.loads(response.read())).keys
-        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
-            log.error("cannot fetch the token signing keys from %s: %s", self._url, exc)
-            raise AuthFailed("token signing keys are unavailable; try again later", 503, error=None) from None
-        log.info("fetched %d token signing keys from %s", len(keys), self._url)
-        return {key.key_id: key for key in keys if key.key_id}
+        # The timeout bounds each socket operation: a hanging endpoint ends the download after timeout_s.
+        with urllib.request.urlopen(self._url, timeout=self._timeout_s) as response:  # noqa: S310 - operator's URL
+            body = response.read(JWKS_MAX_BYTES + 1)
+        if len(body) > JWKS_MAX_BYTES:
+            raise ValueError(f"the key set is larger than {JWKS_MAX_BYTES} bytes")
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise ValueError("the key set is not a JSON object")
+        return {key.key_id: key for key in jwt.PyJWKSet.from_dict(document).keys if key.key_id}
 
 
 class EntraTokens:
-    """Microsoft Entra ID access tokens (RS256 JWTs) for one tenant and audience."""
+    """Microsoft Entra ID access tokens (RS256 JWTs) for one tenant and audience; `clock` is `JwksCache`'s."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         tenant = settings.entra_tenant_id
         issuer = settings.entra_issuer or (tenant and f"https://login.microsoftonline.com/{tenant}/v2.0")
         jwks_url = settings.entra_jwks_url or (tenant and
@@ -169,13 +233,16 @@ class EntraTokens:
             raise AuthConfigError("AUTH_MODE=entra needs ENTRA_AUDIENCE and ENTRA_TENANT_ID "
                                   "(or ENTRA_ISSUER and ENTRA_JWKS_URL)")
         self._issuer, self._audience, self._role = issuer, settings.entra_audience, settings.entra_required_role
-        self._keys = JwksCache(jwks_url, settings.entra_jwks_min_refresh_s)
+        self._keys = JwksCache(jwks_url, settings.entra_jwks_min_refresh_s, settings.entra_jwks_timeout_s,
+                               settings.entra_jwks_grace_s, clock)
 
     async def __call__(self, credential: str) -> str:
         try:
             header = jwt.get_unverified_header(credential)
-        except jwt.InvalidTokenError:
+        except jwt.DecodeError:
             raise AuthFailed("the bearer token is not a JWT") from None
+        except jwt.InvalidTokenError as exc:  # a JWT whose header PyJWT refuses, e.g. an unknown `crit` extension
+            raise AuthFailed(f"the token is not valid ({type(exc).__name__})") from None
         if header.get("alg") != "RS256" or not isinstance(header.get("kid"), str):
             raise AuthFailed("the token is not an RS256 token with a key id")
         key = await self._keys.key(header["kid"])
@@ -190,12 +257,18 @@ class EntraTokens:
             raise AuthFailed("the token is from another issuer") from None
         except jwt.InvalidTokenError as exc:
             raise AuthFailed(f"the token is not valid ({type(exc).__name__})") from None
-        if self._role and self._role not in (claims.get("roles") or []):
+        if self._role and not _has_role(claims, self._role):
             raise AuthFailed(f"the token lacks the app role '{self._role}'", 403, error="insufficient_scope")
         identity = claims.get("oid") or claims.get("appid")
         if not isinstance(identity, str) or not identity:
             raise AuthFailed("the token names no object id (oid) or application id (appid)")
         return identity
+
+
+def _has_role(claims: dict, role: str) -> bool:
+    """Exactly `role` among `roles`, which must be a list of strings: `in` on a string would match substrings."""
+    roles = claims.get("roles")
+    return isinstance(roles, list) and all(isinstance(name, str) for name in roles) and role in roles
 
 
 def authenticator(settings: Settings) -> Authenticate | None:

@@ -2,9 +2,12 @@
 
 A route that calls `request.body()` has already buffered the whole body: by then a flood of large
 uploads has cost its memory, and a client that trickles or stalls has held it for as long as it
-liked. So this middleware decides from the headers alone first (declared size against the route's
-limit, then a reservation in a byte budget shared by every body the process holds, queued or in a
-worker: `MAX_QUEUE_BYTES`), reads the body itself under time bounds (`BODY_TIMEOUT_S` without a
+liked. So this middleware decides from the headers alone first: a request on an open path (no
+identity: health probes, the demo's files) may not have a body at all, so nobody unauthenticated
+reserves a byte; an identified one's declared size is checked against the route's limit, then
+reserved in a byte budget shared by every body the process holds, queued or in a worker
+(`MAX_QUEUE_BYTES`), of which one identity may hold only its fair share (`service.fair_share`,
+`MAX_IDENTITY_SHARE`). It then reads the body itself under time bounds (`BODY_TIMEOUT_S` without a
 byte, and a floor on the average rate, `BODY_MIN_BYTES_PER_S`), checks a v1 body's header as
 soon as its first bytes arrive (what that check returns is the route's `body_head(request)`: the
 header is parsed once), and only then runs the route with the body replayed. Answers given before
@@ -29,6 +32,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, RequestTimeout, ScoringError
+from service.fair_share import FairShare
 from service.http.responses import error_response
 
 log = logging.getLogger(__name__)
@@ -48,34 +52,13 @@ class BodyRule:
     check_head: Callable[[bytes, int], Any] | None = None
 
 
-class BodyBudget:
-    """Bytes of request bodies held by the process: being received, waiting for a worker, or in one.
-
-    Reservations are made from the declared size before any byte is read, and released when the
-    request is answered (or its client is gone), so the bound holds for every stage at once.
-    """
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.reserved = 0
-
-    def reserve(self, size: int) -> bool:
-        if self.reserved + size > self.limit:
-            return False
-        self.reserved += size
-        return True
-
-    def release(self, size: int) -> None:
-        self.reserved -= size
-
-
 class BodyMetrics:
     """What the bounds did, in the app's Prometheus registry."""
 
-    def __init__(self, registry: CollectorRegistry, budget: BodyBudget) -> None:
+    def __init__(self, registry: CollectorRegistry, budget: FairShare) -> None:
         self.reserved = Gauge("scoring_body_bytes_reserved", "Request-body bytes reserved (MAX_QUEUE_BYTES)",
                               registry=registry)
-        self.reserved.set_function(lambda: budget.reserved)
+        self.reserved.set_function(lambda: budget.held)
         self.refused = Counter("scoring_bodies_refused", "Requests refused by the body bounds, by reason",
                                ["reason"], registry=registry)
         self.client_gone = Counter("scoring_client_gone", "Requests whose client went away, by stage",
@@ -103,7 +86,7 @@ class BoundedBodies:
     """ASGI middleware: the bounds above, for every request that has a body."""
 
     def __init__(self, app: ASGIApp, *, default_limit: int, rule_for: Callable[[str], BodyRule | None],
-                 budget: BodyBudget, metrics: BodyMetrics, stall_timeout_s: float, min_bytes_per_s: int) -> None:
+                 budget: FairShare, metrics: BodyMetrics, stall_timeout_s: float, min_bytes_per_s: int) -> None:
         self.app, self.default_limit, self.rule_for = app, default_limit, rule_for
         self.budget, self.metrics = budget, metrics
         self.stall_timeout_s, self.min_bytes_per_s = stall_timeout_s, min_bytes_per_s
@@ -113,6 +96,11 @@ class BoundedBodies:
         if not has_body:
             await self.app(scope, receive, send)
             return
+        identity = scope.get("state", {}).get("identity")
+        if identity is None:  # an open path (health, demo files, open docs): nothing there reads a body
+            await self._refuse(scope, receive, send, PayloadTooLarge(f"{scope['path']} takes no request body"),
+                               "open_path")
+            return
         rule = self.rule_for(scope["path"]) or BodyRule(self.default_limit)
         limit = min(rule.limit, self.budget.limit)
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -121,9 +109,12 @@ class BoundedBodies:
             return
         size = int(declared) if declared is not None else None
         reservation = limit if size is None else size  # chunked: the most it may grow to
-        if not self.budget.reserve(reservation):
+        owner = identity.name
+        if not self.budget.take(owner, reservation):
             self.metrics.refused.labels("queue_bytes").inc()
-            await error_response(503, f"busy: {self.budget.reserved} bytes of requests are already waiting; "
+            mine = self.budget.held_by(owner)
+            whose = f"{mine} of them yours (your share: {self.budget.allowance(owner)})" if mine else "none yours"
+            await error_response(503, f"busy: {self.budget.held} bytes of requests are already waiting, {whose}; "
                                       "retry later", close=True)(scope, receive, send)
             return
         try:
@@ -141,7 +132,7 @@ class BoundedBodies:
                 return
             await self._run_watched(scope, receive, send, body)
         finally:
-            self.budget.release(reservation)
+            self.budget.give_back(owner, reservation)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ScoringError, reason: str) -> None:
         self.metrics.refused.labels(reason).inc()

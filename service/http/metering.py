@@ -5,7 +5,14 @@ per feature plus one), so what an identity may spend is counted in what it learn
 requests. A single image costs 1, a batch what its header says. Counters live in memory, or in
 Redis (`RATE_LIMIT_STORAGE_URI=redis://...`) so that every replica draws from the same quota.
 The sliding-window counter keeps two integers per window and identity whatever the cost, where a
-moving window would keep one entry per image.
+moving window would keep one entry per image. Its bound, exactly: the weighted count it tests is at
+least the current clock-aligned window's own count, so each such window admits at most the limit's
+amount N; an interval of the window's length straddles two of them, so it may see up to 2N (for
+`100/minute` a greedy caller got 167 in its best 60 s and 1,067 in 10 minutes), and m windows in a
+row at most (m + 1) N.
+
+Images are charged once a request has its worker slot (`Scoring`): a request refused as busy or
+timed out in the queue costs nothing, one the worker answers costs its images, 422 included.
 """
 
 from __future__ import annotations

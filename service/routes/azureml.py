@@ -1,14 +1,20 @@
-"""`POST /score`: the Azure ML contract, for the tutorial's unmodified `EILinearRegressionClient`."""
+"""`POST /score`: the Azure ML contract, for the tutorial's unmodified `EILinearRegressionClient`.
+
+The handler does not parse the body: it charges the caller one image and hands the body to a
+worker, which parses, checks and scores it (`service.azureml.contract.score_body`). So checking a
+request costs the event loop nothing and costs the caller its quota, valid or not; the body's size
+was bounded before it was read (`score_body_rule`).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from service.azureml import contract
 from service.azureml.contract import ScoreRequest
-from service.http.auth import Identity, caller
+from service.http.auth import caller
+from service.http.bodies import BodyRule, read_body
 from service.routes.scoring import Scoring
 
 SCORE_PATH = "/score"
@@ -20,9 +26,9 @@ ERROR_RESPONSES = {
         401: "No valid credentials (Authorization: Bearer <API key or Entra token>)",
         403: "conn_str names a storage account outside ALLOWED_STORAGE_ACCOUNTS",
         404: "Unknown key_id or container",
-        413: "Body or public keys too large",
+        413: "Body larger than the model's ciphertexts can be",
         422: "Missing, ill-typed or malformed fields (including ciphertexts that are not SEAL 3.5 ciphertexts "
-             "for the tutorial's parameters)",
+             "for the tutorial's parameters, or not as many as the model takes); it costs an image of quota",
         429: "The caller's image quota (RATE_LIMIT) is used up; see Retry-After",
         502: "The key store cannot be reached",
         503: "Model not loaded (yet), queue full, or a worker died during the request; see Retry-After",
@@ -31,18 +37,28 @@ ERROR_RESPONSES = {
 }
 
 
+SCORE_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": ScoreRequest.model_json_schema()}}}}
+SCORE_REPLY = {"description": "Encrypted scores: one base64 SEAL ciphertext per model output, for "
+                              "`EILinearRegressionClient.decrypt()`.",
+               "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}
+
+
+def score_body_rule(n_features: int) -> BodyRule:
+    """For `BoundedBodies`: a /score body is at most what the default model's ciphertexts can take."""
+    return BodyRule(contract.body_limit(n_features))
+
+
 def azureml_router(scoring: Scoring, engine: str) -> APIRouter:
     router = APIRouter()
 
     @router.post(SCORE_PATH, summary="Score encrypted input (Azure ML encrypted-inference contract)",
-                 response_description="Encrypted scores: one base64 SEAL ciphertext per model output, "
-                                      "for `EILinearRegressionClient.decrypt()`.",
-                 responses=ERROR_RESPONSES)
-    async def score(request: ScoreRequest, response: Response,
-                    identity: Annotated[Identity, Depends(caller)]) -> list[str]:
+                 responses={200: SCORE_REPLY, **ERROR_RESPONSES}, openapi_extra=SCORE_BODY)
+    async def score(request: Request) -> JSONResponse:
+        identity = await caller(request)
+        body = await read_body(request)
         # The tutorial's model takes one image per request.
-        reply, headers = await scoring(identity, 1, engine, contract.score, request)
-        response.headers.update(headers)
-        return reply
+        reply, headers = await scoring(identity, 1, engine, contract.score_body, body)
+        return JSONResponse(reply, headers=headers)
 
     return router

@@ -1,4 +1,4 @@
-"""Liveness, readiness and the Prometheus metrics of the main port."""
+"""Liveness, readiness and the Prometheus metrics of the main port (without per-identity series)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def health_router(pool: WorkerPool, metrics: Metrics) -> APIRouter:
             return JSONResponse({"status": "ready", "workers": pool.worker_count})
         return error_response(503, pool.failure or "the model is still loading")
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    @router.get("/metrics", summary="Prometheus metrics, without the series per identity (those: METRICS_PORT)",
+                response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Any authenticated caller may read this: who else uses the service, and how much, is not for them.
+        return Response(generate_latest(metrics.without_identities), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -14,8 +14,14 @@ may revalidate less often (`revalidate_after_s`); a store with `ttl_s` refuses k
 last modified longer ago than that (410), checked at every use.
 
 Both protocols' stores in a worker share one `KeyCache`, so `KEY_CACHE_BYTES` bounds the worker,
-not each protocol; key ids that storage just said do not exist are remembered briefly
+not each protocol; key ids that were just missing or not usable are remembered briefly
 (`MissingKeys`), so a client repeating an unknown id does not hold a worker for a round trip each time.
+
+A request names the container and blob, so it could probe the storage account: which containers and
+blobs exist, how large they are, what they hold. Every way a blob is not usable keys (no container, no
+blob, too large, not keys) is therefore one answer, a 404 naming only what the request named; the
+log keeps the reason. And no more is downloaded than keys can be: the first `FIRST_READ_BYTES`
+(with the blob's size and version) are checked by the protocol's `check_blob` before the rest.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient
 from cachetools import LRUCache, TTLCache
 
-from service.errors import Forbidden, Gone, NotFound, PayloadTooLarge, StorageUnavailable, Unprocessable
+from service.errors import Forbidden, Gone, NotFound, StorageUnavailable
 from service.settings import Settings
 from service.storage.accounts import StorageAccess
 
@@ -77,6 +83,12 @@ class _Entry:
 
 CacheKey = tuple[str, str, str, str, str]  # (protocol, account host, account name, container, key id)
 
+# The first read of a key blob: all of a small one (a v1 key, ~30 KB), the header of a large one.
+FIRST_READ_BYTES = 64 * 1024
+# A protocol's bound on its key blobs: given a blob's size and its first bytes, raises ValueError when
+# keys of the protocol cannot be that (checked before anything more is downloaded).
+BlobCheck = Callable[[int, bytes], None]
+
 
 class KeyCache:
     """One LRU of prepared keys per worker, bounded by bytes (`KEY_CACHE_BYTES`), shared by both
@@ -105,8 +117,8 @@ class KeyCache:
 
 
 class MissingKeys:
-    """Key ids storage just said do not exist, remembered `MISSING_KEY_TTL_S` seconds (bounded in
-    count), so a client repeating an unknown id does not hold a worker for a storage round trip
+    """Key ids that were just missing or not usable, remembered `MISSING_KEY_TTL_S` seconds (bounded in
+    count), so a client repeating one does not hold a worker for a storage round trip (or a download)
     each time. Short, because a key may be uploaded right after."""
 
     MAX_ENTRIES = 10_000
@@ -133,14 +145,16 @@ class MissingKeys:
 class KeyStore:
     """Fetch public-key blobs by id and prepare them with `prepare`; safe to share between threads.
 
-    `prepare` raises a `ValueError` (its protocol's format error) for a blob that is not keys.
+    `prepare` raises a `ValueError` (its protocol's format error) for a blob that is not keys;
+    `check_blob`, when given, bounds what the protocol's blobs can be before they are downloaded.
     `protocol` names the key store in the shared `cache`, whose prepared keys differ by protocol.
     """
 
     def __init__(self, settings: Settings, prepare: Callable[[bytes], PreparedKeys], cache: KeyCache,
-                 protocol: str, revalidate_after_s: float = 0.0, ttl_s: float | None = None) -> None:
+                 protocol: str, revalidate_after_s: float = 0.0, ttl_s: float | None = None,
+                 check_blob: BlobCheck | None = None) -> None:
         self._settings = settings
-        self._prepare = prepare
+        self._prepare, self._check_blob = prepare, check_blob
         self._revalidate_after_s, self._ttl_s = revalidate_after_s, ttl_s
         self._cache, self._protocol = cache, protocol
         self._missing = MissingKeys(settings.missing_key_ttl_s)
@@ -165,14 +179,10 @@ class KeyStore:
         try:
             data, properties = self._download(service.get_blob_client(container=container, blob=key_id),
                                               container, key_id)
-        except NotFound as exc:
-            self._missing.remember(cache_key, exc)
-            raise
-        self._refuse_if_expired(key_id, properties.last_modified)
-        try:
+            self._refuse_if_expired(key_id, properties.last_modified)
             keys = self._prepare(data)
-        except ValueError as exc:  # the protocol's format error (SealFormatError, WireError)
-            raise Unprocessable(f"public keys '{key_id}' are malformed: {exc}") from None
+        except (NotFound, ValueError) as exc:  # missing, or not keys (the protocol's format error, a size)
+            raise self._unusable(cache_key, container, key_id, exc) from None
         log.info("prepared public keys %s from container %s (%d bytes downloaded, %d in memory)",
                  key_id, container, len(data), keys.nbytes)
         self._cache.put(cache_key, _Entry(keys, properties.etag, properties.last_modified))
@@ -198,11 +208,21 @@ class KeyStore:
                     entry.checked_at = time.monotonic()  # the cached version is the current one
                     self._refuse_if_expired(key_id, entry.last_modified)
                     return True
-        except NotFound:
+        except NotFound as exc:
             self._cache.evict(cache_key)
-            raise
+            raise self._unusable(cache_key, container, key_id, exc) from None
         self._cache.evict(cache_key)  # a new version of the blob: download and prepare it again
         return False
+
+    def _unusable(self, cache_key: CacheKey, container: str, key_id: str, reason: Exception) -> NotFound:
+        """The one answer for a blob that is missing or not keys, so requests cannot tell containers, blobs,
+        sizes or contents apart; the operator's log keeps the reason."""
+        detail = reason.message if isinstance(reason, NotFound) else str(reason)
+        log.log(logging.INFO if isinstance(reason, NotFound) else logging.WARNING,
+                "public keys %s in container %s are not usable: %s", key_id, container, detail)
+        error = NotFound(f"no usable public keys named '{key_id}' in container '{container}'")
+        self._missing.remember(cache_key, error)
+        return error
 
     def _expired(self, last_modified: datetime) -> bool:
         return self._ttl_s is not None and datetime.now(timezone.utc) - last_modified > timedelta(seconds=self._ttl_s)
@@ -213,17 +233,30 @@ class KeyStore:
                        f"UTC, KEY_TTL_DAYS={self._ttl_s / 86400:g}); upload it again")
 
     def _download(self, blob: BlobClient, container: str, key_id: str) -> tuple[bytes, BlobProperties]:
+        """The blob's bytes, never more than its first read shows keys can be: the first `FIRST_READ_BYTES`
+        give its size (and version), which `MAX_KEY_BYTES` and the protocol's `check_blob` bound; then the
+        rest, of that version only. Raises ValueError for a blob that cannot be keys."""
         limit = self._settings.max_key_bytes
         with storage_errors(container, key_id):
-            properties = blob.get_blob_properties()  # the size is checked before any byte is fetched
-            if properties.size > limit:
-                raise PayloadTooLarge(f"public keys '{key_id}' are {properties.size} bytes; the limit is {limit}")
-            # Only the version whose ETag was just read: the cache entry must describe these bytes.
-            keys = blob.download_blob(max_concurrency=1, offset=0, length=limit + 1, etag=properties.etag,
-                                      match_condition=MatchConditions.IfNotModified).readall()
-            if len(keys) > limit:
-                raise PayloadTooLarge(f"public keys '{key_id}' grew past the limit of {limit} bytes")
-        return keys, properties
+            try:
+                first = blob.download_blob(max_concurrency=1, offset=0, length=FIRST_READ_BYTES)
+            except HttpResponseError as exc:
+                if exc.status_code == 416:  # a range of an empty blob
+                    raise ValueError("the blob is empty") from None
+                raise
+            properties = first.properties
+            head = first.readall()
+            size = int(properties.content_range.rsplit("/", 1)[1])  # the blob's, not the range's (`properties.size`)
+            if size > limit:
+                raise ValueError(f"{size} bytes, over MAX_KEY_BYTES={limit}")
+            if self._check_blob is not None:
+                self._check_blob(size, head)
+            if size == len(head):
+                return head, properties
+            # Only the version whose first bytes were just read: the cache entry must describe these bytes.
+            rest = blob.download_blob(max_concurrency=1, offset=len(head), length=size - len(head),
+                                      etag=properties.etag, match_condition=MatchConditions.IfNotModified).readall()
+        return head + rest, properties
 
 
 @contextmanager

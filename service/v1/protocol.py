@@ -35,11 +35,28 @@ from service.settings import Settings
 from service.storage.accounts import StorageAccess
 from service.workers.pool import WorkerPool
 
-# /v1/<route>, /v1/models/<name>/<route>, /v1/models/<name>/versions/<version>/<route> (any segment:
+# /v1[/<route>], /v1/models/<name>[/<route>], /v1/models/<name>/versions/<version>[/<route>] (any segment:
 # a path of a model that is not served still classifies as scoring, so Admission checks it).
-_PATH = re.compile(r"/v1(?:/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?)?/(?P<route>.+)")
+_PATH = re.compile(r"/v1(?:/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?)?(?:/(?P<route>.+))?")
 SCORING_ROUTES = {"score": Kind.SINGLE, "score/batch": Kind.BATCH}
 KEYS_ROUTE = "keys"
+
+
+@dataclass(frozen=True)
+class V1Path:
+    """A path below /v1, split: the model it names (None: the default model) and the route below
+    it ("" for the model itself, "keys", "score/batch", ...), whether or not such a route exists."""
+
+    name: str | None
+    version: str | None
+    route: str
+
+
+def parse_v1_path(path: str) -> V1Path | None:
+    """The parts of a /v1 path; None for any other path. The one parser of v1 paths: the protocol's
+    body rules and admission, and the metrics' route labels."""
+    match = _PATH.fullmatch(path)
+    return None if match is None else V1Path(match["name"], match["version"], match["route"] or "")
 
 
 @dataclass
@@ -135,14 +152,19 @@ class V1Protocol:
 
     def _resolve(self, path: str) -> tuple[ServedModel, str] | None:
         """(model, route) of a v1 path, without raising: None for other paths and unknown models."""
-        match = _PATH.fullmatch(path)
+        parsed = parse_v1_path(path)
         served = self._served()
-        if match is None or served is None:
+        if parsed is None or served is None:
             return None
         try:
-            return self.model(match["name"], match["version"]), match["route"]
+            return self.model(parsed.name, parsed.version), parsed.route
         except (NotFound, Conflict):
             return None
+
+    def default_model(self) -> ServedModel | None:
+        """The default model, without raising: None while the workers start."""
+        served = self._served()
+        return None if served is None else served[self._pool.setup["default"]]
 
     def body_rule(self, path: str) -> BodyRule | None:
         """For `BoundedBodies`: the rule of a v1 body on `path`, None for other paths."""
@@ -151,8 +173,8 @@ class V1Protocol:
 
     def scoring_kind(self, path: str) -> Kind | None:
         """For `Admission`: the kind of a scoring path (`.../score`, `.../score/batch`), None for others."""
-        match = _PATH.fullmatch(path)
-        return None if match is None else SCORING_ROUTES.get(match["route"])
+        parsed = parse_v1_path(path)
+        return None if parsed is None else SCORING_ROUTES.get(parsed.route)
 
     def request_header(self, model: ServedModel, kind: Kind, request: Request, body: bytes | memoryview
                        ) -> RequestHeader:

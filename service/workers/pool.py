@@ -4,7 +4,8 @@ Neither SEAL binding releases the GIL, EIServer holds it for seconds per request
 code aborts the process on bad input, so scoring runs in `WORKER_COUNT` worker processes
 (`service.workers.channel`), each set up once by the app's `WorkerProgram` and given one call at a
 time. At most `MAX_CONCURRENT` scorings run, at most `MAX_QUEUE` wait (503 beyond), and none is
-waited for longer than `SCORING_TIMEOUT_MS` (504). A worker that dies fails only the call it was
+waited for longer than `SCORING_TIMEOUT_MS` (504); waiting identities are served in turn, each within
+its share of the queue (`service.workers.turns`). A worker that dies fails only the call it was
 running (503); a new worker takes its place and the web process keeps serving.
 """
 
@@ -13,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any, TypeVar
 
 from service.errors import ModelUnavailable, ScoringTimeout, ServiceUnavailable
+from service.fair_share import FairShare
 from service.settings import Settings
 from service.workers import deadline as worker_deadline
 from service.workers.channel import Worker, WorkerDied, WorkerProgram
+from service.workers.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,18 @@ class WorkerPool:
         self._workers: list[Worker] = []
         # Each worker is given one scoring at a time, so only the request it runs fails if it dies.
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(min(settings.max_concurrent or settings.worker_count, settings.worker_count))
+        slots = min(settings.max_concurrent or settings.worker_count, settings.worker_count)
+        self._turns = Turns(slots, FairShare(settings.max_queue, settings.max_identity_share, least=1))
         self._replacing: set[asyncio.Task] = set()
-        self.queued = 0
         self.running = 0
         self.state = PoolState.STARTING
         self.failure: str | None = None
         self.setup: Any = None  # what the first worker's `program.setup` returned (all return the same)
+
+    @property
+    def queued(self) -> int:
+        """Scorings waiting for a worker."""
+        return self._turns.queued
 
     @property
     def worker_count(self) -> int:
@@ -87,25 +95,30 @@ class WorkerPool:
         if self.state is not PoolState.READY:
             raise ModelUnavailable(self.failure or "the model is still loading")
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` in an idle worker, within the queue and time bounds."""
+    async def run(self, owner: str, function: Callable[..., T], *args: Any,
+                  admitted: Callable[[], Awaitable[None]] | None = None) -> T:
+        """`function(*args)` in an idle worker for identity `owner`, within the queue and time bounds.
+
+        `admitted()` runs once the request has its slot, before the worker is given the call (the
+        quota's charge: a request refused as busy, or timed out in the queue, has cost nothing); if it
+        raises, the slot is given back and nothing runs."""
         self.require_ready()
-        if self.queued >= self._settings.max_queue and self._slots.locked():
-            raise ServiceUnavailable(f"busy: {self.queued} requests are already waiting for a scoring worker")
         timeout_ms = self._settings.scoring_timeout_ms
         deadline = time.monotonic() + timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout_ms / 1000):
-                self.queued += 1
-                try:
-                    await self._slots.acquire()
-                finally:
-                    self.queued -= 1
-                return await self._run_and_release(worker_deadline.call_before, (deadline, function, *args))
+                await self._turns.acquire(owner)
+                if admitted is not None:
+                    try:
+                        await admitted()
+                    except BaseException:
+                        self._turns.release(owner)
+                        raise
+                return await self._run_and_release(owner, worker_deadline.call_before, (deadline, function, *args))
         except TimeoutError:
             raise ScoringTimeout(f"scoring did not finish within {timeout_ms} ms") from None
 
-    async def _run_and_release(self, function: Callable[..., T], args: tuple) -> T:
+    async def _run_and_release(self, owner: str, function: Callable[..., T], args: tuple) -> T:
         """Run one scoring on an idle worker; the worker and the slot are given back when it is done,
         even if the caller gave up waiting."""
         self.running += 1
@@ -117,9 +130,9 @@ class WorkerPool:
                 self._idle.put_nowait(worker)
                 raise
         except BaseException:
-            self._release()
+            self._release(owner)
             raise
-        answer.add_done_callback(lambda done: self._finished(worker, done))
+        answer.add_done_callback(lambda done: self._finished(owner, worker, done))
         try:
             return await asyncio.shield(answer)
         except WorkerDied:
@@ -127,7 +140,7 @@ class WorkerPool:
                 "the scoring worker stopped while processing this request and has been replaced; "
                 "if it happens again, the request or the public keys are malformed") from None
 
-    def _finished(self, worker: Worker, answer: asyncio.Future) -> None:
+    def _finished(self, owner: str, worker: Worker, answer: asyncio.Future) -> None:
         if isinstance(answer.exception(), WorkerDied):  # an answer future is never cancelled
             log.error("scoring worker %d died; starting a new one", worker.pid)
             replacing = asyncio.ensure_future(self._replace(worker))
@@ -135,11 +148,11 @@ class WorkerPool:
             replacing.add_done_callback(self._replacing.discard)
         else:
             self._idle.put_nowait(worker)
-        self._release()
+        self._release(owner)
 
-    def _release(self) -> None:
+    def _release(self, owner: str) -> None:
         self.running -= 1
-        self._slots.release()
+        self._turns.release(owner)
 
     async def _replace(self, dead: Worker) -> None:
         """Reap a dead worker and start another in its place; requests wait for an idle worker meanwhile.

@@ -13,9 +13,11 @@ from model.loading import LinearModel, load_linear_model
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from service.azureml.engines import create_engine
 from service.azureml.seal_wire import (
+    GALOIS_KEYS,
     expand_seed,
+    galois_row,
     parse_ciphertext,
-    parse_kswitch_keys,
+    read_tutorial_keys,
     write_ciphertext_members,
     write_kswitch_keys,
     write_object,
@@ -126,10 +128,10 @@ def test_keys_without_a_needed_rotation_are_refused(prepared, seed_client) -> No
     _, _, public_keys = seed_client
     header, payload = read_object(public_keys, 1 << 26)
     version, used = header.version, header.size
-    keys = parse_kswitch_keys(payload, version, 8192, 4)
-    for row in keys:
+    keys = read_tutorial_keys(public_keys, set(GALOIS_KEYS.rows))
+    for row in keys.values():
         for key in row:
             expand_seed(key, KEY_MODULI)
-    keys[(pow(3, 1, 2 * 8192) - 1) // 2] = []  # SEAL stores the key for Galois element g at (g - 1) / 2
+    del keys[galois_row(1)]
     with pytest.raises(SealFormatError, match=r"lack rotations by \[1\]"):
         engine.prepare_keys(write_kswitch_keys(keys, payload[:32], version) + public_keys[used:])

@@ -140,12 +140,12 @@ def test_wrong_number_of_ciphertexts_is_a_422(service, valid_body: dict) -> None
     assert_error(post_score(service.url, body), 422, "1 ciphertext(s)")
 
 
-def test_malformed_key_blob_is_a_422(service, valid_body: dict, azurite: str) -> None:
+def test_malformed_key_blob_is_a_404_like_a_missing_one(service, valid_body: dict, azurite: str) -> None:
     from azure.storage.blob import BlobServiceClient
 
     blobs = BlobServiceClient.from_connection_string(azurite).get_container_client("public-keys")
     blobs.upload_blob("garbage-keys", b"\x00" * 4096, overwrite=True)
-    assert_error(post_score(service.url, {**valid_body, "key_id": "garbage-keys"}), 422, "malformed")
+    assert_error(post_score(service.url, {**valid_body, "key_id": "garbage-keys"}), 404, "no usable public keys")
 
 
 def test_credentials_never_reach_the_log(service, valid_body: dict) -> None:
