@@ -117,7 +117,8 @@ class Settings(BaseSettings):
                                        "that, every token is refused (503) until a download succeeds. Keys the "
                                        "tenant withdraws stay trusted this much longer during an outage.")
     api_docs: Literal["open", "protected", "off"] = Field(
-        "protected", description="`/docs` and `/swagger.json`: open to all, behind authentication, or not served.")
+        "protected", description="`/docs` (Swagger UI from the package's own files) and `/swagger.json`: open to "
+                                 "all (logged as a warning at start), behind authentication, or not served.")
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve /metrics without authentication on this port too (for scrapers).")
 
