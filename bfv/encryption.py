@@ -145,6 +145,8 @@ class ClientKeys:
 
         Only the first n_features coefficients of the message are nonzero, so only they are scaled.
         """
+        if self.plan.chunks > 1:
+            return self._encrypt_chunks(inputs)
         message = np.empty(self.plan.n_features, dtype=np.int64)
         message[:] = inputs
         scaled = scale_messages(self._as_message(message), self._primes, self.plan.params.plain_modulus)
@@ -157,12 +159,28 @@ class ClientKeys:
         c0 = self._c0(negated, noise, scaled)
         return write_request(Request(Kind.SINGLE, 1, self.key_id, seed, c0[None]), self.plan.params)
 
+    def _encrypt_chunks(self, inputs: np.ndarray) -> bytes:
+        """One sample split over `chunks` ciphertexts of `chunk_features` coefficients each (a network's
+        rounds): ciphertext i holds features i * width ... (i + 1) * width - 1."""
+        plan = self.plan
+        message = np.zeros(plan.chunks * plan.chunk_features, dtype=np.int64)
+        message[: plan.n_features] = inputs
+        messages = self._as_message(message.reshape(plan.chunks, plan.chunk_features))
+        return self._encrypt_messages(Kind.SINGLE, 1, scale_messages(messages, self._primes, plan.params.plain_modulus))
+
     def encrypt_batch(self, inputs: np.ndarray) -> bytes:
         """A request for up to N samples of integer inputs (images, n_features): one ciphertext per feature."""
         images, count = inputs.shape[0], self.plan.n_features
         slots = np.zeros((count, self.plan.degree), dtype=np.uint64)
         slots[:, :images] = self._as_message(inputs.T)
         messages = np.stack([self.ring.batch_encode(row) for row in slots])
+        return self._encrypt_messages(Kind.BATCH, images,
+                                      scale_messages(messages, self._primes, self.plan.params.plain_modulus))
+
+    def _encrypt_messages(self, kind: Kind, images: int, scaled: np.ndarray) -> bytes:
+        """A request of one ciphertext per message, `scaled` (count, k, n) = round(Q * m / t), one seed
+        for them all (ciphertext i's a = expand_uniform(seed, i))."""
+        count = scaled.shape[0]
         with self._lock:
             seed = self._seed
             noise = random_error((count, self.plan.degree))
@@ -171,8 +189,8 @@ class ClientKeys:
         for start in range(0, count, 2):
             stop = min(start + 2, count)
             negated[start:stop] = self._negated_products(*((seed, index) for index in range(start, stop)))
-        c0 = self._c0(negated, noise, scale_messages(messages, self._primes, self.plan.params.plain_modulus))
-        return write_request(Request(Kind.BATCH, images, self.key_id, seed, c0), self.plan.params)
+        c0 = self._c0(negated, noise, scaled)
+        return write_request(Request(kind, images, self.key_id, seed, c0), self.plan.params)
 
     def _plain(self, phases: np.ndarray, bits: int) -> np.ndarray:
         """Plaintext coefficients in [0, t) from phases c0 + c1*s modulo 2^bits."""

@@ -29,6 +29,19 @@ from bfv.wire import Kind, Request, WireError, key_id, read_public_key, write_sw
 _FEATURES_PER_SLICE = 64  # batch dot products: limbs x 64 x N float64 (4-6 MB for N = 4096) at a time
 
 
+def prepare_public_key(ring: SealRing, blob: bytes, kept_bytes: int) -> PreparedKey:
+    """A public key's bytes checked and put in the forms the encryptions of zero use; `kept_bytes`:
+    what its encryptions of zero made ahead may hold, counted in its size."""
+    params = ring.params
+    key = read_public_key(blob, params)
+    pk1_ntt = expand_uniform(key.seed, PUBLIC_KEY_INDEX, params.data_primes, params.degree)
+    pk0_ntt = ring.polys(ring.to_ntt(np.stack([key.pk0, key.pk0])))[0]
+    public_ntt = ring.ciphertext(np.stack([pk0_ntt, pk1_ntt]), ntt_form=True)
+    # pk0 (coefficients) + pk1 (plaintext) + public_ntt (two polynomials), and the zeros kept ready
+    return PreparedKey(key_id=key_id(blob), public_ntt=public_ntt, pk0=np.ascontiguousarray(key.pk0),
+                       pk1_ntt=ring.ntt_plaintext_from_ntt(pk1_ntt), nbytes=4 * key.pk0.nbytes + kept_bytes)
+
+
 class Evaluator:
     def __init__(self, plan: Plan, mask_pool_size: int = 4) -> None:
         """`mask_pool_size` encryptions of zero are kept ready for the last key used (two single-image
@@ -75,15 +88,7 @@ class Evaluator:
 
     def prepare_key(self, blob: bytes) -> PreparedKey:
         """Check a public key's bytes and put it in NTT form; pk1 always comes from the key's seed."""
-        params = self.plan.public.params
-        key = read_public_key(blob, params)
-        pk1_ntt = expand_uniform(key.seed, PUBLIC_KEY_INDEX, self._primes, params.degree)
-        pk0_ntt = self.ring.polys(self.ring.to_ntt(np.stack([key.pk0, key.pk0])))[0]
-        public_ntt = self.ring.ciphertext(np.stack([pk0_ntt, pk1_ntt]), ntt_form=True)
-        # pk0 (coefficients) + pk1 (plaintext) + public_ntt (two polynomials), and the zeros kept ready
-        nbytes = 4 * key.pk0.nbytes + self.zeros.per_key * self.zeros.entry_bytes()
-        return PreparedKey(key_id=key_id(blob), public_ntt=public_ntt, pk0=np.ascontiguousarray(key.pk0),
-                         pk1_ntt=self.ring.ntt_plaintext_from_ntt(pk1_ntt), nbytes=nbytes)
+        return prepare_public_key(self.ring, blob, self.zeros.per_key * self.zeros.entry_bytes())
 
     def _check_key(self, request: Request, key: PreparedKey) -> None:
         if request.key_id != key.key_id:

@@ -115,23 +115,31 @@ class PublicPlan:
     flooding_bits: int  # 0 when the profile does not flood
     single_reply_bits: int
     batch_reply_bits: int
-    inputs: InputEncoding
+    inputs: InputEncoding | None  # None: a network's later rounds, whose inputs are masked values modulo t
     weight_bits: int
     score_scale: float
     classes: tuple | None
+    # A single sample's features split over this many ciphertexts (a network's rounds): each holds
+    # `chunk_features` of them, and a reply ciphertext answers `chunks` times more outputs.
+    chunks: int = 1
 
     @property
     def degree(self) -> int:
         return self.params.degree
 
+    @property
+    def chunk_features(self) -> int:
+        return -(-self.n_features // self.chunks)
+
     def request_shape(self, kind: Kind) -> tuple[int, int]:
-        """(ciphertexts, most images) of a request of `kind`: one ciphertext holds a sample's features
-        in its coefficients; a batch has one ciphertext per feature, a sample per slot."""
-        return (1, 1) if kind is Kind.SINGLE else (self.n_features, self.degree)
+        """(ciphertexts, most images) of a request of `kind`: one ciphertext (per chunk) holds a sample's
+        features in its coefficients; a batch has one ciphertext per feature, a sample per slot."""
+        return (self.chunks, 1) if kind is Kind.SINGLE else (self.n_features, self.degree)
 
     def result_positions(self, group: int) -> np.ndarray:
         """Coefficients of m * w_g that hold group `group`'s scores, in the group's output order."""
-        return np.arange(len(self.groups[group])) * self.n_features + self.n_features - 1
+        width = self.chunk_features
+        return np.arange(len(self.groups[group])) * width + width - 1
 
     def describe(self) -> dict:
         """The `/v1/model` body: enough for a client to build the same context and read the replies."""
@@ -219,7 +227,17 @@ class Plan:
         return math.log2(revealed * sigma) - public.flooding_bits
 
 
-def _reply_bits(params: RingParameters, noise_bound: float) -> int:
+def noise_bound(degree: int, weight_norm: float) -> float:
+    """The 8-sigma noise of a reply coefficient that is a dot product with weights of L2 norm `weight_norm`:
+    e * w (the client's error) and the rounding of round(Q m / t) times w, then the re-randomization's
+    fresh noise (e2 * s + e_pk * u + e1); plus the rounding of the plaintext the server adds
+    (intercepts, a batch's pad, a network's masks), at its worst."""
+    fresh = ERROR_SIGMA * math.sqrt(2 * degree * 2 / 3 + 1)
+    sigma = math.sqrt((ERROR_SIGMA ** 2 + 1 / 12) * weight_norm ** 2 + fresh ** 2)
+    return TAIL_SIGMAS * sigma + PLAINTEXT_ROUNDING
+
+
+def reply_bits(params: RingParameters, noise_bound: float) -> int:
     """Smallest b with 2^b / (2t) > (noise / Q) * 2^b + rounding error of the switch to 2^b,
     rounded up to a multiple of 4 (two values pack into whole bytes) where that stays exact."""
     degree, t = params.degree, params.plain_modulus
@@ -242,7 +260,7 @@ def _flooding_bits(params: RingParameters, honest: float) -> int:
     base = math.ceil(math.log2(honest))
     for margin in range(FLOODING_MARGIN_BITS, MIN_FLOODING_MARGIN_BITS - 1, -1):
         try:
-            _reply_bits(params, honest + 2.0 ** (base + margin))
+            reply_bits(params, honest + 2.0 ** (base + margin))
         except PlanError:
             continue
         return base + margin
@@ -266,13 +284,9 @@ def build_plan(model: LinearModel, inputs: InputEncoding, profile: str = "compac
         raise PlanError(f"{features} features do not fit the {degree} coefficients of profile {profile}")
     per_group = degree // features
     groups = tuple(tuple(range(start, min(start + per_group, outputs))) for start in range(0, outputs, per_group))
-    fresh = ERROR_SIGMA * math.sqrt(2 * degree * 2 / 3 + 1)  # e2 * s + e_pk * u + e1 of the re-randomization
 
     def bound(weight_norm: float) -> float:
-        # e * w (client's error) and the rounding of round(Q m / t) times w, then the fresh noise; plus
-        # the rounding of the plaintext the server adds (intercepts, and a batch's pad), at its worst.
-        sigma = math.sqrt((ERROR_SIGMA ** 2 + 1 / 12) * weight_norm ** 2 + fresh ** 2)
-        return TAIL_SIGMAS * sigma + PLAINTEXT_ROUNDING
+        return noise_bound(degree, weight_norm)
 
     weight_norms = np.sqrt((quantized.weights.astype(np.float64) ** 2).sum(axis=1))
     single = max(bound(float(np.sqrt((weight_norms[list(group)] ** 2).sum()))) for group in groups)
@@ -282,7 +296,7 @@ def build_plan(model: LinearModel, inputs: InputEncoding, profile: str = "compac
     classes = None if quantized.classes is None else tuple(c.item() if isinstance(c, np.generic) else c
                                                              for c in quantized.classes)
     public = PublicPlan(params=params, n_features=features, n_outputs=outputs, groups=groups,
-                        flooding_bits=flooding, single_reply_bits=_reply_bits(params, single + flood),
-                        batch_reply_bits=_reply_bits(params, batch + flood), inputs=inputs,
+                        flooding_bits=flooding, single_reply_bits=reply_bits(params, single + flood),
+                        batch_reply_bits=reply_bits(params, batch + flood), inputs=inputs,
                         weight_bits=weight_bits, score_scale=quantized.score_scale, classes=classes)
     return Plan(public=public, model=quantized, single_noise_bound=single, batch_noise_bound=batch)

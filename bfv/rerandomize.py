@@ -58,7 +58,7 @@ class ZeroEncryptions:
         """Bytes of one single-image encryption of zero kept ready."""
         return (len(self._positions) + self._ring.params.degree) * 8
 
-    def _ternary_ntt(self) -> np.ndarray:
+    def ternary_ntt(self) -> np.ndarray:
         """A fresh ternary u in NTT form (k, N). u does not depend on the key; two are transformed per
         forward NTT (a SEAL ciphertext holds two polynomials) and the second is kept for the next call."""
         if not self._spare_u:
@@ -69,7 +69,7 @@ class ZeroEncryptions:
 
     def _make_one(self, key: PreparedKey) -> np.ndarray:
         ring, params = self._ring, self._ring.params
-        factor = ring.ntt_plaintext_from_ntt(self._ternary_ntt())
+        factor = ring.ntt_plaintext_from_ntt(self.ternary_ntt())
         masked = np.array(ring.from_ntt(ring.evaluator.multiply_plain(key.public_ntt, factor)))  # (2, k, N)
         return residue_fraction(add_random_errors(masked, params.data_primes), params.data_primes)
 

@@ -31,13 +31,14 @@ except ModuleNotFoundError as missing:  # e.g. in the service's image, which has
              "(pip install '.[client]')")
 
 from client import AZURITE_CONNECTION_STRING, bearer
-from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
+from model import BUNDLED_MODEL_DIR, BUNDLED_NETWORK_DIR, BUNDLED_NETWORK_FILE, DEFAULT_MODEL_FILE
 from model import outputs as rules
 from model.mnist import MnistError, load_evaluation_images
 from model.outputs import labels_from_scores
 
 if TYPE_CHECKING:
     from model.loading import LinearModel
+    from model.network import NetworkModel
     from model.outputs import Outputs
 
 # The top-level modules each extra brings, as ModuleNotFoundError names them.
@@ -88,10 +89,11 @@ def _evaluation_images(mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, 
             raise typer.Exit(1) from None
 
 
-def _plaintext_model(model_file: Path) -> LinearModel | None:
-    """The model to compare with, or None (said in one line) when scikit-learn is not installed."""
+def _plaintext_model(model_file: Path) -> LinearModel | NetworkModel | None:
+    """The model to compare with (a pickled linear model or an ONNX network), or None (said in one
+    line) when the 'model' extra is not installed."""
     try:
-        from model.loading import load_linear_model
+        from model.loading import load_served_model
     except ModuleNotFoundError as exc:
         module = _missing_extra(exc, "model")
         if module is None:
@@ -99,7 +101,12 @@ def _plaintext_model(model_file: Path) -> LinearModel | None:
         typer.echo(f"no comparison with the plaintext model: {module} is not installed; install the 'model' "
                    "extra (pip install '.[model]')", err=True)
         return None
-    return load_linear_model(model_file)
+    return load_served_model(model_file)
+
+
+def _float_scores(model: LinearModel | NetworkModel, samples: np.ndarray) -> np.ndarray:
+    """The plaintext model's float scores: a linear model's, or a network's before its softmax."""
+    return model.network.scores(samples) if hasattr(model, "network") else model.scores(samples)
 
 
 def _plain(value: object) -> object:
@@ -248,7 +255,14 @@ def predict(
                          json_report, compare_with, api_key)
     else:
         _predict_images(url, mnist_dir, model_name, version, limit, batch, key_file, predictions_out, json_report,
-                        compare_with or BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE, api_key)
+                        compare_with or _bundled_reference(model_name), api_key)
+
+
+def _bundled_reference(model_name: str | None) -> Path:
+    """What images are compared with by default: the bundled network for its name, else the bundled linear model."""
+    if model_name == "mnist-square":
+        return BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE
+    return BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE
 
 
 def _print_report(report: dict, json_report: bool) -> None:
@@ -283,7 +297,7 @@ def _predict_images(url: str, mnist_dir: Path | None, model_name: str | None, ve
         console.print(f"[red]scoring failed: {exc}[/]")
         raise typer.Exit(1) from None
     plaintext = None if model is None else \
-        labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), model.classes)
+        labels_from_scores(_float_scores(model, images.reshape(len(images), -1) / 255.0), model.classes)
     if predictions_out:
         _write_predictions(predictions_out, predicted)
     traffic, count = client.traffic, len(images)
@@ -317,6 +331,10 @@ def _reference(compare_with: Path, samples: np.ndarray, outputs: Outputs) -> tup
     predict of a regressor) on the samples."""
     with _requires("model", "python -m client predict --compare-with"):
         from model.loading import ModelLoadError, load_estimator
+    if compare_with.suffix.lower() == ".onnx":  # a square network: its float scores, argmax mapped to its classes
+        network = _plaintext_model(compare_with)
+        scores = _float_scores(network, samples)
+        return labels_from_scores(scores, outputs.classes), scores
     try:
         estimator, _ = load_estimator(compare_with)
         predicted = np.asarray(estimator.predict(samples))

@@ -37,11 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from bfv.encryption import ClientKeys
 from bfv.inputs import InputRangeError
-from bfv.plan import PublicPlan
 from client.connection import Verify
-from client.keyfile import default_key_file, kept_keys
+from client.keyfile import Keys, Plan, default_key_file, kept_keys
 from client.scoring import ScoringClient, ScoringFailed, Traffic, model_prefix
 from model import outputs as rules
 from model.outputs import Outputs
@@ -150,13 +148,13 @@ class EncryptedModel:
         # Where the key pair is kept: known once the service has said which parameters it uses.
         self.key_file: Path | None = None if key_file is None else Path(key_file)
 
-        def keys(plan: PublicPlan) -> ClientKeys:
+        def keys(plan: Plan) -> Keys:
             self.key_file = self.key_file or default_key_file(url, model, version, plan)
             return kept_keys(self.key_file, plan)
 
         self._scoring = ScoringClient(url, timeout, verify, api_key, prefix=model_prefix(model, version), keys=keys)
         self.description: dict = self._scoring.description
-        self.plan: PublicPlan = self._scoring.plan
+        self.plan: Plan = self._scoring.plan
         self.outputs: Outputs = served_outputs(self.description)
 
     # -- what the service said it serves ------------------------------------------------------------
@@ -211,7 +209,7 @@ class EncryptedModel:
         """The decrypted scores `X @ coef.T + intercept` (samples, n_outputs), for every kind of model:
         what `decision_function` returns for a classifier, the linear predictor for a regressor."""
         integers = self._scoring.integer_scores(self.encode(X), self.batch_size, self.progress)
-        return integers / self.plan.score_scale
+        return np.asarray(integers, dtype=np.float64) / self.plan.score_scale
 
     def predict(self, X: Any) -> np.ndarray:
         """Labels of `classes_` (classifiers), or float predictions, 1-D for one target (regressors)."""

@@ -26,13 +26,24 @@ import secrets
 from pathlib import Path
 
 from bfv.encryption import ClientKeys, StoredKeyError
+from bfv.network_plan import NetworkPublicPlan
+from bfv.network_rounds import NetworkKeys
 from bfv.plan import PublicPlan
+
+Plan = PublicPlan | NetworkPublicPlan
+Keys = ClientKeys | NetworkKeys
+
+
+def keys_for(plan: Plan, *, secret: bytes | None = None, public_key: bytes | None = None) -> Keys:
+    """A key pair for a linear model's plan or a square network's (a new one without `secret`)."""
+    keys = NetworkKeys if isinstance(plan, NetworkPublicPlan) else ClientKeys
+    return keys(plan, secret=secret, public_key=public_key)
 
 KEY_FILE_FORMAT = "encrypted-scoring-key-pair-1"
 CACHE_FOLDER = "encrypted-scoring"
 
 
-def parameters_of(plan: PublicPlan) -> dict:
+def parameters_of(plan: Plan) -> dict:
     """The parameters a key pair is made for (a key works for any model with these)."""
     params = plan.params
     return {"profile": params.profile, "poly_modulus_degree": params.degree,
@@ -46,7 +57,7 @@ def cache_folder() -> Path:
     return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / CACHE_FOLDER
 
 
-def default_key_file(url: str, model: str | None, version: str | None, plan: PublicPlan) -> Path:
+def default_key_file(url: str, model: str | None, version: str | None, plan: Plan) -> Path:
     """The cached key pair's file for this service URL, model, version and parameter set."""
     identity = {"url": url.rstrip("/"), "model": model, "version": version, "parameters": parameters_of(plan)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -58,7 +69,7 @@ def _describe(parameters: dict) -> str:
             f"t = {parameters.get('plain_modulus')}")
 
 
-def load_keys(path: Path, plan: PublicPlan) -> ClientKeys:
+def load_keys(path: Path, plan: Plan) -> Keys:
     """The key pair stored in `path`, checked against `plan`'s parameters and against itself."""
     try:
         stored = json.loads(path.read_text())
@@ -73,12 +84,12 @@ def load_keys(path: Path, plan: PublicPlan) -> ClientKeys:
                              f"service's ({_describe(parameters_of(plan))}); name another key file, or delete "
                              "this one to make a new pair")
     try:
-        return ClientKeys(plan, secret=secret, public_key=public_key)
+        return keys_for(plan, secret=secret, public_key=public_key)
     except StoredKeyError as exc:
         raise StoredKeyError(f"{path}: {exc}") from None
 
 
-def save_keys(path: Path, keys: ClientKeys) -> Path:
+def save_keys(path: Path, keys: Keys) -> Path:
     """Write `keys` to `path` (mode 0600; a missing folder is made with mode 0700) unless the file
     exists already: then the pair already there wins, so that concurrent first runs agree on one.
     Returns `path`."""
@@ -104,8 +115,8 @@ def save_keys(path: Path, keys: ClientKeys) -> Path:
     return path
 
 
-def kept_keys(path: Path, plan: PublicPlan) -> ClientKeys:
+def kept_keys(path: Path, plan: Plan) -> Keys:
     """The pair in `path`, or a new one stored there first (the stored one, if another run was faster)."""
     if not path.exists():
-        save_keys(path, ClientKeys(plan))
+        save_keys(path, keys_for(plan))
     return load_keys(path, plan)

@@ -13,6 +13,10 @@ Every route is under one prefix (`model_prefix`): `/v1` for the service's defaul
 `/v1/models/{name}` for a named one and `/v1/models/{name}/versions/{version}` for one version;
 `ModelRoutes` names the routes under it. `EncryptedModel` (client/estimator.py) is the
 scikit-learn-like estimator over this transport.
+
+A square network (its description says `"model_kind": "square-network"`) is scored in rounds, one
+request per round for each sample (`bfv.network_rounds`): the client decrypts each round's masked
+values, squares them and sends them back, so `predict` looks the same for both kinds of model.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import numpy as np
 
 from client import bearer
 from client.connection import Connection, Response, Verify
+from client.keyfile import Keys, Plan, keys_for
 from model.outputs import labels_from_scores
-from bfv.encryption import ClientKeys
+from bfv.network_plan import NetworkPublicPlan
 from bfv.plan import PublicPlan
 
 OCTET_STREAM = {"content-type": "application/octet-stream"}
@@ -89,10 +94,13 @@ class ModelRoutes:
     def batch(self) -> str:
         return f"{self.prefix}/score/batch"
 
+    def round(self, index: int) -> str:
+        return f"{self.prefix}/score/rounds/{index}"
+
 
 class ScoringClient:
     def __init__(self, url: str, timeout: float = 120.0, verify: Verify = True, api_key: str | None = None, *,
-                 prefix: str = DEFAULT_PREFIX, keys: Callable[[PublicPlan], ClientKeys] | None = None) -> None:
+                 prefix: str = DEFAULT_PREFIX, keys: Callable[[Plan], Keys] | None = None) -> None:
         """`api_key` (or an Entra access token) is sent as `Authorization: Bearer` on every request.
 
         `verify` checks an https server's certificate against the system's CAs (True), a CA file or
@@ -104,8 +112,9 @@ class ScoringClient:
         self._http = Connection(url, timeout, verify, headers=bearer(api_key))
         try:
             self.description: dict = self._call("GET", self.routes.model).json()
-            self.plan = PublicPlan.from_description(self.description)
-            self._keys = ClientKeys(self.plan) if keys is None else keys(self.plan)
+            network = self.description.get("model_kind") == "square-network"
+            self.plan: Plan = (NetworkPublicPlan if network else PublicPlan).from_description(self.description)
+            self._keys = keys_for(self.plan) if keys is None else keys(self.plan)
             self.key_bytes = len(self._keys.public_key)
             self._call("POST", self.routes.keys, self._keys.public_key, OCTET_STREAM)  # again: renews it
         except BaseException:
@@ -173,6 +182,8 @@ class ScoringClient:
         on a machine the client shares with the service, encrypting it meanwhile takes the cores the
         scoring uses.
         """
+        if isinstance(self.plan, NetworkPublicPlan):
+            return self._network_scores(inputs, batch_size, progress)
         started = time.perf_counter()
         scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=np.int64)
         step = max(1, min(batch_size, self.plan.degree))
@@ -199,6 +210,39 @@ class ScoringClient:
         self.traffic.total_seconds += time.perf_counter() - started
         return scores
 
+    def _network_scores(self, inputs: np.ndarray, batch_size: int, progress: Callable[[int], None] | None
+                        ) -> np.ndarray:
+        """A square network's exact integer scores: each sample through every round, one request per round.
+
+        The next sample's round 0 is encrypted while the server works on this one's last round."""
+        if batch_size != 1:
+            raise ScoringFailed("a square network is scored one sample per request (in rounds); batches of it are "
+                                "not served: use batch_size=1")
+        started = time.perf_counter()
+        keys, rounds = self._keys, len(self.plan.rounds)
+        scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=object)
+        body = keys.first_request(inputs[0]) if len(inputs) else b""
+        for index in range(len(inputs)):
+            following: list[bytes] = []
+
+            def encrypt_next() -> None:
+                following.append(keys.first_request(inputs[index + 1]))
+
+            for round_index in range(rounds):
+                last = round_index == rounds - 1
+                overlap = last and index + 1 < len(inputs)
+                reply = self._post(self.routes.round(round_index), body, 1 if round_index == 0 else 0,
+                                   while_waiting=encrypt_next if overlap else None)
+                body = b"" if last else keys.next_request(round_index, reply)
+            scores[index] = keys.scores(reply)
+            if progress:
+                progress(1)
+            if index + 1 < len(inputs) and not following:
+                encrypt_next()
+            body = following[-1] if following else b""
+        self.traffic.total_seconds += time.perf_counter() - started
+        return scores
+
     def _encrypt(self, chunk: np.ndarray, step: int) -> bytes:
         return self._keys.encrypt_single(chunk[0]) if step == 1 else self._keys.encrypt_batch(chunk)
 
@@ -208,6 +252,7 @@ class ScoringClient:
 
         For regressors (LinearRegression) the scores are the predictions.
         """
-        scores = self.integer_scores(self.integer_inputs(samples), batch_size, progress) / self.plan.score_scale
+        integers = self.integer_scores(self.integer_inputs(samples), batch_size, progress)
+        scores = np.asarray(integers, dtype=np.float64) / self.plan.score_scale
         return labels_from_scores(scores, self.plan.classes), scores
 

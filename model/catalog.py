@@ -2,9 +2,10 @@
 
 Azure ML mounts registered models as `$AZUREML_MODEL_DIR/<name>/<version>/<files>`; a folder with
 a `model-settings.json` (`model.description`) or the model file (`MODEL_FILE`) at its top is one
-model. A model's name and version come from its model-settings.json, else from its folders (a
-single model without one is named after its file). The default model (`MODEL_NAME`, else the only
-one; its highest version) is the one `POST /score`, `/v1/model` and `/v1/score` serve.
+model, and the folder itself may hold one beside its `<name>/<version>/` folders (the bundled folder
+holds the linear MNIST model at its top and the square network in `mnist-square/1/`). A model's name and version come from its model-settings.json, else from its folders (a
+single model without one is named after its file). The default model (`MODEL_NAME`, else the
+one at the top, else the only one; its highest version) is the one `POST /score`, `/v1/model` and `/v1/score` serve.
 """
 
 from __future__ import annotations
@@ -29,18 +30,20 @@ class ModelEntry:
     version: str
     path: Path  # the model file
     description: ModelDescription | None
+    at_top: bool = False  # the model at the top of AZUREML_MODEL_DIR, not in a <name>/<version>/ folder
 
     @property
     def key(self) -> str:
         return f"{self.name}/{self.version}"
 
 
-def _entry(folder: Path, model_file: str, name: str, version: str) -> ModelEntry | None:
+def _entry(folder: Path, model_file: str, name: str, version: str, at_top: bool = False) -> ModelEntry | None:
     description = ModelDescription.load(folder)
     if description is not None:
-        return ModelEntry(description.name, description.version, folder / description.model_file, description)
+        return ModelEntry(description.name, description.version, folder / description.model_file, description,
+                          at_top)
     if (folder / model_file).is_file():
-        return ModelEntry(name, version, folder / model_file, None)
+        return ModelEntry(name, version, folder / model_file, None, at_top)
     return None
 
 
@@ -50,12 +53,13 @@ def version_order(version: str) -> tuple:
 
 
 def discover(root: Path, model_file: str) -> list[ModelEntry]:
-    """Every model under `root`, sorted by name and version."""
+    """Every model under `root` (the one at its top, and those of its `<name>/<version>/` folders),
+    sorted by name and version."""
     # A single model without a description is named after its file, made fit for a URL.
     single = _entry(root, model_file, re.sub(r"[^A-Za-z0-9._-]", "-", Path(model_file).stem).lstrip("._-")[:64]
-                    or "model", "1")
+                    or "model", "1", at_top=True)
     entries = [single] if single is not None else []
-    folders = [] if single is not None or not root.is_dir() else sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     for name_folder in folders:
         for version_folder in sorted(path for path in name_folder.iterdir() if path.is_dir()):
             entry = _entry(version_folder, model_file, name_folder.name, version_folder.name)
@@ -81,7 +85,12 @@ def latest(entries: list[ModelEntry], name: str) -> ModelEntry | None:
 
 
 def default_entry(entries: list[ModelEntry], model_name: str | None) -> ModelEntry:
-    """The model `MODEL_NAME` names (its latest version), else the only one."""
+    """The model `MODEL_NAME` names (its latest version), else the one at the top of the folder, else
+    the only one."""
+    if not model_name:
+        top = [entry for entry in entries if entry.at_top]
+        if top:
+            return top[0]
     if model_name:
         entry = latest(entries, model_name)
         if entry is None:

@@ -40,14 +40,15 @@ class ModelDescription:
     features: int
     outputs: Outputs
     inputs: InputEncoding | None  # None: the v1 protocol cannot serve the model (inputs not declared)
-    weight_bits: int = WEIGHT_BITS
+    weight_bits: int | tuple[int, ...] = WEIGHT_BITS  # a network's: one per layer
     calibration: dict | None = None
 
     def to_json(self) -> dict:
         body: dict = {"name": self.name, "version": self.version, "model_file": self.model_file,
                       "features": self.features, "outputs": self.outputs.describe()}
         if self.inputs is not None:
-            body["v1"] = {**self.inputs.describe(), "weight_bits": self.weight_bits}
+            bits = self.weight_bits if isinstance(self.weight_bits, int) else list(self.weight_bits)
+            body["v1"] = {**self.inputs.describe(), "weight_bits": bits}
         if self.calibration is not None:
             body["calibration"] = self.calibration
         return body
@@ -71,9 +72,10 @@ class ModelDescription:
             body = json.loads(path.read_text())
             v1 = body.get("v1")
             inputs = InputEncoding.from_description(v1) if v1 else None
+            bits = v1.get("weight_bits", WEIGHT_BITS) if v1 else WEIGHT_BITS
             return cls(name=str(body["name"]), version=str(body["version"]), model_file=str(body["model_file"]),
                        features=int(body["features"]), outputs=Outputs.from_description(body["outputs"]),
-                       inputs=inputs, weight_bits=int(v1.get("weight_bits", WEIGHT_BITS)) if v1 else WEIGHT_BITS,
+                       inputs=inputs, weight_bits=tuple(int(b) for b in bits) if isinstance(bits, list) else int(bits),
                        calibration=body.get("calibration"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DescriptionError(f"{path} is not a valid model description: {type(exc).__name__}: {exc}") from None

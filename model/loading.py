@@ -20,7 +20,9 @@ import numpy as np
 import sklearn
 from sklearn.exceptions import InconsistentVersionWarning
 
+from model.catalog import ModelEntry
 from model.estimators import UnsupportedModel, outputs_of, unfold
+from model.network import NetworkError, NetworkModel, network_outputs
 from model.outputs import Outputs
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,26 @@ def load_estimator(path: str | Path) -> tuple[object, str | None]:
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return estimator, pickled_with
+
+
+def load_served_model(path: str | Path, outputs: Outputs | None = None) -> LinearModel | NetworkModel:
+    """The model a file holds: an ONNX square network (`.onnx`, its answers as `outputs` says when a
+    model-settings.json declares them), else a pickled scikit-learn linear model."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        return load_linear_model(path)
+    from model.onnx_graphs import read_network  # onnx is imported only where a network is served
+
+    try:
+        network = read_network(path)
+        return NetworkModel(network, outputs if outputs is not None else network_outputs(network))
+    except NetworkError as exc:
+        raise ModelLoadError(f"{path.name}: {exc}") from None
+
+
+def load_entry(entry: ModelEntry) -> LinearModel | NetworkModel:
+    """The model of a catalog entry, a network's answers as its model-settings.json declares them."""
+    return load_served_model(entry.path, entry.description.outputs if entry.description is not None else None)
 
 
 def load_linear_model(path: str | Path) -> LinearModel:

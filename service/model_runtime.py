@@ -10,7 +10,7 @@ share one cache, so `KEY_CACHE_BYTES` bounds the worker.
 from __future__ import annotations
 
 from model.catalog import discover
-from model.loading import load_linear_model
+from model.loading import load_entry
 from service.azureml import contract
 from service.errors import ModelUnavailable
 from service.logs import configure_logging
@@ -30,7 +30,7 @@ def set_up(settings: Settings) -> dict:
         models = {default.key: v1_scoring.init(settings, default, model, cache)}
         for entry in discover(settings.azureml_model_dir, settings.model_file):
             if entry.key != default.key:
-                models[entry.key] = v1_scoring.init(settings, entry, load_linear_model(entry.path), cache)
+                models[entry.key] = v1_scoring.init(settings, entry, load_entry(entry), cache)
     except Exception as exc:  # noqa: BLE001 - any reason a model does not load is the answer of /ready
         raise ModelUnavailable(f"the model could not be loaded: {exc}") from None
     return {"default": default.key, "models": models}

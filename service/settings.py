@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -137,6 +138,14 @@ class Settings(BaseSettings):
     key_ttl_days: float = Field(30.0, gt=0, description="v1 public keys expire this long after their upload.")
     native_key_revalidate_s: float = Field(
         60.0, ge=0, description="How long a worker uses a cached v1 public key before checking it still exists.")
+    native_round_key: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_hex(32)),
+        description="64 hex digits: the key that seals a square network's round tokens (the masks between "
+                    "rounds). Replicas behind one address must share it; by default each start of the service "
+                    "draws its own, and a round begun before a restart is then refused (422).")
+    native_round_ttl_s: float = Field(
+        60.0, gt=0, description="How long a square network's round token stays valid: the longest a client may "
+                                "take between two rounds of one sample.")
 
     @field_validator("rate_limit")
     @classmethod
@@ -156,6 +165,17 @@ class Settings(BaseSettings):
         if scheme not in SCHEMES:  # the message names the scheme only: the URI may hold a password
             raise ValueError(f"unknown scheme '{scheme}'; one of: memory, redis, rediss, valkey, ...")
         return value
+
+    @field_validator("native_round_key")
+    @classmethod
+    def _round_key_hex(cls, value: SecretStr) -> SecretStr:
+        try:
+            if len(bytes.fromhex(value.get_secret_value())) == 32:
+                return value
+        except ValueError:
+            pass
+        raise ValueError("NATIVE_ROUND_KEY is 64 hex digits (32 bytes): `python -c 'import secrets; "
+                         "print(secrets.token_hex(32))'`")
 
     @property
     def key_ttl_s(self) -> float:

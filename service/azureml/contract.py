@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from model.catalog import ModelEntry, default_entry, discover
-from model.loading import LinearModel, load_linear_model
+from model.loading import LinearModel, ModelLoadError, load_linear_model
 from service.azureml.engines import ScoringEngine, create_engine
 from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT, ciphertexts_for
 from service.azureml.seal_format import SealFormatError, decode_base64
@@ -90,6 +90,10 @@ def init(settings: Settings | None = None, key_cache: KeyCache | None = None) ->
     global _scorer
     settings = settings or Settings()
     entry = default_entry(discover(settings.azureml_model_dir, settings.model_file), settings.model_name)
+    if entry.path.suffix.lower() == ".onnx":
+        raise ModelLoadError(f"the default model ({entry.key}) is a square network, and POST /score serves the "
+                             "Azure ML tutorial's linear models only: set MODEL_NAME to a linear model (the network "
+                             "is served on /v1 beside it)")
     model = load_linear_model(entry.path)
     engine = create_engine(settings.scoring_engine, model)
     cache = key_cache or KeyCache(settings.key_cache_bytes)

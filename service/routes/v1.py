@@ -17,14 +17,14 @@ from starlette.concurrency import run_in_threadpool
 
 from bfv.wire import Kind, WireError, key_id, read_public_key
 from model.catalog import version_order
-from service.errors import Unprocessable
+from service.errors import NotFound, Unprocessable
 from service.http.auth import Identity, caller
 from service.http.bodies import read_body
 from service.routes.scoring import Scoring
 from service.settings import Settings
 from service.v1 import scoring as v1_scoring
 from service.v1.keys import delete_owned_key, list_owned_keys, store_owned_key
-from service.v1.protocol import V1Protocol
+from service.v1.protocol import ROUND_ROUTE_TEMPLATE, V1Protocol, round_of
 
 BINARY_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -58,14 +58,14 @@ def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> API
 
     async def describe(request: Request) -> dict:
         model = protocol.model_of(request)
-        model.plan  # 409 with the reason if the v1 protocol cannot serve the model
+        model.ring  # 409 with the reason if the v1 protocol cannot serve the model
         return model.description
 
     async def store_key(request: Request, identity: Annotated[Identity, Depends(caller)]) -> dict:
         model = protocol.model_of(request)
         body = bytes(await read_body(request))  # small; the Blob SDK wants bytes
         try:
-            read_public_key(body, model.plan.params)
+            read_public_key(body, model.ring)
         except WireError as exc:
             raise Unprocessable(f"malformed public key: {exc}") from None
         identifier = key_id(body)
@@ -99,6 +99,19 @@ def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> API
                                        identity.namespace)
         return Response(reply, media_type="application/octet-stream", headers=headers)
 
+    async def score_round(request: Request) -> Response:
+        identity = await caller(request)
+        model = protocol.model_of(request)
+        round_index = round_of(f"score/rounds/{request.path_params['round']}")
+        if round_index is None or round_index >= model.rounds():
+            model.network_plan  # 409 for a linear model
+            raise NotFound(f"model {model.key} is scored in {model.rounds()} rounds, 0 to {model.rounds() - 1}")
+        body = await read_body(request)
+        header = protocol.round_header(model, round_index, request, body)  # 404/409/422 before a worker sees it
+        reply, headers = await scoring(identity, header.images, "native", v1_scoring.score_round, model.key,
+                                       round_index, header.key_id, body, identity.namespace)
+        return Response(reply, media_type="application/octet-stream", headers=headers)
+
     async def score_single(request: Request) -> Response:
         return await score(Kind.SINGLE, request)
 
@@ -123,6 +136,12 @@ def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> API
         router.add_api_route(f"{prefix}/score", score_single, methods=["POST"], route_class_override=RequestOnlyRoute,
                              openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
                              summary=f"Score one encrypted sample with {which} (costs 1 image of the quota)")
+        router.add_api_route(f"{prefix}/{ROUND_ROUTE_TEMPLATE}", score_round, methods=["POST"],
+                             route_class_override=RequestOnlyRoute, openapi_extra=BINARY_BODY,
+                             responses={200: BINARY_REPLY}, response_class=Response,
+                             summary=f"One round of scoring a sample with {which}, a square network: round 0 "
+                                     "carries the encrypted sample, each later round the previous reply's masked "
+                                     "values and token (costs 1 image of the quota per round)")
         router.add_api_route(f"{prefix}/score/batch", score_batch, methods=["POST"],
                              route_class_override=RequestOnlyRoute, openapi_extra=BINARY_BODY,
                              responses={200: BINARY_REPLY}, response_class=Response,

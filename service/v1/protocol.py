@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from bfv.network_rounds import round_request_size
+from bfv.network_plan import NetworkPublicPlan
+from bfv.params import RingParameters
 from bfv.plan import PublicPlan
 from bfv.wire import (
     KEY_HEADER_SIZE,
@@ -40,6 +43,15 @@ from service.workers.pool import WorkerPool
 _PATH = re.compile(r"/v1(?:/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?)?(?:/(?P<route>.+))?")
 SCORING_ROUTES = {"score": Kind.SINGLE, "score/batch": Kind.BATCH}
 KEYS_ROUTE = "keys"
+# A square network's rounds: one sample each, like `score` (docs/protocol.md, square networks).
+ROUND_ROUTE = re.compile(r"score/rounds/(?P<round>[0-9])")
+ROUND_ROUTE_TEMPLATE = "score/rounds/{round}"
+
+
+def round_of(route: str) -> int | None:
+    """The round a `score/rounds/<n>` route names, None for other routes."""
+    match = ROUND_ROUTE.fullmatch(route)
+    return None if match is None else int(match["round"])
 
 
 @dataclass(frozen=True)
@@ -67,33 +79,82 @@ class ServedModel:
     listing: dict
     description: dict | None  # the model's /v1/model body; None when the v1 protocol cannot serve it
     unavailable: str | None
-    _plan: PublicPlan | None = None
+    _plan: PublicPlan | NetworkPublicPlan | None = None
     _rules: dict[str, BodyRule] = field(default_factory=dict)
 
     @property
-    def plan(self) -> PublicPlan:
+    def is_network(self) -> bool:
+        return self.description is not None and self.description.get("model_kind") == "square-network"
+
+    def _any_plan(self) -> PublicPlan | NetworkPublicPlan:
         if self.description is None:
             raise Conflict(self.unavailable or f"the v1 protocol cannot serve model {self.key}")
         if self._plan is None:
-            self._plan = PublicPlan.from_description(self.description)
+            self._plan = (NetworkPublicPlan if self.is_network else PublicPlan).from_description(self.description)
         return self._plan
+
+    @property
+    def plan(self) -> PublicPlan:
+        """A linear model's plan (409 for a network, which is scored in rounds)."""
+        plan = self._any_plan()
+        if isinstance(plan, NetworkPublicPlan):
+            raise Conflict(f"model {self.key} is a square network: it is scored in rounds, POST its "
+                           f"{ROUND_ROUTE_TEMPLATE} routes from round 0 (docs/protocol.md), not score or score/batch")
+        return plan
+
+    @property
+    def network_plan(self) -> NetworkPublicPlan:
+        """A square network's plan (409 for a linear model)."""
+        plan = self._any_plan()
+        if not isinstance(plan, NetworkPublicPlan):
+            raise Conflict(f"model {self.key} is a linear model: score it with POST score or score/batch, not in rounds")
+        return plan
+
+    @property
+    def ring(self) -> RingParameters:
+        """The parameters its public keys are made for."""
+        return self._any_plan().params
+
+    def rounds(self) -> int:
+        return len(self.network_plan.rounds) if self.is_network else 0
 
     def body_rule(self, route: str) -> BodyRule | None:
         """The exact size a body of `route` has and the check of its header; None for other routes."""
         if self.description is None:
             return None
         if not self._rules:  # the plan never changes once known, so neither do the rules
-            params = self.plan.params
+            params = self.ring
             self._rules[KEYS_ROUTE] = BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)
+            if self.is_network:
+                for index in range(self.rounds()):
+                    self._rules[f"score/rounds/{index}"] = BodyRule(
+                        round_request_size(self.network_plan, index), REQUEST_HEADER_SIZE,
+                        functools.partial(self.check_round_head, index))
+                return self._rules.get(route)
             for name, kind in SCORING_ROUTES.items():
                 ciphertexts, _ = self.plan.request_shape(kind)
                 self._rules[name] = BodyRule(request_size(ciphertexts, params), REQUEST_HEADER_SIZE,
                                              functools.partial(self.check_request_head, kind))
         return self._rules.get(route)
 
+    def check_round_head(self, round_index: int, head: bytes, size: int) -> RequestHeader:
+        """A round's size, and the header of its first request (each request of a round names the same key)."""
+        plan = self.network_plan
+        if not 0 <= round_index < len(plan.rounds):
+            raise NotFound(f"model {self.key} is scored in {len(plan.rounds)} rounds, 0 to {len(plan.rounds) - 1}")
+        expected = round_request_size(plan, round_index)
+        if size != expected:
+            raise Unprocessable(f"malformed request: round {round_index} is {expected} bytes, not {size}")
+        first = plan.rounds[round_index][0]
+        try:
+            return check_request_header(head, request_size(first.chunks, first.params), Kind.SINGLE, first.chunks, 1,
+                                        first.params)
+        except WireError as exc:
+            raise Unprocessable(f"malformed request: {exc}") from None
+
     def _check_key_head(self, head: bytes, size: int) -> None:
         try:
-            check_public_key_header(head, size, self.plan.params)
+            check_public_key_header(head, size, self.ring)
         except WireError as exc:
             raise Unprocessable(f"malformed public key: {exc}") from None
 
@@ -174,7 +235,17 @@ class V1Protocol:
     def scoring_kind(self, path: str) -> Kind | None:
         """For `Admission`: the kind of a scoring path (`.../score`, `.../score/batch`), None for others."""
         parsed = parse_v1_path(path)
-        return None if parsed is None else SCORING_ROUTES.get(parsed.route)
+        if parsed is None:
+            return None
+        return Kind.SINGLE if round_of(parsed.route) is not None else SCORING_ROUTES.get(parsed.route)
+
+    def round_header(self, model: ServedModel, round_index: int, request: Request, body: bytes | memoryview
+                     ) -> RequestHeader:
+        """The first request header of a round, as `BoundedBodies` checked it (or checked here)."""
+        header = body_head(request)
+        if header is None:
+            header = model.check_round_head(round_index, bytes(body[:REQUEST_HEADER_SIZE]), len(body))
+        return header
 
     def request_header(self, model: ServedModel, kind: Kind, request: Request, body: bytes | memoryview
                        ) -> RequestHeader:

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from bfv import kernels
 from bfv.evaluation import Evaluator
 from bfv.inputs import InputEncoding
+from bfv.network_plan import NETWORK_WEIGHT_BITS, NetworkPlan, build_network_plan
+from bfv.network_rounds import NetworkEvaluator, RoundTokens, TokenError
 from bfv.plan import Plan, PlanError, build_plan
 from bfv.wire import Kind, RequestHeader, WireError, request_from_header
 from model.catalog import ModelEntry
 from model.description import declared_inputs
 from model.loading import LinearModel
+from model.network import NetworkModel
 from service.errors import ModelUnavailable, NotFound, Unprocessable
 from service.settings import Settings
 from service.storage.keystore import KeyCache, KeyStore, PreparedKeys
@@ -32,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Scorer:
-    evaluator: Evaluator
+    evaluator: Evaluator | NetworkEvaluator
     keys: KeyStore
 
 
@@ -44,11 +47,23 @@ class InputsNotDeclared(Exception):
     """The v1 protocol needs the range of every input, and nothing declares them for this model."""
 
 
-def plan_model(settings: Settings, model: LinearModel, entry: ModelEntry) -> Plan:
+def plan_model(settings: Settings, model: LinearModel | NetworkModel, entry: ModelEntry) -> Plan | NetworkPlan:
     """The model's v1 plan, its inputs declared by model-settings.json, else by NATIVE_INPUT_SCALE and
     NATIVE_INPUT_MAX, else by its being the tutorial's MNIST model; raises `InputsNotDeclared` (saying
     how to declare them) or `PlanError`."""
     description = entry.description
+    if isinstance(model, NetworkModel):
+        inputs = description.inputs if description is not None else None
+        if inputs is None and settings.native_input_scale is not None and settings.native_input_max is not None:
+            inputs = InputEncoding.uniform(model.n_features, settings.native_input_scale, settings.native_input_max)
+        if inputs is None:
+            raise InputsNotDeclared(
+                f"a square network needs the range of each of its {model.n_features} inputs and its weight bits: "
+                f"prepare it with `python -m model.prepare {entry.path.name} --calibration DATA --out DIR` and serve "
+                "DIR")
+        bits = description.weight_bits if description is not None and description.inputs is not None \
+            else NETWORK_WEIGHT_BITS
+        return build_network_plan(model.network, inputs, settings.native_profile, bits, classes=model.classes)
     inputs: InputEncoding | None = description.inputs if description is not None else None
     if inputs is None and settings.native_input_scale is not None and settings.native_input_max is not None:
         inputs = InputEncoding.uniform(model.n_features, settings.native_input_scale, settings.native_input_max)
@@ -65,18 +80,24 @@ def plan_model(settings: Settings, model: LinearModel, entry: ModelEntry) -> Pla
     return build_plan(model, inputs, settings.native_profile)
 
 
-def init(settings: Settings, entry: ModelEntry, model: LinearModel, key_cache: KeyCache) -> dict:
+def init(settings: Settings, entry: ModelEntry, model: LinearModel | NetworkModel, key_cache: KeyCache) -> dict:
     """Plan one model for the v1 protocol: what `/v1/models` says of it, with its `/v1/model` body
     ("v1"), or why the v1 protocol cannot serve it ("v1_unavailable")."""
+    network = isinstance(model, NetworkModel)
     listing = {"name": entry.name, "version": entry.version, "features": model.n_features,
-               "outputs": model.n_outputs, **({"kind": model.outputs.kind} if model.outputs else {})}
+               "outputs": model.n_outputs, **({"kind": model.outputs.kind} if model.outputs else {}),
+               **({"model_kind": "square-network"} if network else {})}
     try:
         plan = plan_model(settings, model, entry)
     except (InputsNotDeclared, PlanError) as exc:
         reason = f"the v1 protocol cannot serve model {entry.key}: {exc}"
         log.warning("%s", reason)
         return {**listing, "v1": None, "v1_unavailable": reason}
-    evaluator = Evaluator(plan)
+    if isinstance(plan, NetworkPlan):
+        tokens = RoundTokens(bytes.fromhex(settings.native_round_key.get_secret_value()), settings.native_round_ttl_s)
+        evaluator: Evaluator | NetworkEvaluator = NetworkEvaluator(plan, tokens)
+    else:
+        evaluator = Evaluator(plan)
 
     def prepare(blob: bytes) -> PreparedKeys:
         try:
@@ -90,6 +111,13 @@ def init(settings: Settings, entry: ModelEntry, model: LinearModel, key_cache: K
     keys = KeyStore(settings, prepare, key_cache, f"v1:{entry.key}",
                     revalidate_after_s=settings.native_key_revalidate_s, ttl_s=settings.key_ttl_s)
     _scorers[entry.key] = _Scorer(evaluator=evaluator, keys=keys)
+    if isinstance(plan, NetworkPlan):
+        public = plan.public
+        log.info("v1 protocol ready for %s: a square network of %d rounds, profile %s, t = %s, %d digits of %d bits",
+                 entry.key, len(public.rounds), public.params.profile, " x ".join(map(str, public.moduli)),
+                 public.digits, public.digit_bits)
+        return {**listing, "v1": {**public.describe(), "name": entry.name, "version": entry.version,
+                                  "outputs": model.outputs.describe()}}
     log.info("v1 protocol ready for %s: profile %s, t = %d, replies at %d/%d bits, loops: %s", entry.key,
              plan.public.params.profile, plan.public.params.plain_modulus, plan.public.single_reply_bits,
              plan.public.batch_reply_bits, kernels.STATUS)
@@ -102,6 +130,21 @@ def init(settings: Settings, entry: ModelEntry, model: LinearModel, key_cache: K
     return {**listing, "v1": body}
 
 
+def _scorer(model: str, kind: type) -> _Scorer:
+    scorer = _scorers.get(model)
+    if scorer is None or not isinstance(scorer.evaluator, kind):
+        raise ModelUnavailable(f"the v1 protocol does not serve model {model} this way in this worker")
+    return scorer
+
+
+def _key(scorer: _Scorer, namespace: str, model: str, key: str):
+    try:
+        return scorer.keys.get(key_name(namespace, model, key))
+    except NotFound:
+        raise NotFound(f"no public keys with id {key} for this identity and model {model}: keys are "
+                       "made and stored per model (POST it to this model's keys route)") from None
+
+
 def prepare_ahead() -> bool:
     """One step of preparing the last scored key's encryptions of zero; whether more steps remain."""
     return _last_scored is not None and _last_scored.evaluator.zeros.make_ahead()
@@ -111,20 +154,14 @@ def score(model: str, header: RequestHeader, body: bytes | memoryview, namespace
     """Score a request for `model` (`name/version`) whose header the web process checked: read its
     ciphertexts, fetch its public key among `namespace`'s keys for that model, evaluate."""
     global _last_scored
-    scorer = _scorers.get(model)
-    if scorer is None:
-        raise ModelUnavailable(f"the v1 protocol does not serve model {model} in this worker")
+    scorer = _scorer(model, Evaluator)
     public = scorer.evaluator.plan.public
     ciphertexts, _ = public.request_shape(header.kind)
     try:
         request = request_from_header(header, body, ciphertexts, public.params)
     except WireError as exc:
         raise Unprocessable(f"malformed request: {exc}") from None
-    try:
-        lookup = scorer.keys.get(key_name(namespace, model, request.key_id))
-    except NotFound:
-        raise NotFound(f"no public keys with id {request.key_id} for this identity and model {model}: keys are "
-                       "made and stored per model (POST it to this model's keys route)") from None
+    lookup = _key(scorer, namespace, model, request.key_id)
     _last_scored = scorer
     single = header.kind is Kind.SINGLE
     evaluate = scorer.evaluator.score_single if single else scorer.evaluator.score_batch
@@ -133,6 +170,22 @@ def score(model: str, header: RequestHeader, body: bytes | memoryview, namespace
         try:
             return evaluate(request, lookup.keys.value)
         except WireError as exc:
+            raise Unprocessable(str(exc)) from None
+
+    return evaluate_timed(evaluated, keys_cached=lookup.cached, key_cache_bytes=lambda: scorer.keys.cached_bytes)
+
+
+def score_round(model: str, round_index: int, key: str, body: bytes | memoryview, namespace: str) -> ScoringOutcome:
+    """One round of a square network for `model`, whose first request header (naming `key`) the web
+    process checked: fetch the key among `namespace`'s keys for that model, evaluate the round."""
+    scorer = _scorer(model, NetworkEvaluator)
+    lookup = _key(scorer, namespace, model, key)
+    context = bytes.fromhex(key) + model.encode()
+
+    def evaluated() -> bytes:
+        try:
+            return scorer.evaluator.score_round(round_index, body, lookup.keys.value, context)
+        except (WireError, TokenError) as exc:
             raise Unprocessable(str(exc)) from None
 
     return evaluate_timed(evaluated, keys_cached=lookup.cached, key_cache_bytes=lambda: scorer.keys.cached_bytes)

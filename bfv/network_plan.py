@@ -1,0 +1,379 @@
+"""Square networks as the v1 protocol scores them: integer layers, masked rounds, several moduli.
+
+A network `dense_0, x^2, dense_1, ..., x^2, dense_L` is quantized layer by layer (`quantize_network`):
+
+    h_0 = Q_0 x_int + B_0                  per-unit scales alpha_i: h_0[i] ~ alpha_i * (float h_0[i])
+    h_l = Q_l (h_{l-1})^2 + B_l            the previous scales folded in: Q_l ~ alpha_l * W_l / alpha_{l-1}^2
+    score = h_L / score_scale              one scale for every output, so argmax and softmax hold
+
+Every value is an exact integer. The service computes the layers on ciphertexts, one round per
+dense layer (`bfv.network_rounds`), and never the squares: after each dense layer but the last it
+adds a fresh mask r, uniform modulo t, and the client decrypts z = h + r (uniform: it says nothing
+of h), squares it, and sends back Enc(z^2) and Enc(B^d z) for the digits d of r's base-B
+expansion. The server knows r, so
+
+    Q (z - r)^2 = Q z^2 - 2 sum_d (Q diag(r_d)) B^d z + Q r^2 = Q h^2        (mod t)
+
+with small weights only (the digits r_d < B): a plaintext factor of the size of t would cost the
+noise budget log2(t) bits more. So a round is one more linear layer on a fresh ciphertext, and the
+noise never accumulates across rounds.
+
+Everything is modulo t, so only the scores have to fit: they are computed modulo several batching
+primes t_m < 2^32 (each round once per modulus, the masks independent) and the client recovers them
+by the Chinese remainder theorem, exact whenever the largest score any admissible input can produce
+(`score_bound`, by interval arithmetic over the declared input ranges) is below prod(t_m) / 2.
+`build_network_plan` picks the fewest moduli, then the smallest ones, for which every round's replies
+decrypt exactly (the linear plans' 8-sigma noise bound, with the digits' worst case), or refuses with
+the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bfv.inputs import InputEncoding
+from bfv.params import MAX_PLAIN_BITS, MIN_PLAIN_BITS, PROFILES, RingParameters, _batching_prime, ring_parameters
+from bfv.plan import MAX_WEIGHT_BITS, PlanError, PublicPlan, _flooding_bits, noise_bound, reply_bits
+from bfv.ring import FLOAT_EXACT_BITS
+
+if TYPE_CHECKING:  # the float network, for annotations only: bfv/ does not import the model package
+    from model.network import SquareNetwork
+
+NETWORK_WEIGHT_BITS = 8
+MAX_MODULI = 4
+MAX_CHUNKS = 16  # ciphertexts one round's inputs may be split over, for each modulus
+INT64_SAFE = 2**62
+
+
+@dataclass(frozen=True)
+class QuantizedNetwork:
+    """The integer network: layer l computes Q_l v + B_l on v = x_int (l = 0) or the previous layer squared."""
+
+    weights: tuple[np.ndarray, ...]  # int64 (outputs, inputs) per layer
+    biases: tuple[np.ndarray, ...]  # object arrays of Python ints (outputs,) per layer
+    score_scale: float
+    input_low: np.ndarray  # int64 (features,): the lowest x_int an admissible input encodes to
+    input_high: np.ndarray
+    weight_bits: tuple[int, ...]
+    classes: np.ndarray | None = None
+
+    def output_ranges(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(lowest, highest) of each layer's outputs over every admissible input, as Python ints."""
+        low, high = self.input_low.astype(object), self.input_high.astype(object)
+        ranges = []
+        for index, (weights, bias) in enumerate(zip(self.weights, self.biases)):
+            if index:  # the square of [low, high]
+                crosses = (low <= 0) & (high >= 0)
+                low, high = (np.where(crosses, 0, np.minimum(low * low, high * high)),
+                             np.maximum(low * low, high * high))
+            w = weights.astype(object)
+            low, high = (np.minimum(w * low, w * high).sum(axis=1) + bias,
+                         np.maximum(w * low, w * high).sum(axis=1) + bias)
+            ranges.append((low, high))
+        return ranges
+
+    @property
+    def score_bound(self) -> int:
+        low, high = self.output_ranges()[-1]
+        return int(max(max(-value for value in low), max(high)))
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        """The exact integer scores (samples, outputs) of integer inputs, as the encrypted rounds give them:
+        int64 where every layer's range allows, Python ints otherwise."""
+        values = np.asarray(inputs, dtype=np.int64)
+        ranges = self.output_ranges()
+        for index, (weights, bias) in enumerate(zip(self.weights, self.biases)):
+            if index:
+                values = values * values
+            wide = max(max(abs(int(v)) for v in side) for side in ranges[index]) >= INT64_SAFE or (
+                index and values.dtype == object)
+            if wide:
+                values = values.astype(object) @ weights.T.astype(object) + bias
+            else:
+                values = values @ weights.T + bias.astype(np.int64)
+        return values
+
+
+def _integer_input_range(inputs: InputEncoding) -> tuple[np.ndarray, np.ndarray]:
+    """The x_int every admissible (or clipped) value of each feature encodes to."""
+    ends = [np.clip(np.rint((side - inputs.offsets) * inputs.scales), -inputs.input_max, inputs.input_max)
+            for side in (inputs.low, inputs.high)]
+    return np.minimum(*ends).astype(np.int64), np.maximum(*ends).astype(np.int64)
+
+
+def _as_bits(weight_bits: int | tuple[int, ...], layers: int) -> tuple[int, ...]:
+    bits = (weight_bits,) * layers if isinstance(weight_bits, int) else tuple(weight_bits)
+    if len(bits) != layers or not all(2 <= b <= MAX_WEIGHT_BITS for b in bits):
+        raise PlanError(f"weight bits {weight_bits}: one value (or one per layer, {layers}) between 2 and "
+                        f"{MAX_WEIGHT_BITS}")
+    return bits
+
+
+def quantize_network(network: SquareNetwork, inputs: InputEncoding,
+                     weight_bits: int | tuple[int, ...] = NETWORK_WEIGHT_BITS,
+                     classes: np.ndarray | None = None) -> QuantizedNetwork:
+    """The integer network of `network` on inputs encoded by `inputs` (the encoding folded into layer 0)."""
+    if inputs.n_features != network.n_features:
+        raise PlanError(f"the input encoding is declared for {inputs.n_features} features; the network takes "
+                        f"{network.n_features}")
+    bits = _as_bits(weight_bits, len(network.layers))
+    weights, biases = [], []
+    previous = None  # the scale of each input of the current layer (squared scales of the previous outputs)
+    for index, layer in enumerate(network.layers):
+        if index == 0:
+            folded = layer.weights / inputs.scales
+            bias = layer.bias + layer.weights @ inputs.offsets
+        else:
+            folded = layer.weights / previous
+            bias = layer.bias
+        largest = np.abs(folded).max(axis=1)
+        last = index == len(network.layers) - 1
+        if last:  # one scale for all scores: they are compared (argmax) and exponentiated (softmax) together
+            largest = np.full_like(largest, largest.max())
+        if not (largest > 0).all():
+            dead = int(np.flatnonzero(~(largest > 0))[0])
+            raise PlanError(f"layer {index}, output {dead} has no non-zero weight: remove it from the network")
+        alpha = (2 ** (bits[index] - 1) - 1) / largest
+        weights.append(np.rint(folded * alpha[:, None]).astype(np.int64))
+        biases.append(np.array([int(v) for v in np.rint(bias * alpha)], dtype=object))
+        previous = alpha ** 2
+    low, high = _integer_input_range(inputs)
+    return QuantizedNetwork(weights=tuple(weights), biases=tuple(biases), score_scale=float(alpha[0]),
+                            input_low=low, input_high=high, weight_bits=bits, classes=classes)
+
+
+@dataclass(frozen=True)
+class NetworkPublicPlan:
+    """What both ends know: one linear plan per round and modulus, the digits, the scales."""
+
+    params: RingParameters  # the shared ring (its plain_modulus is the first modulus')
+    moduli: tuple[int, ...]
+    digit_bits: int  # B = 2^digit_bits
+    digits: int  # D: r = sum_d r_d B^d, d < D
+    rounds: tuple[tuple[PublicPlan, ...], ...]  # [round][modulus]
+    inputs: InputEncoding
+    score_scale: float
+    classes: tuple | None
+
+    @property
+    def n_features(self) -> int:
+        return self.rounds[0][0].n_features
+
+    @property
+    def n_outputs(self) -> int:
+        return self.rounds[-1][0].n_outputs
+
+    @property
+    def degree(self) -> int:
+        return self.params.degree
+
+    def describe(self) -> dict:
+        first = self.rounds[0][0]
+        return {
+            "protocol": "ei-native-1",
+            "scheme": "bfv",
+            "model_kind": "square-network",
+            "profile": self.params.profile,
+            "poly_modulus_degree": self.degree,
+            "coeff_modulus": list(self.params.data_primes),
+            "special_modulus": list(self.params.extra_primes),
+            "plain_moduli": list(self.moduli),
+            "log_q": self.params.log_q,
+            "security_bits": 128,
+            "n_features": self.n_features,
+            "n_outputs": self.n_outputs,
+            "classes": None if self.classes is None else list(self.classes),
+            **self.inputs.describe(),
+            "score_scale": self.score_scale,
+            "digit_bits": self.digit_bits,
+            "digits": self.digits,
+            "rounds": [{"n_features": plans[0].n_features, "n_outputs": plans[0].n_outputs, "chunks": plans[0].chunks,
+                        "groups": [list(group) for group in plans[0].groups], "weight_bits": plans[0].weight_bits,
+                        "reply_bits": [plan.single_reply_bits for plan in plans],
+                        "flooding_bits": [plan.flooding_bits for plan in plans]} for plans in self.rounds],
+            "max_batch": 1,
+            "weight_bits": first.weight_bits,
+        }
+
+    @classmethod
+    def from_description(cls, body: dict) -> NetworkPublicPlan:
+        if body.get("protocol") != "ei-native-1" or body.get("model_kind") != "square-network" \
+                or body.get("profile") not in PROFILES:
+            raise PlanError(f"not a square network of the v1 protocol: {body.get('protocol')!r}, "
+                            f"{body.get('model_kind')!r}, profile {body.get('profile')!r}")
+        moduli = tuple(int(t) for t in body["plain_moduli"])
+        shared = dict(profile=body["profile"], degree=int(body["poly_modulus_degree"]),
+                      data_primes=tuple(int(p) for p in body["coeff_modulus"]),
+                      extra_primes=tuple(int(p) for p in body["special_modulus"]))
+        params = [RingParameters(**shared, plain_modulus=t) for t in moduli]
+        if not params[0].meets_128_bit_security():
+            raise PlanError(f"the server's parameters (N={params[0].degree}, log Q={params[0].log_q}) are below "
+                            "128-bit security")
+        if not 1 <= len(moduli) <= MAX_MODULI or len(set(moduli)) != len(moduli) \
+                or any(t >= 2**MAX_PLAIN_BITS for t in moduli):
+            raise PlanError(f"plaintext moduli {moduli}: 1 to {MAX_MODULI} distinct ones below 2^{MAX_PLAIN_BITS}")
+        inputs = InputEncoding.from_description(body)
+        classes = body.get("classes")
+        classes = None if classes is None else tuple(classes)
+        rounds = []
+        for index, shape in enumerate(body["rounds"]):
+            last = index == len(body["rounds"]) - 1
+            plans = []
+            for param, bits, flooding in zip(params, shape["reply_bits"], shape["flooding_bits"], strict=True):
+                if param.degree << int(bits) > 2**FLOAT_EXACT_BITS:
+                    raise PlanError(f"{bits}-bit replies cannot be decrypted exactly by this client")
+                plans.append(PublicPlan(
+                    params=param, n_features=int(shape["n_features"]), n_outputs=int(shape["n_outputs"]),
+                    groups=tuple(tuple(int(i) for i in group) for group in shape["groups"]),
+                    flooding_bits=int(flooding), single_reply_bits=int(bits), batch_reply_bits=int(bits),
+                    inputs=inputs if index == 0 else None, weight_bits=int(shape["weight_bits"]),
+                    score_scale=float(body["score_scale"]) if last else 1.0, classes=classes if last else None,
+                    chunks=int(shape["chunks"])))
+            rounds.append(tuple(plans))
+        return cls(params=params[0], moduli=moduli, digit_bits=int(body["digit_bits"]), digits=int(body["digits"]),
+                   rounds=tuple(rounds), inputs=inputs, score_scale=float(body["score_scale"]), classes=classes)
+
+    def masked_features(self, masked: np.ndarray, modulus: int) -> np.ndarray:
+        """What the client sends after decrypting z = h + r (mod t): z^2, then B^d z for each digit d, mod t."""
+        z = [int(value) % modulus for value in masked]
+        out = [value * value % modulus for value in z]
+        for digit in range(self.digits):
+            factor = pow(2, self.digit_bits * digit, modulus)
+            out.extend(value * factor % modulus for value in z)
+        return np.array(out, dtype=np.int64)
+
+    def combine(self, residues: list[np.ndarray]) -> list[int]:
+        """The scores, centred, from their residues modulo each t (Chinese remainder theorem)."""
+        total = math.prod(self.moduli)
+        scores = []
+        for values in zip(*residues):
+            value = 0
+            for residue, modulus in zip(values, self.moduli):
+                rest = total // modulus
+                value += int(residue) % modulus * rest * pow(rest, -1, modulus)
+            value %= total
+            scores.append(value - total if value > total // 2 else value)
+        return scores
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """The server's plan: the public part plus the integer network."""
+
+    public: NetworkPublicPlan
+    network: QuantizedNetwork
+    score_bound: int
+
+    def digits_of(self, masks: np.ndarray) -> np.ndarray:
+        """The base-B digits (D, n) of masks below t."""
+        bits, base = self.public.digit_bits, 1 << self.public.digit_bits
+        values = np.asarray(masks, dtype=np.uint64)
+        return np.stack([(values >> np.uint64(bits * d)) & np.uint64(base - 1) for d in range(self.public.digits)]
+                        ).astype(np.int64)
+
+
+def _round_plan(params: RingParameters, features: int, outputs: int, row_norms: np.ndarray, largest: int,
+                inputs: InputEncoding | None, score_scale: float, classes: tuple | None) -> PublicPlan:
+    """A linear plan of one round for one modulus, for weights of at most these norms per row: its
+    inputs split over the number of ciphertexts that makes a round's request and reply smallest."""
+    degree = params.degree
+    best: PublicPlan | None = None
+    for chunks in range(1, MAX_CHUNKS + 1):
+        width = -(-features // chunks)
+        if width > degree:
+            continue
+        per_group = degree // width
+        groups = tuple(tuple(range(start, min(start + per_group, outputs))) for start in range(0, outputs, per_group))
+        single = max(noise_bound(degree, float(np.sqrt((row_norms[list(group)] ** 2).sum()))) for group in groups)
+        flooding = _flooding_bits(params, single) if PROFILES[params.profile].flooding else 0
+        bits = reply_bits(params, single + (2.0 ** flooding if flooding else 0.0))
+        plan = PublicPlan(params=params, n_features=features, n_outputs=outputs, groups=groups,
+                          flooding_bits=flooding, single_reply_bits=bits, batch_reply_bits=bits, inputs=inputs,
+                          weight_bits=int(largest).bit_length() + 1, score_scale=score_scale, classes=classes,
+                          chunks=chunks)
+        if best is None or _round_bytes(plan) < _round_bytes(best):
+            best = plan
+    if best is None:
+        raise PlanError(f"a round of {features} inputs does not fit {MAX_CHUNKS} ciphertexts of {degree} "
+                        f"coefficients (profile {params.profile})")
+    return best
+
+
+def _round_bytes(plan: PublicPlan) -> int:
+    """Bytes of one round for one modulus: its request's ciphertexts and its reply's values."""
+    request = plan.chunks * len(plan.params.data_primes) * plan.degree * max(plan.params.coefficient_bits) // 8
+    reply = sum(len(group) + plan.degree for group in plan.groups) * plan.single_reply_bits // 8
+    return request + reply
+
+
+def _moduli_candidates(bound: int, degree: int):
+    """(moduli) to try: the fewest, then the smallest batching primes whose product exceeds 2 * bound."""
+    needed = 2 * bound + 1
+    for count in range(1, MAX_MODULI + 1):
+        for first in range(MIN_PLAIN_BITS, MAX_PLAIN_BITS - count + 2):
+            try:
+                moduli = tuple(_batching_prime(degree, first + index) for index in range(count))
+            except ValueError:
+                continue
+            if len(set(moduli)) == count and math.prod(moduli) >= needed:
+                yield moduli
+                break
+
+
+def _plans_for(quantized: QuantizedNetwork, inputs: InputEncoding, profile: str, moduli: tuple[int, ...]
+               ) -> NetworkPublicPlan:
+    shared = ring_parameters(profile, MIN_PLAIN_BITS)
+    params = [RingParameters(profile=shared.profile, degree=shared.degree, data_primes=shared.data_primes,
+                             extra_primes=shared.extra_primes, plain_modulus=t) for t in moduli]
+    classes = None if quantized.classes is None else tuple(c.item() if isinstance(c, np.generic) else c
+                                                             for c in quantized.classes)
+    widest = max(moduli).bit_length()
+    problem = None
+    for digits in range(1, widest + 1):  # the fewest digits (inputs per round) whose weights the noise allows
+        digit_bits = -(-widest // digits)
+        try:
+            rounds = []
+            for index, weights in enumerate(quantized.weights):
+                w = weights.astype(np.float64)
+                last = index == len(quantized.weights) - 1
+                scale, names = (quantized.score_scale, classes) if last else (1.0, None)
+                if index == 0:
+                    norms, largest, features = np.sqrt((w * w).sum(axis=1)), int(np.abs(weights).max()), w.shape[1]
+                else:  # Q for z^2, then -2 Q r_d for each digit, r_d < B
+                    spread = 1 + 4 * digits * ((1 << digit_bits) - 1) ** 2
+                    norms = np.sqrt((w * w).sum(axis=1) * spread)
+                    largest = int(np.abs(weights).max()) * 2 * ((1 << digit_bits) - 1)
+                    features = w.shape[1] * (1 + digits)
+                rounds.append(tuple(_round_plan(param, features, w.shape[0], norms, largest,
+                                                inputs if index == 0 else None, scale, names) for param in params))
+            return NetworkPublicPlan(params=params[0], moduli=moduli, digit_bits=digit_bits, digits=digits,
+                                     rounds=tuple(rounds), inputs=inputs, score_scale=quantized.score_scale,
+                                     classes=classes)
+        except PlanError as exc:
+            problem = exc
+    raise PlanError(f"with plaintext moduli {moduli}: {problem}")
+
+
+def build_network_plan(network: SquareNetwork, inputs: InputEncoding, profile: str = "compact",
+                       weight_bits: int | tuple[int, ...] = NETWORK_WEIGHT_BITS,
+                       classes: np.ndarray | None = None) -> NetworkPlan:
+    """Quantize `network`, pick the moduli and digits, check that every round decrypts exactly;
+    raises PlanError with the reason otherwise."""
+    quantized = quantize_network(network, inputs, weight_bits, classes)
+    bound = quantized.score_bound
+    problem: PlanError | None = None
+    degree = PROFILES[profile].degree
+    for moduli in _moduli_candidates(bound, degree):
+        try:
+            return NetworkPlan(public=_plans_for(quantized, inputs, profile, moduli), network=quantized,
+                               score_bound=bound)
+        except PlanError as exc:
+            problem = exc
+    limit = MAX_MODULI * (MAX_PLAIN_BITS - 1)
+    raise PlanError(f"scores of up to {bound:.3g} ({bound.bit_length()} bits) quantized units"
+                    + (f": {problem}" if problem else f" need more than {MAX_MODULI} plaintext moduli (~{limit} bits)")
+                    + "; use fewer weight bits, fewer input levels or fewer square layers")

@@ -1,0 +1,298 @@
+"""A square network's rounds: the server's half, the client's half, and the messages between them.
+
+Round 0 carries the encrypted inputs; round l >= 1 carries Enc(z^2) and Enc(B^d z) of the masked
+values z = h + r the previous reply let the client decrypt (`bfv.network_plan`). Each round message is
+one single-image v1 request per plaintext modulus (`bfv.wire`, each with its own seed), and every
+round but the first ends with the token the previous reply carried; each reply is a token (but the
+last) followed by one single-image reply per modulus:
+
+    request: request_t0 || request_t1 || ... [|| token]
+    reply:   [token ||] reply_t0 || reply_t1 || ...
+
+The token seals, under a key only the service knows (ChaCha20-Poly1305), the seed of the masks the
+reply used, the round it is valid for and its expiry; the client's key id and the model are its
+associated data. So replicas keep no state between rounds, a token opens only for its key, model
+and round, and the masks never leave the service. A client can present a token more than once,
+which tells it nothing a fresh round 0 would not (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import seal
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from bfv.encryption import ClientKeys
+from bfv.evaluation import prepare_public_key
+from bfv.network_plan import NetworkPlan, NetworkPublicPlan
+from bfv.plan import PublicPlan
+from bfv.rerandomize import PreparedKey, ZeroEncryptions
+from bfv.ring import add_mod, add_random_errors, expand_uniform, from_signed, moduli_column, random_flooding, \
+    residue_fraction, scale_messages
+from bfv.seal_ring import SealRing
+from bfv.wire import Kind, WireError, read_request, request_size, write_switched_reply
+
+_TOKEN_PAYLOAD = struct.Struct("<BQ32s")  # round, expiry (ms since the epoch), mask seed
+_NONCE_BYTES = 12
+TOKEN_BYTES = _NONCE_BYTES + _TOKEN_PAYLOAD.size + 16  # nonce, sealed payload, tag
+MASK_SEED_BYTES = 32
+
+
+def single_reply_size(plan: PublicPlan) -> int:
+    """Bytes of a single-image reply of `plan`: its header, then c0 at each group's outputs and c1."""
+    values = sum(len(group) + plan.degree for group in plan.groups)
+    return 16 + (values + 7) // 8 * plan.single_reply_bits
+
+
+def round_request_size(public: NetworkPublicPlan, round_index: int) -> int:
+    plans = public.rounds[round_index]
+    return sum(request_size(plan.chunks, plan.params) for plan in plans) + (TOKEN_BYTES if round_index else 0)
+
+
+def round_reply_size(public: NetworkPublicPlan, round_index: int) -> int:
+    last = round_index == len(public.rounds) - 1
+    return sum(single_reply_size(plan) for plan in public.rounds[round_index]) + (0 if last else TOKEN_BYTES)
+
+
+def masks(seed: bytes, round_index: int, modulus_index: int, modulus: int, count: int) -> np.ndarray:
+    """`count` values uniform modulo `modulus` from the keystream of (seed, round, modulus):
+    64-bit words, those at or above the largest multiple of the modulus rejected."""
+    nonce = struct.pack("<IIQ", round_index, modulus_index, 0)
+    stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
+    limit = (1 << 64) // modulus * modulus
+    out: list[int] = []
+    while len(out) < count:
+        words = np.frombuffer(stream.update(bytes(8 * (count - len(out) + 8))), dtype=np.uint64)
+        out.extend(int(word) % modulus for word in words if int(word) < limit)
+    return np.array(out[:count], dtype=np.uint64)
+
+
+class TokenError(ValueError):
+    """A round's token does not open: another service, key, model or round, or expired."""
+
+
+@dataclass(frozen=True)
+class RoundTokens:
+    """Seals and opens round tokens under `key` (32 bytes, shared by the replicas of one service)."""
+
+    key: bytes
+    ttl_s: float
+    clock: Callable[[], float] = time.time
+
+    def seal(self, round_index: int, seed: bytes, context: bytes) -> bytes:
+        expiry = int((self.clock() + self.ttl_s) * 1000)
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + ChaCha20Poly1305(self.key).encrypt(nonce, _TOKEN_PAYLOAD.pack(round_index, expiry, seed), context)
+
+    def open(self, token: bytes, round_index: int, context: bytes) -> bytes:
+        """The mask seed a token seals, if it was made for this round, key and model and is still valid."""
+        try:
+            payload = ChaCha20Poly1305(self.key).decrypt(token[:_NONCE_BYTES], token[_NONCE_BYTES:], context)
+        except InvalidTag:
+            raise TokenError("the round token was not issued by this service for this key and model (or it was "
+                             "altered)") from None
+        found_round, expiry, seed = _TOKEN_PAYLOAD.unpack(payload)
+        if found_round != round_index:
+            raise TokenError(f"the round token is for round {found_round}, not round {round_index}")
+        if self.clock() * 1000 > expiry:
+            raise TokenError("the round token has expired: start again from round 0")
+        return seed
+
+
+class RoundProducts:
+    """One round's linear layer modulo one t, for one sample split over `chunks` ciphertexts.
+
+    For each reply group g, in SEAL's NTT domain: sum over chunks s of (c0_s, a_s) * w_{g,s}, plus
+    (pk0, pk1) * u_g for a fresh ternary u_g, then one inverse NTT, fresh errors e0 and e1 (so the
+    sum is re-randomized as a fresh encryption of zero would make it), the intercepts and masks at
+    the result positions. w_{g,s} holds, reversed at offset l * width, the chunk-s part of the
+    weights of the group's l-th output, so coefficient l * width + width - 1 is that output's whole
+    dot product. Splitting a sample over several ciphertexts lets each reply ciphertext carry
+    `chunks` times more outputs: fewer reply bytes and inverse NTTs for a wide layer.
+    """
+
+    def __init__(self, public: PublicPlan, ring: SealRing, weights: np.ndarray) -> None:
+        self.public, self.ring = public, ring
+        self._primes = public.params.data_primes
+        self._moduli = moduli_column(self._primes)
+        width, degree = public.chunk_features, public.degree
+        padded = np.zeros((weights.shape[0], public.chunks * width), dtype=np.int64)
+        padded[:, : weights.shape[1]] = weights
+        self._plaintexts: list[list[seal.Plaintext | None]] = []
+        for group in public.groups:
+            row = []
+            for chunk in range(public.chunks):
+                poly = np.zeros(degree, dtype=np.int64)
+                for slot, output in enumerate(group):
+                    poly[slot * width : (slot + 1) * width] = padded[output, chunk * width : (chunk + 1) * width][::-1]
+                # a zero polynomial adds nothing (and SEAL refuses a product that is all zero)
+                row.append(ring.ntt_plaintext(from_signed(poly, self._primes)) if poly.any() else None)
+            self._plaintexts.append(row)
+        self._positions = public.result_positions(0)
+
+    def scaled(self, values: np.ndarray) -> np.ndarray:
+        """round(Q * v / t) residues (k, outputs) of values v in [0, t) (outputs,), in the groups' output order."""
+        order = [output for group in self.public.groups for output in group]
+        return scale_messages(np.asarray(values, dtype=np.uint64)[order], self._primes, self.public.params.plain_modulus)
+
+    def reply(self, c0: np.ndarray, seed: bytes, key: PreparedKey, zeros: ZeroEncryptions, plain: np.ndarray) -> bytes:
+        """The single-image reply to the chunks (c0 (chunks, k, N), a_s = expand_uniform(seed, s)), with
+        `plain` (k, outputs) = `scaled(intercepts)` added to the scores."""
+        public, ring, primes = self.public, self.ring, self._primes
+        degree, chunks = public.degree, public.chunks
+        c0_ntt = []
+        for start in range(0, chunks, 2):  # two polynomials per SEAL transform
+            pair = c0[start : start + 2] if start + 1 < chunks else np.stack([c0[start], c0[start]])
+            c0_ntt.extend(ring.polys(ring.to_ntt(pair))[: min(2, chunks - start)])
+        ciphertexts = [ring.ciphertext(np.stack([c0_ntt[chunk], expand_uniform(seed, chunk, primes, degree)]),
+                                       ntt_form=True) for chunk in range(chunks)]
+        evaluator, outputs_seen = ring.evaluator, 0
+        fractions = np.empty(sum(len(group) + degree for group in public.groups))
+        start = 0
+        for group, plaintexts in zip(public.groups, self._plaintexts):
+            total = evaluator.multiply_plain(key.public_ntt, ring.ntt_plaintext_from_ntt(zeros.ternary_ntt()))
+            for ciphertext, plaintext in zip(ciphertexts, plaintexts):
+                if plaintext is not None:
+                    evaluator.add_inplace(total, evaluator.multiply_plain(ciphertext, plaintext))
+            polys = add_random_errors(np.array(ring.from_ntt(total)), primes)  # (2, k, N): e0, e1
+            count = len(group)
+            scores = add_mod(polys[0][:, self._positions[:count]], plain[:, outputs_seen : outputs_seen + count],
+                             self._moduli)
+            if public.flooding_bits:
+                scores = add_mod(scores, random_flooding((count,), public.flooding_bits, primes), self._moduli)
+            fractions[start : start + count] = residue_fraction(scores, primes)
+            fractions[start + count : start + count + degree] = residue_fraction(polys[1], primes)
+            start, outputs_seen = start + count + degree, outputs_seen + count
+        return write_switched_reply(Kind.SINGLE, 1, public.single_reply_bits, fractions)
+
+
+@dataclass(frozen=True)
+class NetworkKey:
+    """A client's public key prepared once, for each modulus' SEAL context."""
+
+    key_id: str
+    keys: tuple[PreparedKey, ...]
+    nbytes: int
+
+
+class NetworkEvaluator:
+    """The server's half of a network's rounds: no key but the client's public key, no state between rounds."""
+
+    def __init__(self, plan: NetworkPlan, tokens: RoundTokens) -> None:
+        self.plan, self.tokens = plan, tokens
+        public = plan.public
+        self._rings = [SealRing(round_plan.params) for round_plan in public.rounds[0]]  # one per modulus
+        self._first = [RoundProducts(round_plan, ring, plan.network.weights[0])
+                       for round_plan, ring in zip(public.rounds[0], self._rings)]
+        # Each layer's biases modulo each t: [round][modulus] (outputs,) int64.
+        self._biases = [[np.array([int(b) % t for b in bias], dtype=np.int64) for t in public.moduli]
+                        for bias in plan.network.biases]
+        # Only the fresh ternary u are drawn here (encryptions of zero do not depend on t).
+        self._zeros = ZeroEncryptions(self._rings[0], 0, np.zeros(0, dtype=np.int64))
+
+    def prepare_key(self, blob: bytes) -> NetworkKey:
+        keys = tuple(prepare_public_key(ring, blob, 0) for ring in self._rings)
+        return NetworkKey(key_id=keys[0].key_id, keys=keys, nbytes=sum(key.nbytes for key in keys))
+
+    def _masks(self, seed: bytes, round_index: int) -> list[np.ndarray]:
+        outputs = self.plan.public.rounds[round_index][0].n_outputs
+        return [masks(seed, round_index, index, t, outputs) for index, t in enumerate(self.plan.public.moduli)]
+
+    def _requests(self, round_index: int, body: bytes | memoryview, key: NetworkKey) -> list:
+        plans = self.plan.public.rounds[round_index]
+        view, offset, requests = memoryview(body), 0, []
+        for plan in plans:
+            size = request_size(plan.chunks, plan.params)
+            request = read_request(bytes(view[offset : offset + size]), Kind.SINGLE, plan.chunks, 1, plan.params)
+            if request.key_id != key.key_id:
+                raise WireError("the round's requests name another public key than the one it is scored with")
+            requests.append(request)
+            offset += size
+        return requests
+
+    def score_round(self, round_index: int, body: bytes | memoryview, key: NetworkKey, context: bytes) -> bytes:
+        """The reply to round `round_index` (a body of `round_request_size`), for the model and key
+        `context` names (the tokens' associated data)."""
+        public, network = self.plan.public, self.plan.network
+        if len(body) != round_request_size(public, round_index):
+            raise WireError(f"round {round_index} takes {round_request_size(public, round_index)} bytes, "
+                            f"not {len(body)}")
+        requests = self._requests(round_index, body, key)
+        if round_index:
+            seed = self.tokens.open(bytes(memoryview(body)[-TOKEN_BYTES:]), round_index, context)
+            previous = self._masks(seed, round_index - 1)
+        last = round_index == len(public.rounds) - 1
+        next_seed = None if last else os.urandom(MASK_SEED_BYTES)
+        next_masks = None if last else self._masks(next_seed, round_index)
+        weights = network.weights[round_index]
+        replies = [] if last else [self.tokens.seal(round_index + 1, next_seed, context)]
+        for index, (plan, ring, request) in enumerate(zip(public.rounds[round_index], self._rings, requests)):
+            t = plan.params.plain_modulus
+            intercepts = self._biases[round_index][index]  # modulo t, int64 (t < 2^32 keeps every sum below 2^63)
+            if round_index:  # Q (z - r)^2 = Q z^2 - 2 sum_d Q diag(r_d) B^d z + Q r^2
+                r = previous[index].astype(np.int64)
+                layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in self.plan.digits_of(r)],
+                                       axis=1)
+                intercepts = (intercepts + weights @ (r * r % t)) % t
+                products = RoundProducts(plan, ring, layer)
+            else:
+                products = self._first[index]
+            if next_masks is not None:
+                intercepts = (intercepts + next_masks[index].astype(np.int64)) % t
+            replies.append(products.reply(request.c0, request.seed, key.keys[index], self._zeros,
+                                          products.scaled(intercepts)))
+        return b"".join(replies)
+
+
+class NetworkKeys:
+    """The client's half: one secret key, its public key, and a key view per round and modulus."""
+
+    def __init__(self, plan: NetworkPublicPlan, *, secret: bytes | None = None,
+                 public_key: bytes | None = None) -> None:
+        self.plan = plan
+        first = ClientKeys(plan.rounds[0][0], secret=secret, public_key=public_key)
+        exported = first.export_secret()
+        self._keys = [[first if (r, m) == (0, 0) else
+                       ClientKeys(round_plan, secret=exported, public_key=first.public_key)
+                       for m, round_plan in enumerate(plans)] for r, plans in enumerate(plan.rounds)]
+        self.public_key, self.key_id = first.public_key, first.key_id
+        self.export_secret = first.export_secret
+
+    def first_request(self, inputs: np.ndarray) -> bytes:
+        """Round 0 for one sample of integer inputs (n_features,)."""
+        return b"".join(keys.encrypt_single(inputs) for keys in self._keys[0])
+
+    def _residues(self, round_index: int, reply: bytes) -> tuple[bytes, list[np.ndarray]]:
+        public = self.plan
+        if len(reply) != round_reply_size(public, round_index):
+            raise WireError(f"round {round_index}'s reply is {len(reply)} bytes, "
+                            f"{round_reply_size(public, round_index)} expected")
+        last = round_index == len(public.rounds) - 1
+        token, offset = (b"", 0) if last else (reply[:TOKEN_BYTES], TOKEN_BYTES)
+        residues = []
+        for keys, plan in zip(self._keys[round_index], public.rounds[round_index]):
+            size = single_reply_size(plan)
+            values = keys.decrypt_single(reply[offset : offset + size])
+            residues.append(np.mod(values, plan.params.plain_modulus))
+            offset += size
+        return token, residues
+
+    def next_request(self, round_index: int, reply: bytes) -> bytes:
+        """Round `round_index + 1` from round `round_index`'s reply: z^2 and B^d z under each modulus, then the token."""
+        token, masked = self._residues(round_index, reply)
+        parts = [keys.encrypt_single(self.plan.masked_features(z, t))
+                 for keys, z, t in zip(self._keys[round_index + 1], masked, self.plan.moduli)]
+        return b"".join(parts) + token
+
+    def scores(self, reply: bytes) -> list[int]:
+        """The integer scores from the last round's reply."""
+        _, residues = self._residues(len(self.plan.rounds) - 1, reply)
+        return self.plan.combine(residues)
