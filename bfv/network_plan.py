@@ -83,16 +83,21 @@ class QuantizedNetwork:
 
     def scores(self, inputs: np.ndarray) -> np.ndarray:
         """The exact integer scores (samples, outputs) of integer inputs, as the encrypted rounds give them:
-        int64 where every layer's range allows, Python ints otherwise."""
+        int64 while every partial sum of a layer stays below 2^62 (by the magnitudes of its terms), Python
+        ints from the first layer that could pass it."""
         values = np.asarray(inputs, dtype=np.int64)
-        ranges = self.output_ranges()
+        largest = np.maximum(np.abs(self.input_low), np.abs(self.input_high)).astype(np.float64)
         for index, (weights, bias) in enumerate(zip(self.weights, self.biases)):
             if index:
+                largest = largest * largest
+                if values.dtype != object and float(largest.max()) >= INT64_SAFE:
+                    values = values.astype(object)
                 values = values * values
-            wide = max(max(abs(int(v)) for v in side) for side in ranges[index]) >= INT64_SAFE or (
-                index and values.dtype == object)
-            if wide:
-                values = values.astype(object) @ weights.T.astype(object) + bias
+            largest = np.abs(weights).astype(np.float64) @ largest + np.array([abs(float(b)) for b in bias])
+            if values.dtype != object and float(largest.max()) >= INT64_SAFE:
+                values = values.astype(object)
+            if values.dtype == object:
+                values = values @ weights.T.astype(object) + bias
             else:
                 values = values @ weights.T + bias.astype(np.int64)
         return values

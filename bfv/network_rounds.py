@@ -75,6 +75,13 @@ def masks(seed: bytes, round_index: int, modulus_index: int, modulus: int, count
     return np.array(out[:count], dtype=np.uint64)
 
 
+def _dot_mod(weights: np.ndarray, values: np.ndarray, modulus: int) -> np.ndarray:
+    """weights @ values mod a modulus below 2^32, exactly in int64: the values (below it) in 16-bit halves,
+    so each product stays below 2^40 and each sum of up to 2^13 of them below 2^53."""
+    low, high = values & 0xFFFF, values >> 16
+    return (weights @ low + (weights @ high) % modulus * 65536) % modulus
+
+
 class TokenError(ValueError):
     """A round's token does not open: another service, key, model or round, or expired."""
 
@@ -236,12 +243,12 @@ class NetworkEvaluator:
         replies = [] if last else [self.tokens.seal(round_index + 1, next_seed, context)]
         for index, (plan, ring, request) in enumerate(zip(public.rounds[round_index], self._rings, requests)):
             t = plan.params.plain_modulus
-            intercepts = self._biases[round_index][index]  # modulo t, int64 (t < 2^32 keeps every sum below 2^63)
+            intercepts = self._biases[round_index][index]  # modulo t, int64
             if round_index:  # Q (z - r)^2 = Q z^2 - 2 sum_d Q diag(r_d) B^d z + Q r^2
                 r = previous[index].astype(np.int64)
                 layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in self.plan.digits_of(r)],
                                        axis=1)
-                intercepts = (intercepts + weights @ (r * r % t)) % t
+                intercepts = (intercepts + _dot_mod(weights, np.array([int(v) ** 2 % t for v in r]), t)) % t
                 products = RoundProducts(plan, ring, layer)
             else:
                 products = self._first[index]

@@ -1,11 +1,12 @@
 """Choosing a square network's precisions from calibration data (`python -m model.prepare NET.onnx ...`).
 
 A network's integer scores grow with the square of its first layer, so its precisions are chosen
-together: input levels, then weight bits per layer, each pair tried where the plan decrypts
+together: input levels and weight bits per layer, each combination tried where the plan decrypts
 exactly (`bfv.network_plan.build_network_plan`) and compared with the float network on the
-calibration samples. The chosen one has the best label agreement; among those within
-`AGREEMENT_SLACK` of it, the cheapest (fewest plaintext moduli, then fewest bits): each modulus
-is one more pass over every round.
+calibration samples. The best label agreement reachable is found over the combinations with one
+precision for every layer; then the combinations are tried from the fewest bits up, and the first
+within `AGREEMENT_SLACK` of that best is chosen: fewer bits mean smaller scores, so fewer
+plaintext moduli, and each modulus is one more pass over every round.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ class NetworkCandidate:
     agreement: float  # labels of the quantized network equal to the float network's, on the samples
     max_rel_score_error: float
 
-    @property
-    def cost(self) -> tuple:
-        return (len(self.plan.public.moduli), sum(self.weight_bits), self.input_bits or 0)
 
 
 def measure(network: SquareNetwork, plan: NetworkPlan, inputs: InputEncoding, samples: np.ndarray
@@ -53,27 +51,35 @@ def measure(network: SquareNetwork, plan: NetworkPlan, inputs: InputEncoding, sa
 
 def choose_network_plan(network: SquareNetwork, samples: np.ndarray, encodings: list[tuple[int | None, InputEncoding]],
                         profile: str, progress: Callable[[str], None] | None = None) -> NetworkCandidate:
-    """The best candidate over every input encoding and weight precision (see the module's docstring)."""
+    """The cheapest candidate whose agreement is within `AGREEMENT_SLACK` of the best (module docstring)."""
     samples = samples[:MAX_CALIBRATION_SAMPLES]
-    candidates: list[NetworkCandidate] = []
-    refusals: list[str] = []
     layers = len(network.layers)
-    for input_bits, inputs in encodings:
-        for first in WEIGHT_BITS:
-            for rest in WEIGHT_BITS:
-                bits = (first,) + (rest,) * (layers - 1)
-                try:
-                    plan = build_network_plan(network, inputs, profile, bits)
-                except PlanError as exc:
-                    refusals.append(str(exc))
-                    continue
+    refusals: list[str] = []
+    tried: dict[tuple, NetworkCandidate | None] = {}
+
+    def attempt(input_bits: int | None, inputs: InputEncoding, bits: tuple[int, ...]) -> NetworkCandidate | None:
+        if (input_bits, bits) not in tried:
+            try:
+                plan = build_network_plan(network, inputs, profile, bits)
                 agreement, error = measure(network, plan, inputs, samples)
-                candidates.append(NetworkCandidate(plan, inputs, input_bits, bits, agreement, error))
-        if progress is not None:
-            best = max((c.agreement for c in candidates), default=0.0)
-            level = "pixels" if input_bits is None else f"{input_bits}-bit inputs"
-            progress(f"{level}: {len(candidates)} precisions decrypt exactly so far, best label agreement {best:.2%}")
-    if not candidates:
+                tried[(input_bits, bits)] = NetworkCandidate(plan, inputs, input_bits, bits, agreement, error)
+            except PlanError as exc:
+                refusals.append(str(exc))
+                tried[(input_bits, bits)] = None
+        return tried[(input_bits, bits)]
+
+    uniform = [c for input_bits, inputs in encodings for k in WEIGHT_BITS
+               if (c := attempt(input_bits, inputs, (k,) * layers)) is not None]
+    if not uniform:
         raise PlanError(f"no precision gives a plan that decrypts exactly: {refusals[0] if refusals else '?'}")
-    best = max(candidate.agreement for candidate in candidates)
-    return min((c for c in candidates if c.agreement >= best - AGREEMENT_SLACK), key=lambda c: c.cost)
+    best = max(candidate.agreement for candidate in uniform)
+    if progress is not None:
+        progress(f"{len(tried)} precisions tried, best label agreement with the float network {best:.2%}")
+    combinations = sorted(((input_bits, inputs, (first,) + (rest,) * (layers - 1)) for input_bits, inputs in encodings
+                           for first in WEIGHT_BITS for rest in WEIGHT_BITS),
+                          key=lambda c: (sum(c[2]), c[0] or 0))
+    for input_bits, inputs, bits in combinations:
+        candidate = attempt(input_bits, inputs, bits)
+        if candidate is not None and candidate.agreement >= best - AGREEMENT_SLACK:
+            return candidate
+    raise AssertionError("the best uniform candidate is among the combinations")  # pragma: no cover

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from model.network import Dense, NetworkError, SquareNetwork
@@ -134,8 +135,7 @@ def read_network(source: str | Path | bytes) -> SquareNetwork:
     try:
         model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
         onnx.checker.check_model(model)
-    except (OSError, onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError,
-            ValueError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError, DecodeError) as exc:
         raise NetworkError(f"not a valid ONNX model: {exc}") from None
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:

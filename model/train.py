@@ -46,9 +46,9 @@ def train_network(images: np.ndarray, labels: np.ndarray, out: Path,
                   test: tuple[np.ndarray, np.ndarray] | None) -> None:
     """Train the square network, choose its precisions on the training images, write it as ONNX."""
     settings = TrainingSettings()
-    network = train_square_mlp(images, labels, settings,
+    network = train_square_mlp(images / 255.0, labels, settings,
                                progress=lambda epoch, loss: print(f"epoch {epoch}/{settings.epochs}: loss {loss:.4f}",
-                                                                  flush=True))
+                                                                  flush=True), image_side=28)
     print(f"training accuracy: {np.mean(network.scores(images / 255.0).argmax(axis=1) == labels):.4f}")
     inputs = InputEncoding.pixels(network.n_features)
     candidate = choose_network_plan(network, images / 255.0, [(None, inputs)], "compact",

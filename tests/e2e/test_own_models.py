@@ -29,10 +29,13 @@ from sklearn.svm import LinearSVR
 from bench.processes import PROJECT_ROOT, TEST_API_KEY, ServiceProcess, running_service
 from bfv.inputs import InputRangeError
 from client import EncryptedModel
-from model.prepare import prepare
+from model.onnx_graphs import network_graph
+from model.prepare import prepare, prepare_network
+from model.square_training import TrainingSettings, train_square_mlp
 from tests.real_parts import missing_part
 
 DEFAULT = "breast-cancer"
+NETWORK = "digits-square"
 LABELS = 0.995  # labels equal to scikit-learn's on at least this share of held-out samples
 SCORES = 1e-3  # max |score error| <= SCORES * max |score| on them
 PROBA = 1e-3
@@ -83,6 +86,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, T
         prepare(work / f"{name}.pkl", work / f"{name}.npy", root / name / "1", name=name,
                 feature_range=feature_range)
         models[name] = Trained(estimator, X_test, hasattr(estimator, "classes_"))
+    # A square network of another spelling (MatMul, Add, Pow) on 8x8 digits, prepared from ONNX.
+    X_train, X_test, y_train, _ = _split(load_digits)
+    network = train_square_mlp(X_train / 16.0, y_train, TrainingSettings(hidden=32, epochs=30, max_shift=0))
+    (work / f"{NETWORK}.onnx").write_bytes(network_graph(network, "matmul").SerializeToString())
+    np.save(work / f"{NETWORK}.npy", X_train / 16.0)
+    prepare_network(work / f"{NETWORK}.onnx", work / f"{NETWORK}.npy", root / NETWORK / "1", name=NETWORK,
+                    feature_range=(0.0, 1.0))
+    models[NETWORK] = Trained(network, X_test / 16.0, True)
     # A second version of one model: its name alone serves the latest.
     X_train, _, y_train, _ = _split(load_iris, "names")
     joblib.dump(LogisticRegression(C=0.05, max_iter=1000).fit(X_train, y_train), work / "iris-2.pkl")
@@ -163,9 +174,9 @@ def test_bad_samples_raise_with_the_reason(name: str, trained, served: ServicePr
 def test_two_models_answer_with_their_own_plans_and_a_key_of_one_is_refused_by_the_other(
         served: ServiceProcess, tmp_path: Path) -> None:
     listing = served.http.get("/v1/models").json()["models"]
-    assert {model["name"] for model in listing} == set(_models())
+    assert {model["name"] for model in listing} == set(_models()) | {NETWORK}
     assert [(model["name"], model["version"]) for model in listing] == sorted(
-        [(name, "1") for name in _models()] + [("iris", "2")])
+        [(name, "1") for name in [*_models(), NETWORK]] + [("iris", "2")])
     assert served.http.get("/v1/models/iris").json()["version"] == "2"  # a name alone: its latest version
     assert served.http.get("/v1/models/iris/versions/1").json()["version"] == "1"
     assert [model["name"] for model in listing if model["default"]] == [DEFAULT]
@@ -230,6 +241,35 @@ def test_a_hundred_cli_runs_of_one_identity_reuse_one_key(trained, served: Servi
     assert json.loads(result.output)["predictions"] == list(models["iris"].estimator.predict(models["iris"].X_test[:3]))
     keys = served.http.get("/v1/models/iris/versions/1/keys").json()["keys"]
     assert len(keys) == 1
+
+
+def test_a_prepared_onnx_network_scores_exactly_as_its_quantized_network_and_as_onnxruntime(
+        trained, served: ServiceProcess, tmp_path: Path) -> None:
+    """The network's encrypted labels over the CLI, one sample per two-round request, against onnxruntime
+    on the ONNX file itself and, exactly, against the quantized network the service plans."""
+    import onnxruntime
+
+    from bfv.network_plan import build_network_plan
+    from model.description import ModelDescription
+
+    root, models = trained
+    X = models[NETWORK].X_test[:60]
+    np.save(tmp_path / "digits.npy", X)
+    onnx_file = root / NETWORK / "1" / f"{NETWORK}.onnx"
+    result = subprocess.run(
+        [sys.executable, "-m", "client", "predict", "--url", served.url, "--model", NETWORK, "--input",
+         str(tmp_path / "digits.npy"), "--json", "--compare-with", str(onnx_file)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SCORING_API_KEY": TEST_API_KEY, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"input": X.astype(np.float32)})[0].argmax(axis=1)
+    assert np.mean(np.array(report["predictions"]) == reference) >= 0.95
+    description = ModelDescription.load(root / NETWORK / "1")
+    plan = build_network_plan(models[NETWORK].estimator, description.inputs, "compact", description.weight_bits)
+    quantized = np.asarray(plan.network.scores(description.inputs.encode(X))).argmax(axis=1)
+    assert report["predictions"] == quantized.tolist()
 
 
 def test_the_cli_compares_with_the_pickled_model(trained, served: ServiceProcess, tmp_path: Path) -> None:

@@ -1,0 +1,170 @@
+"""Square networks in rounds: exact or refused, masks uniform, tokens bound to their key, model and round.
+
+Every round is run in-process here (the server's `NetworkEvaluator`, the client's `NetworkKeys`,
+real encryption); tests/v1/test_square_network.py runs them over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from bfv.inputs import InputEncoding
+from bfv.network_plan import NetworkPublicPlan, build_network_plan
+from bfv.network_rounds import (MASK_SEED_BYTES, TOKEN_BYTES, NetworkEvaluator, NetworkKeys, RoundTokens, TokenError,
+                                masks, round_reply_size, round_request_size)
+from bfv.params import MAX_PLAIN_BITS
+from bfv.plan import PlanError
+from bfv.wire import WireError
+from model.network import Dense, SquareNetwork
+
+CONTEXT = bytes(32) + b"test/1"
+
+
+def _network(seed: int, sizes: tuple[int, ...], spread: float) -> SquareNetwork:
+    rng = np.random.default_rng(seed)
+    return SquareNetwork(tuple(Dense(rng.normal(0, spread, (after, before)), rng.normal(0, spread, after))
+                               for before, after in zip(sizes, sizes[1:])))
+
+
+def _scored(plan, inputs: np.ndarray, tokens: RoundTokens | None = None) -> list[list[int]]:
+    """Every sample through every round: the client's side from the public description only."""
+    evaluator = NetworkEvaluator(plan, tokens or RoundTokens(os.urandom(32), 60))
+    keys = NetworkKeys(NetworkPublicPlan.from_description(plan.public.describe()))
+    key = evaluator.prepare_key(keys.public_key)
+    results = []
+    for sample in inputs:
+        body = keys.first_request(sample)
+        for index in range(len(plan.public.rounds)):
+            assert len(body) == round_request_size(plan.public, index)
+            reply = evaluator.score_round(index, body, key, CONTEXT)
+            assert len(reply) == round_reply_size(plan.public, index)
+            if index < len(plan.public.rounds) - 1:
+                body = keys.next_request(index, reply)
+        results.append(keys.scores(reply))
+    return results
+
+
+def _extremes(plan, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Admissible integer inputs: each feature at its lowest, its highest, or anywhere between."""
+    low, high = plan.network.input_low, plan.network.input_high
+    rows = [low, high, np.where(rng.integers(0, 2, low.size) == 1, high, low)]
+    rows += [rng.integers(low, high + 1) for _ in range(count)]
+    return np.stack(rows)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), features=st.integers(2, 60), hidden=st.lists(st.integers(1, 24), min_size=1,
+       max_size=2), outputs=st.integers(1, 6), input_max=st.sampled_from([1, 15, 255, 4095]),
+       bits=st.integers(3, 10), spread=st.sampled_from([0.01, 1.0, 50.0]))
+def test_every_accepted_network_decrypts_exactly_and_every_other_is_refused_with_the_reason(
+        seed: int, features: int, hidden: list[int], outputs: int, input_max: int, bits: int, spread: float) -> None:
+    network = _network(seed, (features, *hidden, outputs), spread)
+    rng = np.random.default_rng(seed)
+    low = rng.uniform(-2, 0, features)
+    inputs = InputEncoding.from_ranges(low, low + rng.uniform(0.1, 3, features), input_max)
+    try:
+        plan = build_network_plan(network, inputs, "compact", bits)
+    except PlanError as exc:
+        event("refused")
+        assert any(word in str(exc) for word in ("moduli", "noise", "fit", "weight")), str(exc)
+        return
+    event(f"accepted: {len(plan.public.rounds)} rounds, {len(plan.public.moduli)} moduli")
+    assert plan.public.params.meets_128_bit_security()
+    assert all(t < 2**MAX_PLAIN_BITS for t in plan.public.moduli)
+    assert np.prod([float(t) for t in plan.public.moduli]) > 2 * plan.score_bound
+    samples = _extremes(plan, rng, 2)
+    expected = plan.network.scores(samples)
+    assert _scored(plan, samples) == [[int(v) for v in row] for row in expected]
+
+
+def test_the_flooded_profile_decrypts_a_network_exactly_too() -> None:
+    network = _network(5, (30, 12, 4), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(30), np.ones(30), 255), "flooded", 8)
+    assert plan.public.params.profile == "flooded" and all(p.flooding_bits for r in plan.public.rounds for p in r)
+    samples = _extremes(plan, np.random.default_rng(0), 2)
+    assert _scored(plan, samples) == [[int(v) for v in row] for row in plan.network.scores(samples)]
+
+
+def test_a_network_whose_scores_no_moduli_hold_is_refused_with_the_reason() -> None:
+    network = _network(1, (40, 30, 20, 10, 3), 30.0)  # three squares of 24-bit weights: far beyond 4 moduli
+    with pytest.raises(PlanError, match="quantized units"):
+        build_network_plan(network, InputEncoding.from_ranges(np.zeros(40), np.ones(40), 2**20 - 1), "compact", 24)
+
+
+def test_the_clients_view_of_a_hidden_value_is_a_uniform_mask_independent_of_it() -> None:
+    """z = h + r (mod t) for the same input over many round 0s: the client sees exactly h plus the
+    keystream's masks, and those are uniform (a chi-square test on a small modulus, 10^5 draws)."""
+    network = _network(2, (10, 3, 2), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(10), np.ones(10), 15), "compact", 6)
+    public = plan.public
+    keys = NetworkKeys(NetworkPublicPlan.from_description(public.describe()))
+    tokens = RoundTokens(os.urandom(32), 60)
+    evaluator = NetworkEvaluator(plan, tokens)
+    key = evaluator.prepare_key(keys.public_key)
+    sample = np.full(10, 7)
+    hidden = np.asarray(plan.network.weights[0]) @ sample + np.array([int(b) for b in plan.network.biases[0]])
+    seen = []
+    for _ in range(3):
+        reply = evaluator.score_round(0, keys.first_request(sample), key, CONTEXT)
+        _, masked = keys._residues(0, reply)
+        seed = tokens.open(reply[:TOKEN_BYTES], 1, CONTEXT)
+        for index, t in enumerate(public.moduli):
+            r = masks(seed, 0, index, t, len(hidden)).astype(object)
+            assert [int(z) for z in masked[index]] == [int(v) % t for v in (hidden.astype(object) + r)]
+        seen.append(tuple(int(z) for z in masked[0]))
+    assert len(set(seen)) == 3  # fresh masks for every round 0
+    draws = masks(os.urandom(MASK_SEED_BYTES), 0, 0, 97, 100_000)
+    counts = np.bincount(draws.astype(np.int64), minlength=97)
+    chi_square = float(((counts - len(draws) / 97) ** 2 / (len(draws) / 97)).sum())
+    assert chi_square < 160  # 96 degrees of freedom: above 160 has probability below 1e-4
+
+
+def test_replies_are_rerandomized_so_the_same_request_never_gets_the_same_bytes() -> None:
+    network = _network(3, (12, 4, 2), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(12), np.ones(12), 15), "compact", 6)
+    keys = NetworkKeys(NetworkPublicPlan.from_description(plan.public.describe()))
+    tokens = RoundTokens(os.urandom(32), 60)
+    evaluator = NetworkEvaluator(plan, tokens)
+    key = evaluator.prepare_key(keys.public_key)
+    body = keys.first_request(np.arange(12) % 16)
+    first, second = (evaluator.score_round(0, body, key, CONTEXT) for _ in range(2))
+    assert first[TOKEN_BYTES:] != second[TOKEN_BYTES:]
+    last = keys.next_request(0, first)
+    assert evaluator.score_round(1, last, key, CONTEXT) != evaluator.score_round(1, last, key, CONTEXT)
+
+
+def test_a_token_opens_only_for_its_service_key_model_and_round_and_not_after_it_expires() -> None:
+    now = [1000.0]
+    tokens = RoundTokens(os.urandom(32), 60, clock=lambda: now[0])
+    seed = os.urandom(MASK_SEED_BYTES)
+    token = tokens.seal(1, seed, CONTEXT)
+    assert len(token) == TOKEN_BYTES and tokens.open(token, 1, CONTEXT) == seed
+    with pytest.raises(TokenError, match="round 1, not round 2"):
+        tokens.open(token, 2, CONTEXT)
+    with pytest.raises(TokenError, match="not issued"):
+        tokens.open(token, 1, bytes(31) + b"\x01" + b"test/1")  # another key
+    with pytest.raises(TokenError, match="not issued"):
+        RoundTokens(os.urandom(32), 60).open(token, 1, CONTEXT)  # another service
+    with pytest.raises(TokenError, match="not issued"):
+        tokens.open(token[:-1] + bytes([token[-1] ^ 1]), 1, CONTEXT)
+    now[0] += 61
+    with pytest.raises(TokenError, match="expired"):
+        tokens.open(token, 1, CONTEXT)
+
+
+def test_a_round_of_the_wrong_size_or_for_another_key_is_refused() -> None:
+    network = _network(4, (12, 4, 2), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(12), np.ones(12), 15), "compact", 6)
+    public = NetworkPublicPlan.from_description(plan.public.describe())
+    evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60))
+    mine, other = NetworkKeys(public), NetworkKeys(public)
+    body = mine.first_request(np.zeros(12, dtype=np.int64))
+    with pytest.raises(WireError, match="takes"):
+        evaluator.score_round(0, body[:-1], evaluator.prepare_key(mine.public_key), CONTEXT)
+    with pytest.raises(WireError, match="another public key"):
+        evaluator.score_round(0, body, evaluator.prepare_key(other.public_key), CONTEXT)

@@ -1,0 +1,117 @@
+"""The bundled square network over real HTTP (uvicorn, Azurite, real encryption), beside the linear model.
+
+Its encrypted predictions are compared with the quantized network the service plans (exactly) and
+with the float network (labels), on real MNIST images; every refusal a round can meet is checked
+from the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.processes import TEST_API_KEY, ServiceProcess
+from bfv.network_plan import NetworkPublicPlan, build_network_plan
+from bfv.network_rounds import TOKEN_BYTES, NetworkKeys
+from client import EncryptedModel
+from model import BUNDLED_NETWORK_DIR, BUNDLED_NETWORK_FILE
+from model.description import ModelDescription
+from model.onnx_graphs import read_network
+
+NETWORK = "mnist-square"
+PREFIX = f"/v1/models/{NETWORK}"
+OCTETS = {"content-type": "application/octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    """The plan the service makes of the bundled network, made here from the same files."""
+    description = ModelDescription.load(BUNDLED_NETWORK_DIR)
+    network = read_network(BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE)
+    return network, build_network_plan(network, description.inputs, "compact", description.weight_bits)
+
+
+def test_the_network_is_served_beside_the_linear_model_with_one_public_key_and_no_evaluation_key(
+        service: ServiceProcess) -> None:
+    listed = {model["name"]: model for model in service.http.get("/v1/models").json()["models"]}
+    assert listed["mnist"]["default"] and not listed[NETWORK]["default"]
+    assert listed[NETWORK]["model_kind"] == "square-network"
+    described = service.http.get(PREFIX).json()
+    assert described["model_kind"] == "square-network" and described["security_bits"] == 128
+    assert len(described["rounds"]) == 2 and len(described["plain_moduli"]) >= 1
+    plan = NetworkPublicPlan.from_description(described)  # checks 128-bit security and reply widths
+    keys = NetworkKeys(plan)
+    stored = service.http.post(f"{PREFIX}/keys", content=keys.public_key, headers=OCTETS)
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["bytes"] == len(keys.public_key) <= 64 * 1024
+
+
+def test_encrypted_predictions_equal_the_quantized_network_exactly(service: ServiceProcess, quantized,
+                                                                   mnist_test_images) -> None:
+    network, plan = quantized
+    images, labels, _ = mnist_test_images
+    images, labels = images[:16], labels[:16]
+    with EncryptedModel(service.url, api_key=TEST_API_KEY, model=NETWORK) as model:
+        scores = model.linear_scores(images / 255.0)
+        probabilities = model.predict_proba(images / 255.0)
+        predicted = model.predict(images / 255.0)
+        traffic = model.traffic
+    expected = np.asarray(plan.network.scores(images.astype(np.int64)), dtype=np.float64) / plan.public.score_scale
+    np.testing.assert_array_equal(scores, expected)  # the integers are exact, so their scaled values are equal
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    assert (probabilities.argmax(axis=1) == predicted).all()
+    assert np.mean(predicted == network.scores(images / 255.0).argmax(axis=1)) >= 15 / 16
+    assert np.mean(predicted == labels) >= 14 / 16
+    assert traffic.requests == 2 * traffic.samples == 6 * len(images)  # three calls, two rounds per sample
+
+
+def test_the_cli_scores_the_network_and_compares_with_its_onnx_file(service: ServiceProcess, tmp_path: Path,
+                                                                    mnist_test_images) -> None:
+    from typer.testing import CliRunner
+
+    from client.__main__ import app
+
+    images, _, _ = mnist_test_images
+    np.save(tmp_path / "x.npy", (images[16:26] / 255.0).astype(np.float32))
+    result = CliRunner().invoke(app, [
+        "predict", "--url", service.url, "--model", NETWORK, "--input", str(tmp_path / "x.npy"), "--json",
+        "--compare-with", str(BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE)],
+        env={"SCORING_API_KEY": TEST_API_KEY, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["estimator"] == "SquareNetwork" and report["n"] == 10
+    assert report["agreement_with_plaintext_model"] >= 0.9
+    assert report["request_bytes_per_sample"] > 0 and report["server_ms_per_sample"] > 0
+
+
+def _round_zero(service: ServiceProcess) -> tuple[NetworkKeys, bytes]:
+    keys = NetworkKeys(NetworkPublicPlan.from_description(service.http.get(PREFIX).json()))
+    assert service.http.post(f"{PREFIX}/keys", content=keys.public_key, headers=OCTETS).status_code == 201
+    return keys, keys.first_request(np.zeros(784, dtype=np.int64))
+
+
+def test_a_round_refuses_what_it_cannot_score_with_the_reason(service: ServiceProcess) -> None:
+    keys, body = _round_zero(service)
+    linear = service.http.post(f"{PREFIX}/score", content=b"EIQ1" + bytes(76), headers=OCTETS)
+    assert linear.status_code == 409 and "rounds" in linear.json()["message"]
+    rounds_of_linear = service.http.post("/v1/models/mnist/score/rounds/0", content=body, headers=OCTETS)
+    assert rounds_of_linear.status_code == 409 and "linear" in rounds_of_linear.json()["message"]
+    beyond = service.http.post(f"{PREFIX}/score/rounds/2", content=body, headers=OCTETS)
+    assert beyond.status_code == 404 and "2 rounds" in beyond.json()["message"]
+    short = service.http.post(f"{PREFIX}/score/rounds/0", content=body[:-8], headers=OCTETS)
+    assert short.status_code in (413, 422)
+    first = service.http.post(f"{PREFIX}/score/rounds/0", content=body, headers=OCTETS)
+    assert first.status_code == 200, first.text
+    second = keys.next_request(0, first.content)
+    forged = second[:-1] + bytes([second[-1] ^ 1])
+    refused = service.http.post(f"{PREFIX}/score/rounds/1", content=forged, headers=OCTETS)
+    assert refused.status_code == 422 and "not issued" in refused.json()["message"]
+    # A token is bound to the key that began the round: another key's round 1 with it is refused.
+    other, _ = _round_zero(service)
+    borrowed = other.next_request(0, first.content[:TOKEN_BYTES] + first.content[TOKEN_BYTES:])
+    assert service.http.post(f"{PREFIX}/score/rounds/1", content=borrowed, headers=OCTETS).status_code == 422
+    answered = service.http.post(f"{PREFIX}/score/rounds/1", content=second, headers=OCTETS)
+    assert answered.status_code == 200 and len(keys.scores(answered.content)) == 10
