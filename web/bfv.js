@@ -59,17 +59,71 @@ export function planFromDescription(body) {
   if (body.protocol !== 'ei-native-1' || body.scheme !== 'bfv') {
     throw new Error(`unsupported protocol ${body.protocol} / scheme ${body.scheme}`);
   }
+  if (body.model_kind === 'square-network') return networkPlanFromDescription(body);
   const n = body.poly_modulus_degree;
-  const features = body.n_features;
   return {
     ...body,
     n,
     primes: body.coeff_modulus.map(BigInt),
     t: BigInt(body.plain_modulus),
     inputs: inputEncoding(body),
-    // Coefficient j * F + F - 1 of m * w_g holds output j of group g (bfv/plan.py).
-    resultPositions: body.groups.map((group) => group.map((_, j) => j * features + features - 1)),
+    chunks: 1,
+    resultPositions: resultPositions(body.groups, body.n_features),
   };
+}
+
+/** Coefficient j * width + width - 1 of m * w_g holds output j of group g (bfv/plan.py); width = F,
+ *  or a chunk's share of the features when a sample is split over several ciphertexts. */
+function resultPositions(groups, width) {
+  return groups.map((group) => group.map((_, j) => j * width + width - 1));
+}
+
+/** A square network's description (bfv/network_plan.py): one linear plan per round and modulus. */
+function networkPlanFromDescription(body) {
+  const n = body.poly_modulus_degree;
+  const primes = body.coeff_modulus.map(BigInt);
+  const moduli = body.plain_moduli.map(BigInt);
+  const rounds = body.rounds.map((shape) => moduli.map((t, m) => {
+    const width = Math.ceil(shape.n_features / shape.chunks);
+    return {
+      profile: body.profile, n, primes, t, n_features: shape.n_features, n_outputs: shape.n_outputs,
+      groups: shape.groups, chunks: shape.chunks, chunkFeatures: width, single_reply_bits: shape.reply_bits[m],
+      resultPositions: resultPositions(shape.groups, width),
+    };
+  }));
+  return {
+    ...body, n, primes, moduli, rounds, network: true, inputs: inputEncoding(body), max_batch: 1,
+    digitBits: BigInt(body.digit_bits), digits: body.digits,
+  };
+}
+
+/** What the client sends after decrypting z = h + r (mod t): z^2, then B^d z for each digit d, mod t. */
+export function maskedFeatures(plan, masked, t) {
+  const out = masked.map((z) => (z * z) % t);
+  for (let d = 0n; d < BigInt(plan.digits); d++) {
+    const factor = (1n << (plan.digitBits * d)) % t;
+    out.push(...masked.map((z) => (z * factor) % t));
+  }
+  return out;
+}
+
+/** The scores, centred, from their residues modulo each plaintext modulus (Chinese remainder theorem). */
+export function combineResidues(plan, residues) {
+  const total = plan.moduli.reduce((a, b) => a * b, 1n);
+  const inverse = (a, m) => { // a^-1 mod m, by the extended Euclidean algorithm
+    let [r0, r1, x0, x1] = [a % m, m, 1n, 0n];
+    while (r1 !== 0n) { const q = r0 / r1; [r0, r1, x0, x1] = [r1, r0 - q * r1, x1, x0 - q * x1]; }
+    return ((x0 % m) + m) % m;
+  };
+  return residues[0].map((_, output) => {
+    let value = 0n;
+    plan.moduli.forEach((t, m) => {
+      const rest = total / t;
+      value += (((residues[m][output] % t) + t) % t) * rest * inverse(rest % t, t);
+    });
+    value %= total;
+    return value > total / 2n ? value - total : value;
+  });
 }
 
 function checkFeatureCount(plan, sample, index) {
@@ -154,11 +208,14 @@ export function batchDecode(coefficients, t, n) {
 }
 
 export class ClientKeys {
-  /** A fresh key pair for `plan` (planFromDescription), or the given ternary secret (Int8Array). */
-  constructor(plan, secret = randomTernary(plan.n)) {
+  /** A fresh key pair for `plan` (planFromDescription), or the given ternary secret (Int8Array).
+   *  `withPublicKey: false` for a view of a secret whose public key was made already (a network's
+   *  other rounds and moduli). */
+  constructor(plan, secret = randomTernary(plan.n), { withPublicKey = true } = {}) {
     this.plan = plan;
     this.secret = Int8Array.from(secret);
     this.secretNtt = plan.primes.map((p) => nttTables(p, plan.n).forward(fromSigned(this.secret, p)));
+    if (!withPublicKey) return;
     const seed = randomBytes(SEED_BYTES);
     this.publicKey = writePublicKey(plan.profile, seed, this.encryptZero(seed, PUBLIC_KEY_INDEX), plan.primes);
   }
@@ -209,11 +266,17 @@ export class ClientKeys {
     return ((BigInt(value) % t) + t) % t;
   }
 
-  /** A single-sample request: the inputs are the coefficients of m(X). */
+  /** A single-sample request: the inputs are the coefficients of m(X); split over `chunks`
+   *  ciphertexts of `chunkFeatures` coefficients each where the plan says so (a network's rounds). */
   encryptSingle(inputs, keyId, seed = randomBytes(SEED_BYTES)) {
-    const message = new Array(this.plan.n).fill(0n);
-    for (let i = 0; i < this.plan.n_features; i++) message[i] = this.asMessage(inputs[i]);
-    const c0 = [this.encryptMessage(message, seed, 0)];
+    const { chunks = 1, n, n_features: features } = this.plan;
+    const width = chunks === 1 ? features : this.plan.chunkFeatures;
+    const c0 = [];
+    for (let chunk = 0; chunk < chunks; chunk++) {
+      const message = new Array(n).fill(0n);
+      for (let i = 0; i < width && chunk * width + i < features; i++) message[i] = this.asMessage(inputs[chunk * width + i]);
+      c0.push(this.encryptMessage(message, seed, chunk));
+    }
     return writeRequest(KIND.SINGLE, this.plan.profile, 1, keyId, seed, c0, this.plan.primes);
   }
 
@@ -241,8 +304,13 @@ export class ClientKeys {
     return Number(value > t / 2n ? value - t : value);
   }
 
-  /** Integer scores (n_outputs) from a single-sample reply. */
-  decryptSingle(reply) {
+  /** Plaintext values in [0, t) (BigInt, n_outputs) from a single-sample reply. */
+  decryptResidues(reply) {
+    return this.decryptSingle(reply, (value) => value);
+  }
+
+  /** Integer scores (n_outputs) from a single-sample reply (`read`: how a plaintext value is read). */
+  decryptSingle(reply, read = (value) => this.centred(value)) {
     const { n, groups, resultPositions, n_outputs: outputs, single_reply_bits: bits } = this.plan;
     const sizes = groups.map((group) => group.length + n);
     const { values } = readReply(reply, KIND.SINGLE, bits, sizes.reduce((a, b) => a + b, 0));
@@ -258,7 +326,7 @@ export class ClientKeys {
         for (let k = 0; k <= r; k++) sum += c1[k] * this.secret[r - k];
         for (let k = r + 1; k < n; k++) sum -= c1[k] * this.secret[r - k + n];
         const phase = (((Number(values[offset + j]) + sum) % modulus) + modulus) % modulus;
-        scores[output] = this.centred(this.plain(BigInt(phase), bits));
+        scores[output] = read(this.plain(BigInt(phase), bits));
       });
       offset += sizes[g];
     });
@@ -288,4 +356,66 @@ export class ClientKeys {
     }
     return scores;
   }
+}
+
+/** A square network's keys (bfv/network_rounds.py `NetworkKeys`): one secret, its public key, and a view
+ *  of the secret for each round and plaintext modulus; rounds are sent and read as the Python client does. */
+export class NetworkKeys {
+  static TOKEN_BYTES = 69;
+
+  constructor(plan, secret = randomTernary(plan.n)) {
+    this.plan = plan;
+    this.keys = plan.rounds.map((plans, r) => plans.map((roundPlan, m) => (
+      new ClientKeys(roundPlan, secret, { withPublicKey: r === 0 && m === 0 }))));
+    this.publicKey = this.keys[0][0].publicKey;
+  }
+
+  exportSecret() {
+    return this.keys[0][0].exportSecret();
+  }
+
+  static importSecret(plan, bytes) {
+    return new NetworkKeys(plan, Int8Array.from(bytes, (v) => v - 1));
+  }
+
+  /** Round 0 for one sample of integer inputs: one request per modulus, concatenated. */
+  firstRequest(inputs, keyId) {
+    return concat(this.keys[0].map((keys) => keys.encryptSingle(inputs, keyId)));
+  }
+
+  /** (token, residues per modulus) of round `index`'s reply. */
+  readRound(index, reply) {
+    const last = index === this.plan.rounds.length - 1;
+    let offset = last ? 0 : NetworkKeys.TOKEN_BYTES;
+    const residues = this.keys[index].map((keys) => {
+      const { groups, n, single_reply_bits: bits } = keys.plan;
+      const values = groups.reduce((sum, group) => sum + group.length + n, 0);
+      const size = 16 + Math.ceil(values / 8) * bits;
+      const part = reply.subarray(offset, offset + size);
+      offset += size;
+      return keys.decryptResidues(part);
+    });
+    if (offset !== reply.length) throw new Error(`round ${index}'s reply is ${reply.length} bytes, ${offset} expected`);
+    return { token: last ? new Uint8Array(0) : reply.subarray(0, NetworkKeys.TOKEN_BYTES), residues };
+  }
+
+  /** Round `index + 1` from round `index`'s reply: z^2 and B^d z under each modulus, then the token. */
+  nextRequest(index, reply, keyId) {
+    const { token, residues } = this.readRound(index, reply);
+    const parts = this.keys[index + 1].map((keys, m) => (
+      keys.encryptSingle(maskedFeatures(this.plan, residues[m], this.plan.moduli[m]), keyId)));
+    return concat([...parts, token]);
+  }
+
+  /** The integer scores (BigInt) from the last round's reply. */
+  scores(reply) {
+    return combineResidues(this.plan, this.readRound(this.plan.rounds.length - 1, reply).residues);
+  }
+}
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) { out.set(part, offset); offset += part.length; }
+  return out;
 }

@@ -1,7 +1,9 @@
 // The demo page: draw or pick a digit, encrypt it here, score it on the server, decrypt here.
 //
-// Only ciphertexts leave the page. For the browser tests, #result carries the 784 pixels that
-// were encrypted (data-pixels, base64) and the state of the latest scoring (data-state).
+// Only ciphertexts leave the page. #model chooses the linear model, the square network (scored in
+// two rounds: the page decrypts the masked hidden values, squares them and sends them back) or both.
+// For the browser tests, #result carries the 784 pixels that were encrypted (data-pixels, base64),
+// the state of the latest scoring (data-state) and each model's label (data-labels, JSON by model).
 
 import { ScoringClient } from './scoring-client.js';
 import { mnistPixels } from './mnist-input.js';
@@ -12,8 +14,9 @@ const ink = pad.getContext('2d');
 const apiKey = $('api-key');
 const SIDE = 28;
 let picked = null; // a bundled digit's pixels, or null when the pad is the input
-let client = null;
+let clients = {}; // by model name ('': the service's default model), for the API key they were made with
 let clientKey = null;
+const NETWORK = 'mnist-square';
 
 function clearPad() {
   ink.fillStyle = '#000';
@@ -134,6 +137,20 @@ function setStatus(text, error = false) {
   $('status').classList.toggle('error', error);
 }
 
+async function clientFor(model) {
+  if (clientKey !== apiKey.value) {
+    clients = {};
+    clientKey = apiKey.value;
+  }
+  if (!clients[model]) {
+    const client = new ScoringClient(location.origin, { apiKey: clientKey || undefined, model: model || undefined });
+    setStatus('Fetching the model and making keys…');
+    await client.ready();
+    clients[model] = client;
+  }
+  return clients[model];
+}
+
 async function score() {
   const pixels = picked ?? mnistPixels(ink.getImageData(0, 0, pad.width, pad.height));
   if (!pixels) {
@@ -145,31 +162,37 @@ async function score() {
   $('score').disabled = true;
   showPixels($('preview'), pixels);
   result.dataset.pixels = btoa(String.fromCharCode(...pixels));
+  const choice = $('model').value;
+  const models = choice === 'both' ? ['', NETWORK] : [choice];
   try {
-    if (!client || clientKey !== apiKey.value) {
-      clientKey = apiKey.value;
-      client = new ScoringClient(location.origin, { apiKey: clientKey || undefined });
-      setStatus('Fetching the model and making keys…');
-      await client.ready();
-      $('keygen').textContent = ms(client.keygenMs);
-      buildBars(client.plan.classes ?? client.plan.groups.flat());
+    const answers = {};
+    for (const model of models) {
+      const client = await clientFor(model);
+      setStatus(model ? 'Encrypting and scoring in rounds…' : 'Encrypting and scoring…');
+      const { labels, scores } = await client.predict([pixels]);
+      answers[model || 'linear'] = { client, label: labels[0], scores: scores[0], exchange: client.lastExchange };
     }
-    setStatus('Encrypting and scoring…');
-    const { labels, scores } = await client.predict([pixels]);
-    const exchange = client.lastExchange;
-    showScores(scores[0], labels[0]);
+    const first = answers[models[0] || 'linear'];
+    $('keygen').textContent = ms(first.client.keygenMs);
+    buildBars(first.client.plan.classes ?? first.scores.map((_, i) => i));
+    showScores(first.scores, first.label);
+    $('label-model').textContent = models[0] ? 'square network' : 'linear model';
+    $('other').hidden = models.length < 2;
+    if (models.length > 1) $('other-label').textContent = answers[NETWORK].label;
+    const { exchange } = first;
     $('encrypt').textContent = ms(exchange.encryptMs);
     $('wait').textContent = ms(exchange.waitMs);
     $('decrypt').textContent = ms(exchange.decryptMs);
     $('sent').textContent = bytesText(exchange.requestBytes);
     $('received').textContent = bytesText(exchange.replyBytes);
     $('excerpt').textContent = hexExcerpt(exchange.request);
-    $('excerpt-size').textContent = bytesText(exchange.requestBytes);
-    setStatus(`Scored under key ${client.keyId.slice(0, 12)}…; the server never saw the pixels.`);
-    result.dataset.label = String(labels[0]);
+    $('excerpt-size').textContent = bytesText(exchange.request.length);
+    setStatus(`Scored under key ${first.client.keyId.slice(0, 12)}…; the server never saw the pixels.`);
+    result.dataset.label = String(first.label);
+    result.dataset.labels = JSON.stringify(Object.fromEntries(Object.entries(answers).map(([k, v]) => [k, v.label])));
     result.dataset.state = 'done';
   } catch (error) {
-    client = null;
+    clients = {};
     setStatus(error.message, true);
     result.dataset.state = 'error';
   } finally {

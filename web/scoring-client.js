@@ -13,9 +13,13 @@
 // declared range (input_low / input_high) before encrypting anything: a value outside it is an
 // `InputRangeError` naming the sample, the feature and the range (`clip: true` clips real values to
 // their range instead). Only ciphertexts leave the client; the secret key stays in this object.
+//
+// `model` names a served model (default: the service's default model). A square network
+// (`"model_kind": "square-network"`) is scored in rounds, one request per round for each sample: the
+// client decrypts each round's masked values, squares them and sends them back (NetworkKeys in bfv.js).
 
 import {
-  ClientKeys, InputRangeError, checkIntegerInputs, encodeInputs, parseExactJson, planFromDescription,
+  ClientKeys, InputRangeError, NetworkKeys, checkIntegerInputs, encodeInputs, parseExactJson, planFromDescription,
 } from './bfv.js';
 
 export { InputRangeError };
@@ -27,11 +31,12 @@ export class ScoringFailed extends Error {}
 
 export class ScoringClient {
   /** `options.apiKey`: sent as `Authorization: Bearer` on every request. `options.secret`: a key
-   *  exported by `exportSecret()` to use instead of a fresh one. */
-  constructor(baseUrl, { apiKey, secret } = {}) {
+   *  exported by `exportSecret()` to use instead of a fresh one. `options.model`: a served model's name. */
+  constructor(baseUrl, { apiKey, secret, model } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
     this.apiKey = apiKey;
     this.secret = secret;
+    this.prefix = model ? `/v1/models/${encodeURIComponent(model)}` : '/v1';
     this.lastExchange = null; // timings and bytes of the latest request, for display
     this.starting = null;
   }
@@ -58,12 +63,14 @@ export class ScoringClient {
   /** Fetch the model, make the keys and upload the public one; once. */
   ready() {
     this.starting ??= (async () => {
-      this.model = parseExactJson(await (await this.call('GET', '/v1/model')).text());
+      const described = this.prefix === '/v1' ? '/v1/model' : this.prefix;
+      this.model = parseExactJson(await (await this.call('GET', described)).text());
       this.plan = planFromDescription(this.model);
       const started = now();
-      this.keys = this.secret ? ClientKeys.importSecret(this.plan, this.secret) : new ClientKeys(this.plan);
+      const Keys = this.plan.network ? NetworkKeys : ClientKeys;
+      this.keys = this.secret ? Keys.importSecret(this.plan, this.secret) : new Keys(this.plan);
       this.keygenMs = now() - started;
-      const stored = await (await this.call('POST', '/v1/keys', this.keys.publicKey)).json();
+      const stored = await (await this.call('POST', `${this.prefix}/keys`, this.keys.publicKey)).json();
       this.keyId = stored.key_id;
     })();
     this.starting.catch(() => { this.starting = null; }); // a failed start (say, a 503 while loading) is retried
@@ -89,6 +96,38 @@ export class ScoringClient {
     return scores;
   }
 
+  /** A square network's integer scores (BigInt): each sample through every round, one request each. */
+  async networkScores(samples, batchSize) {
+    if (batchSize !== 1) throw new ScoringFailed('a square network is scored one sample per request (in rounds)');
+    const rounds = this.plan.rounds.length;
+    const scores = [];
+    for (const sample of samples) {
+      const totals = { requestBytes: 0, replyBytes: 0, encryptMs: 0, waitMs: 0, decryptMs: 0 };
+      let started = now();
+      let request = this.keys.firstRequest(Array.from(sample), this.keyId);
+      const first = request;
+      for (let index = 0; index < rounds; index++) {
+        const sent = now();
+        const reply = new Uint8Array(await (await this.call('POST', `${this.prefix}/score/rounds/${index}`, request))
+          .arrayBuffer());
+        const received = now();
+        totals.encryptMs += sent - started;
+        totals.waitMs += received - sent;
+        totals.requestBytes += request.length;
+        totals.replyBytes += reply.length;
+        if (index === rounds - 1) {
+          scores.push(this.keys.scores(reply));
+        } else {
+          request = this.keys.nextRequest(index, reply, this.keyId);
+        }
+        started = now();
+        totals.decryptMs += started - received;
+      }
+      this.lastExchange = { samples: 1, request: first, rounds, ...totals };
+    }
+    return scores;
+  }
+
   /** Real-valued samples (features as the scikit-learn estimator takes them) to the integers that are
    *  encrypted; throws `InputRangeError` for a value outside its feature's declared range unless `clip`. */
   async encode(samples, { clip = false } = {}) {
@@ -100,15 +139,16 @@ export class ScoringClient {
   async integerScores(samples, { batchSize = 1 } = {}) {
     await this.ready();
     checkIntegerInputs(this.plan, samples);
+    if (this.plan.network) return this.networkScores(samples, batchSize);
     const step = Math.max(1, Math.min(batchSize, this.plan.max_batch));
     const scores = [];
     for (let start = 0; start < samples.length; start += step) {
       const chunk = Array.from(samples.slice(start, start + step), (sample) => Array.from(sample));
       if (step === 1) {
-        scores.push(await this.exchange('/v1/score', chunk, (c) => this.keys.encryptSingle(c[0], this.keyId),
+        scores.push(await this.exchange(`${this.prefix}/score`, chunk, (c) => this.keys.encryptSingle(c[0], this.keyId),
           (reply) => [this.keys.decryptSingle(reply)]));
       } else {
-        scores.push(await this.exchange('/v1/score/batch', chunk, (c) => this.keys.encryptBatch(c, this.keyId),
+        scores.push(await this.exchange(`${this.prefix}/score/batch`, chunk, (c) => this.keys.encryptBatch(c, this.keyId),
           (reply) => this.keys.decryptBatch(reply)));
       }
     }
@@ -123,7 +163,7 @@ export class ScoringClient {
   /** Labels and real-valued scores of integer inputs (MNIST: pixels), as the plaintext scikit-learn model gives them. */
   async predict(images, { batchSize = 1 } = {}) {
     const integers = await this.integerScores(images, { batchSize });
-    const scores = integers.map((row) => row.map((v) => v / this.plan.score_scale));
+    const scores = integers.map((row) => row.map((v) => Number(v) / this.plan.score_scale));
     const classes = this.plan.classes;
     const labels = scores.map((row) => {
       const index = row.length === 1 ? Number(row[0] > 0) : row.indexOf(Math.max(...row));

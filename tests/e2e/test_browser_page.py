@@ -120,3 +120,32 @@ def test_a_drawn_digit_is_centred_like_mnist_and_scored(demo: DemoPage, bundled_
     demo.assert_pixels_never_sent(pixels)
     demo.page.screenshot(path=tmp_path / "demo-drawn.png")
     assert demo.errors == []
+
+
+def test_twenty_digits_scored_by_the_square_network_and_both_answers_shown(demo: DemoPage, tmp_path: Path) -> None:
+    """The network chosen on the page: each bundled digit twice, every label exactly the quantized network's for
+    the pixels the page encrypted; then "both" shows the linear model's and the network's answers."""
+    from bfv.network_plan import build_network_plan
+    from model import BUNDLED_NETWORK_DIR, BUNDLED_NETWORK_FILE
+    from model.description import ModelDescription
+    from model.onnx_graphs import read_network
+
+    description = ModelDescription.load(BUNDLED_NETWORK_DIR)
+    plan = build_network_plan(read_network(BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE), description.inputs,
+                              "compact", description.weight_bits)
+    demo.page.select_option("#model", "mnist-square")
+    for scoring in range(20):
+        demo.page.click(f'#digits button[data-digit="{scoring % 10}"]')
+        pixels, shown = demo.score()
+        expected = np.asarray(plan.network.scores(pixels[None].astype(np.int64))).argmax(axis=1)[0]
+        assert shown == str(expected)
+        demo.assert_pixels_never_sent(pixels)
+    assert demo.page.inner_text("#label-model") == "square network"
+    demo.page.select_option("#model", "both")
+    demo.page.click('#digits button[data-digit="3"]')
+    demo.score()
+    labels = json.loads(demo.page.get_attribute("#result", "data-labels"))
+    assert set(labels) == {"linear", "mnist-square"}
+    assert demo.page.is_visible("#other") and demo.page.inner_text("#other-label") == str(labels["mnist-square"])
+    demo.page.screenshot(path=tmp_path / "demo-both.png")
+    assert demo.errors == []
