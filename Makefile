@@ -40,6 +40,7 @@ test-image: setup
 
 train: setup
 	$(PY) -m model.train
+	$(PY) -m model.train --kind square-mlp
 
 # Long runs, each starting its own Azurite and service on free loopback ports.
 fuzz: setup

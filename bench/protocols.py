@@ -5,7 +5,8 @@ takes ~10 s each) with `--workers` workers (default 2, the service's default on 
 then scores the same MNIST test images with the tutorial's client (`POST /score`) and with
 `ScoringClient` one image per request and in batches. Prints ms per image (server and end to end;
 server = the engine's own time, `x-engine-ms`), bytes on the wire and agreement with the plaintext
-model; then the v1 protocol's figures in-process and over HTTP against its goals, as
+model (for the bundled square network, with the quantized network it plans: exact equality); then
+the v1 protocol's figures in-process and over HTTP against its goals, as
 multiples of a floor measured in the same run (`bench.v1_timing`), before and after the rest:
 the faster of the two is the one the goals are read against.
 """
@@ -23,14 +24,18 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.v1_timing import GOALS, in_process_seconds, seal_floor_seconds
+from bench.v1_timing import (GOALS, bundled_network_plan, in_process_seconds, network_in_process_seconds,
+                             seal_floor_seconds)
 from bench.processes import TEST_API_KEY, TEST_HEADERS, running_azurite, running_service
-from client.scoring import ScoringClient, Traffic
+from client.scoring import ScoringClient, Traffic, model_prefix
 from client.azureml import AzureMLSession
 from model.outputs import labels_from_scores
 from model import BUNDLED_MODEL_DIR, DEFAULT_MODEL_FILE
 from model.loading import load_linear_model
 from model.mnist import load_evaluation_images
+
+
+NETWORK_ROW = "v1 network /v1/models/mnist-square/score/rounds"
 
 
 def _azureml_row(name: str, url: str, conn_str: str, images: np.ndarray, expected: np.ndarray) -> dict:
@@ -55,9 +60,10 @@ def _azureml_row(name: str, url: str, conn_str: str, images: np.ndarray, expecte
                 "request_bytes": sent / count, "reply_bytes": received / count, "agreement": agree / count}
 
 
-def _v1_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch: int) -> dict:
+def _v1_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch: int, model: str | None = None
+            ) -> dict:
     """Means per image over the run, and medians over requests (robust to a busy machine)."""
-    with ScoringClient(url, api_key=TEST_API_KEY) as client:
+    with ScoringClient(url, api_key=TEST_API_KEY, prefix=model_prefix(model)) as client:
         client.predict(images[:8], batch_size=1)  # every worker fetches and prepares the key first
         client.traffic = Traffic()
         marks = [(time.perf_counter(), 0.0, 0)]
@@ -86,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-images", type=int, default=500)
     parser.add_argument("--batch-images", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--network-images", type=int, default=300, help="images scored by the bundled square "
+                        "network, one per request (0 skips it)")
     parser.add_argument("--workers", type=int, default=2, help="the service's WORKER_COUNT")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
@@ -110,6 +118,13 @@ def main(argv: list[str] | None = None) -> None:
             with console.status(f"v1 protocol, batches of {args.batch}"):
                 rows.append(_v1_row(f"v1 /v1/score/batch ({args.batch})", service.url,
                                         images[: args.batch_images], expected[: args.batch_images], args.batch))
+            if args.network_images:
+                with console.status("v1 protocol, the square network, one image per two-round request"):
+                    network = bundled_network_plan()
+                    chosen = images[: args.network_images].reshape(-1, 784)
+                    quantized = np.asarray(network.network.scores(chosen.astype(np.int64))).argmax(axis=1)
+                    rows.append(_v1_row(f"{NETWORK_ROW} (2 rounds)", service.url, chosen, quantized, 1,
+                                        "mnist-square"))
         if args.eiserver_images:
             with running_service({**env, "SCORING_ENGINE": "eiserver"}, Path(workdir) / "eiserver.log") as service, \
                     console.status("Azure ML contract, EIServer engine"):
@@ -118,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     with console.status("v1 protocol in-process, and the floor again"):
         inputs = images.reshape(len(images), -1).astype(np.int64)
         in_process = in_process_seconds(model, inputs[: args.single_images], inputs[: args.batch])
+        if args.network_images:
+            in_process.update(network_in_process_seconds(inputs[: min(args.network_images, 200)]))
         floors.append(seal_floor_seconds(model))
     # The machine's speed drifts during a run: the goals are read against the faster of the two
     # floors (the stricter reading), both printed.
@@ -165,6 +182,13 @@ def _goals(rows: list[dict], in_process: dict[str, dict[str, float]], floor: flo
                ("single, HTTP end to end", http(single, "end_to_end"), GOALS["single_end_to_end"]),
                ("batch, in-process server", local("batch_server"), None),
                ("batch, HTTP server (x-engine-ms)", http(batch, "server"), GOALS["batch_server"])]
+    network = next((row for row in rows if row["protocol"].startswith(NETWORK_ROW)), None)
+    if network is not None:
+        figures += [("network, in-process server (all rounds)", local("network_server"), None),
+                    ("network, in-process client (all rounds)", local("network_client"), None),
+                    ("network, HTTP server (x-engine-ms, all rounds)", http(network, "server"), GOALS["network_server"]),
+                    ("network, HTTP end to end (all rounds)", http(network, "end_to_end"),
+                     GOALS["network_end_to_end"])]
     return [{"measure": name, "mean_ms": mean, "ms": median, "ratio": median / (floor * 1000), "goal": goal}
             for name, (mean, median), goal in figures]
 

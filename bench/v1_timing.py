@@ -7,6 +7,7 @@ NTT of an N = 4096 ciphertext with one 60-bit prime, the least any single-image 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -19,11 +20,17 @@ from bfv.inputs import InputEncoding
 from bfv.plan import build_plan
 from bfv.ring import random_ternary
 from bfv.seal_ring import SealRing
+from bfv.network_plan import NetworkPlan, build_network_plan
+from bfv.network_rounds import NetworkEvaluator, NetworkKeys, RoundTokens
 from bfv.wire import Kind, read_request
+from model import BUNDLED_NETWORK_DIR, BUNDLED_NETWORK_FILE
+from model.description import ModelDescription
+from model.onnx_graphs import read_network
 
 # Goals as multiples of the floor: server time of one image, its end-to-end time over HTTP, and the
-# server time per image of a full batch.
-GOALS = {"single_server": 3.5, "single_end_to_end": 14.0, "batch_server": 0.35}
+# server time per image of a full batch; for the bundled square network, one image over all its rounds.
+GOALS = {"single_server": 3.5, "single_end_to_end": 14.0, "batch_server": 0.35,
+         "network_server": 35.0, "network_end_to_end": 80.0}
 
 
 def _median_seconds(action: Callable[[], object], repeats: int) -> float:
@@ -80,3 +87,39 @@ def in_process_seconds(model: LinearModel, single_inputs: np.ndarray, batch_inpu
     return {"single_server": {"mean": float(np.mean(single)), "median": float(np.median(single))},
             "single_between": {"mean": float(np.mean(between)), "median": float(np.median(between))},
             "batch_server": {"mean": per_image, "median": per_image}}
+
+
+def bundled_network_plan() -> NetworkPlan:
+    """The plan the service makes of the bundled square network (model/mnist-square/1/)."""
+    description = ModelDescription.load(BUNDLED_NETWORK_DIR)
+    network = read_network(BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE)
+    return build_network_plan(network, description.inputs, "compact", description.weight_bits)
+
+
+def network_in_process_seconds(inputs: np.ndarray) -> dict[str, dict[str, float]]:
+    """The bundled network, one image at a time in-process: the server's time over all rounds (parse +
+    score, as a worker does), and the client's (encrypt, decrypt, square and encrypt again, decrypt),
+    mean and median; `exact` is the share of images whose scores equal the quantized network's."""
+    plan = bundled_network_plan()
+    evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60))
+    keys = NetworkKeys(plan.public)
+    key = evaluator.prepare_key(keys.public_key)
+    context = bytes.fromhex(keys.key_id) + b"mnist-square/1"
+    server, client, exact = [], [], 0
+    rounds = len(plan.public.rounds)
+    for row in inputs:
+        server_time = 0.0
+        started = time.perf_counter()
+        body = keys.first_request(row)
+        for index in range(rounds):
+            before = time.perf_counter()
+            reply = evaluator.score_round(index, body, key, context)
+            server_time += time.perf_counter() - before
+            body = keys.next_request(index, reply) if index < rounds - 1 else b""
+        scores = keys.scores(reply)
+        client.append(time.perf_counter() - started - server_time)
+        server.append(server_time)
+        exact += scores == [int(v) for v in plan.network.scores(row[None])[0]]
+    return {"network_server": {"mean": float(np.mean(server)), "median": float(np.median(server))},
+            "network_client": {"mean": float(np.mean(client)), "median": float(np.median(client))},
+            "network_exact": {"mean": exact / len(inputs), "median": exact / len(inputs)}}

@@ -30,6 +30,8 @@ _SIGNATURES = [
      ctypes.c_int),
     ("ein_split_limbs", [_ADDRESS, _SIZE, _WIDTH, _SIZE, _ADDRESS], None),
     ("ein_add_centred_binomial", [_ADDRESS, _ADDRESS, _SIZE, _SIZE, _WIDTH, _ADDRESS, _SIZE], None),
+    ("ein_shoup", [_ADDRESS, _SIZE, ctypes.c_uint64, _ADDRESS], None),
+    ("ein_dot_mod", [_ADDRESS, _ADDRESS, _ADDRESS, _SIZE, _SIZE, ctypes.c_uint64, _ADDRESS], None),
 ]
 
 
@@ -160,4 +162,25 @@ def negacyclic_at(small: np.ndarray, residues: np.ndarray, positions: np.ndarray
     if _LIBRARY.ein_negacyclic_at(small.ctypes.data, residues.ctypes.data, small.size, positions.ctypes.data,
                                   positions.size, prime, scratch.ctypes.data, out.ctypes.data):
         raise ValueError("positions outside the degree, or small coefficients too large for exact 64-bit sums")
+    return out
+
+
+def shoup_quotients(residues: np.ndarray, prime: int) -> np.ndarray:
+    """floor(w * 2^64 / p) of each residue w below the prime p < 2^62 (uint64, any shape)."""
+    residues = np.ascontiguousarray(residues, dtype=np.uint64)
+    if not 1 < prime < 2**62:
+        raise ValueError("Shoup quotients modulo a prime below 2^62")
+    out = np.empty_like(residues)
+    _LIBRARY.ein_shoup(residues.ctypes.data, residues.size, prime, out.ctypes.data)
+    return out
+
+
+def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, prime: int) -> np.ndarray:
+    """sum_k x[k] * w[k] mod p (n,), for residues (terms, n) below the prime p < 2^62 and w's quotients."""
+    x, w, w_shoup = (np.ascontiguousarray(a, dtype=np.uint64) for a in (x, w, w_shoup))
+    if not x.shape == w.shape == w_shoup.shape or x.ndim != 2 or not 1 < prime < 2**62:
+        raise ValueError("three (terms, n) arrays of residues below a prime under 2^62")
+    out = np.empty(x.shape[1], dtype=np.uint64)
+    _LIBRARY.ein_dot_mod(x.ctypes.data, w.ctypes.data, w_shoup.ctypes.data, x.shape[0], x.shape[1], prime,
+                         out.ctypes.data)
     return out

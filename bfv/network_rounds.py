@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import seal
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -34,9 +34,9 @@ from bfv.encryption import ClientKeys
 from bfv.evaluation import prepare_public_key
 from bfv.network_plan import NetworkPlan, NetworkPublicPlan
 from bfv.plan import PublicPlan
-from bfv.rerandomize import PreparedKey, ZeroEncryptions
-from bfv.ring import add_mod, add_random_errors, expand_uniform, from_signed, moduli_column, random_flooding, \
-    residue_fraction, scale_messages
+from bfv.rerandomize import ZeroEncryptions
+from bfv.ring import (add_mod, add_random_errors, dot_mod, expand_uniform, from_signed, moduli_column, random_flooding,
+                      residue_fraction, scale_messages, shoup_quotients)
 from bfv.seal_ring import SealRing
 from bfv.wire import Kind, WireError, read_request, request_size, write_switched_reply
 
@@ -118,31 +118,33 @@ class RoundProducts:
     """One round's linear layer modulo one t, for one sample split over `chunks` ciphertexts.
 
     For each reply group g, in SEAL's NTT domain: sum over chunks s of (c0_s, a_s) * w_{g,s}, plus
-    (pk0, pk1) * u_g for a fresh ternary u_g, then one inverse NTT, fresh errors e0 and e1 (so the
-    sum is re-randomized as a fresh encryption of zero would make it), the intercepts and masks at
-    the result positions. w_{g,s} holds, reversed at offset l * width, the chunk-s part of the
-    weights of the group's l-th output, so coefficient l * width + width - 1 is that output's whole
-    dot product. Splitting a sample over several ciphertexts lets each reply ciphertext carry
-    `chunks` times more outputs: fewer reply bytes and inverse NTTs for a wide layer.
+    (pk0, pk1) * u_g for a fresh ternary u_g (`ring.dot_mod`, the compiled loops where built), then
+    one inverse NTT, fresh errors e0 and e1 (so the sum is re-randomized as a fresh encryption of
+    zero would make it), the intercepts and masks at the result positions. w_{g,s} holds, reversed at
+    offset l * width, the chunk-s part of the weights of the group's l-th output, so coefficient
+    l * width + width - 1 is that output's whole dot product. Splitting a sample over several
+    ciphertexts lets each reply ciphertext carry `chunks` times more outputs: fewer reply bytes and
+    inverse NTTs for a wide layer.
     """
 
     def __init__(self, public: PublicPlan, ring: SealRing, weights: np.ndarray) -> None:
         self.public, self.ring = public, ring
         self._primes = public.params.data_primes
         self._moduli = moduli_column(self._primes)
-        width, degree = public.chunk_features, public.degree
-        padded = np.zeros((weights.shape[0], public.chunks * width), dtype=np.int64)
+        width, degree, chunks = public.chunk_features, public.degree, public.chunks
+        padded = np.zeros((weights.shape[0], chunks * width), dtype=np.int64)
         padded[:, : weights.shape[1]] = weights
-        self._plaintexts: list[list[seal.Plaintext | None]] = []
-        for group in public.groups:
-            row = []
-            for chunk in range(public.chunks):
-                poly = np.zeros(degree, dtype=np.int64)
+        polys = np.zeros((len(public.groups) * chunks, degree), dtype=np.int64)  # (group, chunk) rows
+        for index, group in enumerate(public.groups):
+            for chunk in range(chunks):
+                poly = polys[index * chunks + chunk]
                 for slot, output in enumerate(group):
                     poly[slot * width : (slot + 1) * width] = padded[output, chunk * width : (chunk + 1) * width][::-1]
-                # a zero polynomial adds nothing (and SEAL refuses a product that is all zero)
-                row.append(ring.ntt_plaintext(from_signed(poly, self._primes)) if poly.any() else None)
-            self._plaintexts.append(row)
+        transformed = ntt_rows(ring, from_signed(polys, self._primes))  # (rows, k, N)
+        # Per prime, each group's chunks contiguous: (k, groups, chunks, N), with their Shoup quotients.
+        self._weights = np.ascontiguousarray(transformed.reshape(len(public.groups), chunks, len(self._primes),
+                                                                 degree).transpose(2, 0, 1, 3))
+        self._quotients = np.stack([shoup_quotients(w, p) for w, p in zip(self._weights, self._primes)])
         self._positions = public.result_positions(0)
 
     def scaled(self, values: np.ndarray) -> np.ndarray:
@@ -150,26 +152,29 @@ class RoundProducts:
         order = [output for group in self.public.groups for output in group]
         return scale_messages(np.asarray(values, dtype=np.uint64)[order], self._primes, self.public.params.plain_modulus)
 
-    def reply(self, c0: np.ndarray, seed: bytes, key: PreparedKey, zeros: ZeroEncryptions, plain: np.ndarray) -> bytes:
+    def reply(self, c0: np.ndarray, seed: bytes, key: NetworkKey, ternary: Callable[[], np.ndarray],
+              plain: np.ndarray) -> bytes:
         """The single-image reply to the chunks (c0 (chunks, k, N), a_s = expand_uniform(seed, s)), with
-        `plain` (k, outputs) = `scaled(intercepts)` added to the scores."""
+        `plain` (k, outputs) = `scaled(intercepts)` added to the scores; `ternary()` gives a fresh u in NTT form."""
         public, ring, primes = self.public, self.ring, self._primes
         degree, chunks = public.degree, public.chunks
-        c0_ntt = []
-        for start in range(0, chunks, 2):  # two polynomials per SEAL transform
-            pair = c0[start : start + 2] if start + 1 < chunks else np.stack([c0[start], c0[start]])
-            c0_ntt.extend(ring.polys(ring.to_ntt(pair))[: min(2, chunks - start)])
-        ciphertexts = [ring.ciphertext(np.stack([c0_ntt[chunk], expand_uniform(seed, chunk, primes, degree)]),
-                                       ntt_form=True) for chunk in range(chunks)]
-        evaluator, outputs_seen = ring.evaluator, 0
+        # (k, 2, chunks, N): per prime, the chunks' c0 and a in the NTT domain
+        inputs = np.empty((len(primes), 2, chunks, degree), dtype=np.uint64)
+        inputs[:, 0] = ntt_rows(ring, c0).transpose(1, 0, 2)
+        for chunk in range(chunks):
+            inputs[:, 1, chunk] = expand_uniform(seed, chunk, primes, degree)
         fractions = np.empty(sum(len(group) + degree for group in public.groups))
-        start = 0
-        for group, plaintexts in zip(public.groups, self._plaintexts):
-            total = evaluator.multiply_plain(key.public_ntt, ring.ntt_plaintext_from_ntt(zeros.ternary_ntt()))
-            for ciphertext, plaintext in zip(ciphertexts, plaintexts):
-                if plaintext is not None:
-                    evaluator.add_inplace(total, evaluator.multiply_plain(ciphertext, plaintext))
-            polys = add_random_errors(np.array(ring.from_ntt(total)), primes)  # (2, k, N): e0, e1
+        start = outputs_seen = 0
+        for index, group in enumerate(public.groups):
+            u = ternary()  # (k, N)
+            total = np.empty((2, len(primes), degree), dtype=np.uint64)
+            for row, prime in enumerate(primes):
+                weights, quotients = self._weights[row, index], self._quotients[row, index]
+                for poly in range(2):  # c0: sum c0_s * w_s + pk0 * u; c1: sum a_s * w_s + pk1 * u
+                    total[poly, row] = add_mod(dot_mod(inputs[row, poly], weights, quotients, prime),
+                                               dot_mod(u[row][None], key.ntt[poly, row][None],
+                                                       key.quotients[poly, row][None], prime), prime)
+            polys = add_random_errors(np.array(ring.from_ntt(ring.ciphertext(total, ntt_form=True))), primes)
             count = len(group)
             scores = add_mod(polys[0][:, self._positions[:count]], plain[:, outputs_seen : outputs_seen + count],
                              self._moduli)
@@ -181,19 +186,32 @@ class RoundProducts:
         return write_switched_reply(Kind.SINGLE, 1, public.single_reply_bits, fractions)
 
 
+def ntt_rows(ring: SealRing, rows: np.ndarray) -> np.ndarray:
+    """Residues (rows, k, N) in SEAL's NTT domain, two rows per SEAL transform."""
+    out = np.empty(rows.shape, dtype=np.uint64)
+    for start in range(0, len(rows), 2):
+        pair = rows[start : start + 2] if start + 1 < len(rows) else np.stack([rows[start], rows[start]])
+        out[start : start + 2] = ring.polys(ring.to_ntt(np.ascontiguousarray(pair)))[: len(rows) - start]
+    return out
+
+
 @dataclass(frozen=True)
 class NetworkKey:
-    """A client's public key prepared once, for each modulus' SEAL context."""
+    """A client's public key prepared once: (pk0, pk1) in the NTT domain (2, k, N), the same for every t,
+    with their Shoup quotients."""
 
     key_id: str
-    keys: tuple[PreparedKey, ...]
+    ntt: np.ndarray
+    quotients: np.ndarray
     nbytes: int
 
 
 class NetworkEvaluator:
     """The server's half of a network's rounds: no key but the client's public key, no state between rounds."""
 
-    def __init__(self, plan: NetworkPlan, tokens: RoundTokens) -> None:
+    def __init__(self, plan: NetworkPlan, tokens: RoundTokens, ternary_pool: int = 24) -> None:
+        """`ternary_pool` fresh ternary u (in NTT form, key-independent) are kept ready, made between
+        requests by `make_ahead` (two requests' worth for the bundled network)."""
         self.plan, self.tokens = plan, tokens
         public = plan.public
         self._rings = [SealRing(round_plan.params) for round_plan in public.rounds[0]]  # one per modulus
@@ -202,12 +220,28 @@ class NetworkEvaluator:
         # Each layer's biases modulo each t: [round][modulus] (outputs,) int64.
         self._biases = [[np.array([int(b) % t for b in bias], dtype=np.int64) for t in public.moduli]
                         for bias in plan.network.biases]
-        # Only the fresh ternary u are drawn here (encryptions of zero do not depend on t).
+        # The u of the encryptions of zero depend neither on t nor on the key: one source for every round.
         self._zeros = ZeroEncryptions(self._rings[0], 0, np.zeros(0, dtype=np.int64))
+        self._ready: deque[np.ndarray] = deque()
+        self._pool = ternary_pool
+
+    def _ternary(self) -> np.ndarray:
+        return self._ready.popleft() if self._ready else self._zeros.ternary_ntt()
+
+    def make_ahead(self) -> bool:
+        """One step of filling the pool of ternary u (two: one SEAL transform); whether more steps remain."""
+        if len(self._ready) >= self._pool:
+            return False
+        self._ready.extend((self._zeros.ternary_ntt(), self._zeros.ternary_ntt()))
+        return len(self._ready) < self._pool
 
     def prepare_key(self, blob: bytes) -> NetworkKey:
-        keys = tuple(prepare_public_key(ring, blob, 0) for ring in self._rings)
-        return NetworkKey(key_id=keys[0].key_id, keys=keys, nbytes=sum(key.nbytes for key in keys))
+        ring = self._rings[0]
+        key = prepare_public_key(ring, blob, 0)
+        public = np.array(ring.polys(key.public_ntt))  # (pk0, pk1) in the NTT domain (2, k, N)
+        quotients = np.stack([np.stack([shoup_quotients(poly[row], prime)
+                                        for row, prime in enumerate(ring.params.data_primes)]) for poly in public])
+        return NetworkKey(key_id=key.key_id, ntt=public, quotients=quotients, nbytes=2 * public.nbytes + key.nbytes)
 
     def _masks(self, seed: bytes, round_index: int) -> list[np.ndarray]:
         outputs = self.plan.public.rounds[round_index][0].n_outputs
@@ -254,8 +288,7 @@ class NetworkEvaluator:
                 products = self._first[index]
             if next_masks is not None:
                 intercepts = (intercepts + next_masks[index].astype(np.int64)) % t
-            replies.append(products.reply(request.c0, request.seed, key.keys[index], self._zeros,
-                                          products.scaled(intercepts)))
+            replies.append(products.reply(request.c0, request.seed, key, self._ternary, products.scaled(intercepts)))
         return b"".join(replies)
 
 

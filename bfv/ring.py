@@ -369,3 +369,26 @@ def numpy_negacyclic_at(small: np.ndarray, residues: np.ndarray, positions: np.n
     sums = rows @ limbs.reshape(-1, limbs.shape[-1]).T  # (positions, limbs * k)
     sums = sums.reshape(len(positions), limbs.shape[0], len(primes)).transpose(1, 2, 0)  # (limbs, k, positions)
     return np.stack([combine_limbs(sums[:, row], prime, bits) for row, prime in enumerate(primes)])
+
+
+def shoup_quotients(residues: np.ndarray, prime: int) -> np.ndarray:
+    """floor(w * 2^64 / p) of each residue w below the prime: what `dot_mod` multiplies fixed factors with.
+    Without the compiled loops `dot_mod` does without them: zeros of the same shape."""
+    if kernels.AVAILABLE:
+        return kernels.shoup_quotients(residues, prime)
+    return np.zeros(np.shape(residues), dtype=_U64)
+
+
+def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, prime: int) -> np.ndarray:
+    """sum_k x[k] * w[k] mod p (n,) for residues (terms, n) below the prime; `w_shoup` from `shoup_quotients`."""
+    if kernels.AVAILABLE:
+        return kernels.dot_mod(x, w, w_shoup, prime)
+    return numpy_dot_mod(x, w, prime)
+
+
+def numpy_dot_mod(x: np.ndarray, w: np.ndarray, prime: int) -> np.ndarray:
+    """`dot_mod` in numpy (the reference of `kernels.dot_mod`)."""
+    total = np.zeros(x.shape[1], dtype=_U64)
+    for row, factor in zip(np.asarray(x, dtype=_U64), np.asarray(w, dtype=_U64)):
+        total = add_mod(total, mul_mod(row, factor, prime), prime)
+    return total

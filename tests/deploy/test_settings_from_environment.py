@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model import BUNDLED_MODEL_DIR
-from model.catalog import discover
+from model import BUNDLED_MODEL_DIR, BUNDLED_NETWORK_DIR, BUNDLED_NETWORK_FILE
+from model.catalog import default_entry, discover
 from service.settings import Settings
 
 
@@ -15,9 +15,11 @@ def test_defaults_serve_the_bundled_model_on_port_8000_against_local_azurite(mon
     for name in ("AZUREML_MODEL_DIR", "MODEL_FILE", "PORT", "HOST", "AZURE_STORAGE_CONNECTION_STRING"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    [entry] = discover(settings.azureml_model_dir, settings.model_file)
+    entry, network = discover(settings.azureml_model_dir, settings.model_file)
     assert entry.path == BUNDLED_MODEL_DIR / "sklearn_mnist_model.pkl" and entry.path.is_file()
-    assert entry.key == "mnist/1" and entry.description is not None  # model/model-settings.json
+    assert entry.key == "mnist/1" and entry.description is not None and entry.at_top  # model/model-settings.json
+    assert network.key == "mnist-square/1" and network.path == BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE
+    assert default_entry([entry, network], None) == entry  # the model at the top is the default
     assert settings.port == 8000
     assert "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1" in settings.azure_storage_connection_string
 

@@ -110,7 +110,7 @@ def held(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, **HELD_ENV}
     with running_service(env, tmp_path_factory.mktemp("held") / "service.log") as service:
         models = httpx.get(f"{service.url}/v1/models", headers=auth_headers("alice")).json()["models"]
-        assert [(model["name"], model["version"]) for model in models] == [(MODEL, VERSION)]
+        assert [(model["name"], model["version"]) for model in models] == [(MODEL, VERSION), ("mnist-square", "1")]
         yield service
 
 
