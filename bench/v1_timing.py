@@ -98,16 +98,21 @@ def bundled_network_plan() -> NetworkPlan:
 
 def network_in_process_seconds(inputs: np.ndarray) -> dict[str, dict[str, float]]:
     """The bundled network, one image at a time in-process: the server's time over all rounds (parse +
-    score, as a worker does), and the client's (encrypt, decrypt, square and encrypt again, decrypt),
-    mean and median; `exact` is the share of images whose scores equal the quantized network's."""
+    score, as a worker does), the client's (encrypt, decrypt, square and encrypt again, decrypt), and
+    the server's between requests (its pool of ternary u), mean and median; `exact` is the share of
+    images whose scores equal the quantized network's."""
     plan = bundled_network_plan()
     evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60))
     keys = NetworkKeys(plan.public)
     key = evaluator.prepare_key(keys.public_key)
     context = bytes.fromhex(keys.key_id) + b"mnist-square/1"
-    server, client, exact = [], [], 0
+    server, client, between, exact = [], [], [], 0
     rounds = len(plan.public.rounds)
     for row in inputs:
+        started = time.perf_counter()
+        while evaluator.make_ahead():  # what an idle worker does between requests: the ternary u
+            pass
+        between.append(time.perf_counter() - started)
         server_time = 0.0
         started = time.perf_counter()
         body = keys.first_request(row)
@@ -122,4 +127,5 @@ def network_in_process_seconds(inputs: np.ndarray) -> dict[str, dict[str, float]
         exact += scores == [int(v) for v in plan.network.scores(row[None])[0]]
     return {"network_server": {"mean": float(np.mean(server)), "median": float(np.median(server))},
             "network_client": {"mean": float(np.mean(client)), "median": float(np.median(client))},
+            "network_between": {"mean": float(np.mean(between)), "median": float(np.median(between))},
             "network_exact": {"mean": exact / len(inputs), "median": exact / len(inputs)}}

@@ -97,7 +97,8 @@ class RoundTokens:
     def seal(self, round_index: int, seed: bytes, context: bytes) -> bytes:
         expiry = int((self.clock() + self.ttl_s) * 1000)
         nonce = os.urandom(_NONCE_BYTES)
-        return nonce + ChaCha20Poly1305(self.key).encrypt(nonce, _TOKEN_PAYLOAD.pack(round_index, expiry, seed), context)
+        payload = _TOKEN_PAYLOAD.pack(round_index, expiry, seed)
+        return nonce + ChaCha20Poly1305(self.key).encrypt(nonce, payload, context)
 
     def open(self, token: bytes, round_index: int, context: bytes) -> bytes:
         """The mask seed a token seals, if it was made for this round, key and model and is still valid."""
@@ -150,7 +151,8 @@ class RoundProducts:
     def scaled(self, values: np.ndarray) -> np.ndarray:
         """round(Q * v / t) residues (k, outputs) of values v in [0, t) (outputs,), in the groups' output order."""
         order = [output for group in self.public.groups for output in group]
-        return scale_messages(np.asarray(values, dtype=np.uint64)[order], self._primes, self.public.params.plain_modulus)
+        ordered = np.asarray(values, dtype=np.uint64)[order]
+        return scale_messages(ordered, self._primes, self.public.params.plain_modulus)
 
     def reply(self, c0: np.ndarray, seed: bytes, key: NetworkKey, ternary: Callable[[], np.ndarray],
               plain: np.ndarray) -> bytes:
@@ -326,7 +328,8 @@ class NetworkKeys:
         return token, residues
 
     def next_request(self, round_index: int, reply: bytes) -> bytes:
-        """Round `round_index + 1` from round `round_index`'s reply: z^2 and B^d z under each modulus, then the token."""
+        """Round `round_index + 1` from round `round_index`'s reply: z^2 and B^d z under each modulus, then
+        the token."""
         token, masked = self._residues(round_index, reply)
         parts = [keys.encrypt_single(self.plan.masked_features(z, t))
                  for keys, z, t in zip(self._keys[round_index + 1], masked, self.plan.moduli)]

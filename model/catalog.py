@@ -3,7 +3,8 @@
 Azure ML mounts registered models as `$AZUREML_MODEL_DIR/<name>/<version>/<files>`; a folder with
 a `model-settings.json` (`model.description`) or the model file (`MODEL_FILE`) at its top is one
 model, and the folder itself may hold one beside its `<name>/<version>/` folders (the bundled folder
-holds the linear MNIST model at its top and the square network in `mnist-square/1/`). A model's name and version come from its model-settings.json, else from its folders (a
+holds the linear MNIST model at its top and the square network in `mnist-square/1/`). A model's
+name and version come from its model-settings.json, else from its folders (a
 single model without one is named after its file). The default model (`MODEL_NAME`, else the
 one at the top, else the only one; its highest version) is the one `POST /score`, `/v1/model` and `/v1/score` serve.
 """

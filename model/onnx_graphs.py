@@ -209,8 +209,8 @@ def read_network(source: str | Path | bytes) -> SquareNetwork:
             if len(value.shape) != 1 or weights.shape[0] != value.shape[0]:
                 raise _refuse(node, f"weights {weights.shape} for inputs of shape {value.shape}")
             outputs = weights.shape[1]
-            values[node.output[0]] = apply(value, alpha * weights.T, beta * np.broadcast_to(bias.reshape(-1), (outputs,)),
-                                           (outputs,))
+            offset = beta * np.broadcast_to(bias.reshape(-1), (outputs,))
+            values[node.output[0]] = apply(value, alpha * weights.T, offset, (outputs,))
         elif op == "MatMul":
             value = affine(node.input[0], node)
             weights = constant(node.input[1], node)

@@ -60,7 +60,8 @@ def train_network(images: np.ndarray, labels: np.ndarray, out: Path,
         quantized = np.asarray(candidate.plan.network.scores(test_images.astype(np.int64))).argmax(axis=1)
         floats = network.scores(test_images / 255.0).argmax(axis=1)
         print(f"on the {len(test_images)}-image MNIST test set: float accuracy {np.mean(floats == test_labels):.4f}, "
-              f"quantized {np.mean(quantized == test_labels):.4f}, quantized = float on {np.mean(quantized == floats):.2%}")
+              f"quantized {np.mean(quantized == test_labels):.4f}, "
+              f"quantized = float on {np.mean(quantized == floats):.2%}")
     else:
         print("no ../shared/data/mnist: test-set accuracy not measured")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,8 @@ def train_network(images: np.ndarray, labels: np.ndarray, out: Path,
     description = ModelDescription(name="mnist-square", version="1", model_file=out.name, features=network.n_features,
                                    outputs=network_outputs(network), inputs=inputs, weight_bits=candidate.weight_bits,
                                    calibration={"samples": int(len(images)), "label_agreement": candidate.agreement,
-                                                "weight_bits": list(candidate.weight_bits), "source": "training images"})
+                                                "weight_bits": list(candidate.weight_bits),
+                                                "source": "training images"})
     settings_file = description.save(out.parent)
     print(f"wrote {out} ({out.stat().st_size} bytes) and {settings_file}")
 

@@ -51,7 +51,8 @@ DESCRIBED_DEFAULTS = {
     "azure_storage_connection_string": "Azurite's development account on `127.0.0.1:10000`",
     "azureml_model_dir": "the bundled `model/` folder",
 }
-FACTORY_DEFAULTS = {"worker_count": "number of cores", "native_round_key": "random, drawn at each start"}  # default_factory fields other than empty lists
+# default_factory fields other than empty lists
+FACTORY_DEFAULTS = {"worker_count": "number of cores", "native_round_key": "random, drawn at each start"}
 CREDENTIAL_HINTS = re.compile(r"accountkey=|password|sharedaccesssignature|sig=|//[^/]*@", re.IGNORECASE)
 UNDOCUMENTED = "*(no description yet)*"
 

@@ -274,7 +274,9 @@ export class ClientKeys {
     const c0 = [];
     for (let chunk = 0; chunk < chunks; chunk++) {
       const message = new Array(n).fill(0n);
-      for (let i = 0; i < width && chunk * width + i < features; i++) message[i] = this.asMessage(inputs[chunk * width + i]);
+      for (let i = 0; i < width && chunk * width + i < features; i++) {
+        message[i] = this.asMessage(inputs[chunk * width + i]);
+      }
       c0.push(this.encryptMessage(message, seed, chunk));
     }
     return writeRequest(KIND.SINGLE, this.plan.profile, 1, keyId, seed, c0, this.plan.primes);

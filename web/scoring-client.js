@@ -148,7 +148,8 @@ export class ScoringClient {
         scores.push(await this.exchange(`${this.prefix}/score`, chunk, (c) => this.keys.encryptSingle(c[0], this.keyId),
           (reply) => [this.keys.decryptSingle(reply)]));
       } else {
-        scores.push(await this.exchange(`${this.prefix}/score/batch`, chunk, (c) => this.keys.encryptBatch(c, this.keyId),
+        scores.push(await this.exchange(`${this.prefix}/score/batch`, chunk,
+          (c) => this.keys.encryptBatch(c, this.keyId),
           (reply) => this.keys.decryptBatch(reply)));
       }
     }

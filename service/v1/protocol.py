@@ -107,7 +107,8 @@ class ServedModel:
         """A square network's plan (409 for a linear model)."""
         plan = self._any_plan()
         if not isinstance(plan, NetworkPublicPlan):
-            raise Conflict(f"model {self.key} is a linear model: score it with POST score or score/batch, not in rounds")
+            raise Conflict(f"model {self.key} is a linear model: score it with POST score or score/batch, not in "
+                           "rounds")
         return plan
 
     @property

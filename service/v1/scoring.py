@@ -38,6 +38,13 @@ class _Scorer:
     evaluator: Evaluator | NetworkEvaluator
     keys: KeyStore
 
+    def make_ahead(self) -> bool:
+        """One step of what the evaluator prepares between requests (a linear model's encryptions of
+        zero for its last key, a network's ternary u); whether more steps remain."""
+        if isinstance(self.evaluator, NetworkEvaluator):
+            return self.evaluator.make_ahead()
+        return self.evaluator.zeros.make_ahead()
+
 
 _scorers: dict[str, _Scorer] = {}  # by model key, `name/version`
 _last_scored: _Scorer | None = None  # whose encryptions of zero the idle steps prepare
@@ -146,8 +153,8 @@ def _key(scorer: _Scorer, namespace: str, model: str, key: str):
 
 
 def prepare_ahead() -> bool:
-    """One step of preparing the last scored key's encryptions of zero; whether more steps remain."""
-    return _last_scored is not None and _last_scored.evaluator.zeros.make_ahead()
+    """One step of what the last scored model's evaluator prepares between requests; whether more steps remain."""
+    return _last_scored is not None and _last_scored.make_ahead()
 
 
 def score(model: str, header: RequestHeader, body: bytes | memoryview, namespace: str) -> ScoringOutcome:
@@ -178,8 +185,10 @@ def score(model: str, header: RequestHeader, body: bytes | memoryview, namespace
 def score_round(model: str, round_index: int, key: str, body: bytes | memoryview, namespace: str) -> ScoringOutcome:
     """One round of a square network for `model`, whose first request header (naming `key`) the web
     process checked: fetch the key among `namespace`'s keys for that model, evaluate the round."""
+    global _last_scored
     scorer = _scorer(model, NetworkEvaluator)
     lookup = _key(scorer, namespace, model, key)
+    _last_scored = scorer
     context = bytes.fromhex(key) + model.encode()
 
     def evaluated() -> bytes:

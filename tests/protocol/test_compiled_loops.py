@@ -130,6 +130,20 @@ def test_negacyclic_coefficients_match_numpy(seed: int, degree: int, small_bits:
         assert compiled[0].tolist() == _schoolbook_at(small, residues[0], positions, prime)
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), terms=st.integers(1, 9), degree=st.sampled_from([1, 3, 64, 4096]),
+       prime=st.sampled_from(PRIMES + (268369921, 2**61 - 1)))
+def test_dot_products_modulo_a_prime_match_numpy(seed: int, terms: int, degree: int, prime: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, prime, (terms, degree), dtype=np.uint64)
+    w = rng.integers(0, prime, (terms, degree), dtype=np.uint64)
+    w[0, 0], x[-1, -1] = prime - 1, prime - 1  # the largest residues, where the lazy sums come closest to 2^64
+    compiled = kernels.dot_mod(x, w, kernels.shoup_quotients(w, prime), prime)
+    assert (compiled == ring.numpy_dot_mod(x, w, prime)).all()
+    expected = [sum(int(a) * int(b) for a, b in zip(x[:, i], w[:, i])) % prime for i in range(min(degree, 5))]
+    assert compiled[: len(expected)].tolist() == expected
+
+
 def test_negacyclic_coefficients_refuse_what_64_bits_cannot_sum() -> None:
     residues = np.zeros(4096, dtype=np.uint64)
     with pytest.raises(ValueError, match="too large"):

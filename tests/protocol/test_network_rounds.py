@@ -168,3 +168,14 @@ def test_a_round_of_the_wrong_size_or_for_another_key_is_refused() -> None:
         evaluator.score_round(0, body[:-1], evaluator.prepare_key(mine.public_key), CONTEXT)
     with pytest.raises(WireError, match="another public key"):
         evaluator.score_round(0, body, evaluator.prepare_key(other.public_key), CONTEXT)
+
+
+def test_rounds_are_exact_with_the_numpy_loops_too(monkeypatch) -> None:
+    """Where no C compiler built the compiled loops, the numpy products give the same exact scores."""
+    from bfv import kernels
+
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    network = _network(6, (20, 9, 3), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(20), np.ones(20), 63), "compact", 7)
+    samples = _extremes(plan, np.random.default_rng(1), 2)
+    assert _scored(plan, samples) == [[int(v) for v in row] for row in plan.network.scores(samples)]
