@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from model.catalog import ModelEntry, default_entry, discover
-from model.loading import LinearModel, ModelLoadError, load_linear_model
+from model.loading import LinearModel, load_entry, load_linear_model
+from model.network import NetworkModel
 from service.azureml.engines import ScoringEngine, create_engine
 from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT, ciphertexts_for
 from service.azureml.seal_format import SealFormatError, decode_base64
 from service.azureml.seal_wire import check_key_blob, read_client_ciphertext
-from service.errors import ModelUnavailable, describe_validation_errors
+from service.errors import Conflict, ModelUnavailable, describe_validation_errors
 from service.settings import Settings
 from service.storage.keystore import KeyCache, KeyStore
 from service.workers.outcome import ScoringOutcome, evaluate_timed
@@ -82,18 +83,24 @@ class _Scorer:
 
 
 _scorer: _Scorer | None = None
+_unserved: str | None = None  # why POST /score serves nothing though init() ran
 
 
-def init(settings: Settings | None = None, key_cache: KeyCache | None = None) -> tuple[ModelEntry, LinearModel]:
+def init(settings: Settings | None = None, key_cache: KeyCache | None = None
+         ) -> tuple[ModelEntry, LinearModel | NetworkModel]:
     """Load the default model of `$AZUREML_MODEL_DIR` (`model.catalog`) and build the engine and key
     store; returns it. `key_cache` is shared with the v1 protocol in a worker (one byte bound)."""
     global _scorer
     settings = settings or Settings()
     entry = default_entry(discover(settings.azureml_model_dir, settings.model_file), settings.model_name)
-    if entry.path.suffix.lower() == ".onnx":
-        raise ModelLoadError(f"the default model ({entry.key}) is a square network, and POST /score serves the "
-                             "Azure ML tutorial's linear models only: set MODEL_NAME to a linear model (the network "
-                             "is served on /v1 beside it)")
+    if entry.path.suffix.lower() == ".onnx":  # served on /v1 only
+        global _unserved
+        _scorer = None
+        _unserved = (f"the default model ({entry.key}) is a square network, and POST /score serves the Azure ML "
+                     "tutorial's linear models only: score it in rounds on /v1 (docs/networks.md), or set MODEL_NAME "
+                     "to a linear model")
+        log.warning("%s", _unserved)
+        return entry, load_entry(entry)
     model = load_linear_model(entry.path)
     engine = create_engine(settings.scoring_engine, model)
     cache = key_cache or KeyCache(settings.key_cache_bytes)
@@ -113,11 +120,17 @@ def parse_request(raw_data: str | bytes, ciphertexts: int | None = None) -> Scor
         raise describe_validation_errors(exc.errors()) from None
 
 
+def _loaded() -> _Scorer:
+    if _scorer is None:
+        if _unserved is not None:
+            raise Conflict(_unserved)
+        raise ModelUnavailable("init() has not run: no model is loaded")
+    return _scorer
+
+
 def score(request: ScoreRequest) -> ScoringOutcome:
     """Fetch the request's public keys and evaluate the model on its ciphertexts."""
-    if _scorer is None:
-        raise ModelUnavailable("init() has not run: no model is loaded")
-    scorer = _scorer
+    scorer = _loaded()
     lookup = scorer.keys.get(request.key_id, request.container, request.conn_str)
     return evaluate_timed(lambda: scorer.engine.predict(request.data, lookup.keys), keys_cached=lookup.cached,
                           key_cache_bytes=lambda: scorer.keys.cached_bytes)
@@ -125,9 +138,7 @@ def score(request: ScoreRequest) -> ScoringOutcome:
 
 def score_body(raw_data: str | bytes) -> ScoringOutcome:
     """Parse and check a request body for the loaded model, then score it."""
-    if _scorer is None:
-        raise ModelUnavailable("init() has not run: no model is loaded")
-    return score(parse_request(raw_data, ciphertexts_for(_scorer.model.n_features)))
+    return score(parse_request(raw_data, ciphertexts_for(_loaded().model.n_features)))
 
 
 def run(raw_data: str | bytes) -> list[str]:

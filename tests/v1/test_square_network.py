@@ -115,3 +115,26 @@ def test_a_round_refuses_what_it_cannot_score_with_the_reason(service: ServicePr
     assert service.http.post(f"{PREFIX}/score/rounds/1", content=borrowed, headers=OCTETS).status_code == 422
     answered = service.http.post(f"{PREFIX}/score/rounds/1", content=second, headers=OCTETS)
     assert answered.status_code == 200 and len(keys.scores(answered.content)) == 10
+
+
+def test_a_service_whose_only_model_is_a_network_starts_and_refuses_score_with_the_reason(
+        azurite: str, tmp_path_factory: pytest.TempPathFactory, mnist_test_images) -> None:
+    import shutil
+
+    import httpx
+
+    from bench.processes import running_service
+
+    root = tmp_path_factory.mktemp("network-only")
+    shutil.copytree(BUNDLED_NETWORK_DIR, root / NETWORK / "1")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "AZUREML_MODEL_DIR": str(root), "WORKER_COUNT": "1"}
+    with running_service(env, root / "service.log") as service:
+        listed = service.http.get("/v1/models").json()["models"]
+        assert [(model["name"], model["default"]) for model in listed] == [(NETWORK, True)]
+        refused = httpx.post(f"{service.url}/score", headers=service.headers, timeout=30,
+                             json={"data": ["x"], "key_id": "k"})
+        assert refused.status_code == 409 and "square network" in refused.json()["message"]
+        images = mnist_test_images[0][:2]
+        with EncryptedModel(service.url, api_key=TEST_API_KEY) as model:  # the default model: the network
+            assert model.predict(images / 255.0).shape == (2,)
+            assert model.traffic.requests == 4
