@@ -26,7 +26,8 @@ COPY scripts/vendor_web.py ./scripts/
 RUN python scripts/vendor_web.py
 
 # The runtime needs neither the installers (pip, setuptools; wheel is never installed) nor the
-# packages' own test suites (~65 MB of numpy, scipy and scikit-learn): both go here.
+# packages' own test suites (~65 MB of numpy, scipy and scikit-learn, and onnx's 18 MB of backend
+# conformance models in onnx/backend/test): all go here.
 # encrypted-inference writes libeisdk.so into its own package folder on first import: do it here,
 # so the runtime image works with a read-only root filesystem. The build fails if the compiled loops
 # did not build (pip would have gone on without them). `-I`: the installed packages, not /src's.
@@ -36,7 +37,9 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir '.[server]' \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/onnx/backend/test \
     && /opt/venv/bin/python -I -c "import encrypted.inference.eiserver, service.app, bfv.evaluation" \
+    && /opt/venv/bin/python -I -c "import model.onnx_graphs, bfv.network_rounds" \
     && /opt/venv/bin/python -I -c "import importlib.util as u; x = [*filter(u.find_spec, ('typer', 'rich', 'httpx', 'pytest', 'bench'))]; assert not x, x" \
     && /opt/venv/bin/python -I -c "from bfv import kernels; assert kernels.AVAILABLE, kernels.STATUS"
 
