@@ -308,21 +308,24 @@ void ein_shoup(const uint64_t *w, size_t count, uint64_t prime, uint64_t *out) {
     for (size_t i = 0; i < count; i++) out[i] = (uint64_t)(((u128)w[i] << 64) / prime);
 }
 
-/* out[i] = sum over k < terms of x[k][i] * w[k][i] mod p, for residues below p < 2^62 laid out (terms x n),
- * with w's Shoup quotients (ein_shoup): each product is x*w - floor(x*w'/2^64)*p, in [0, 2p), and the sum
- * is kept in [0, 2p) by one conditional subtraction per term (bfv/ring.py dot_mod). */
+/* out[i] = sum over k < terms of x[k][i] * w[k][i] mod p, plus extra_x[i] * extra_w[i], for residues below
+ * p < 2^62 laid out (terms x n), with w's Shoup quotients (ein_shoup): each product is x*w - floor(x*w'/2^64)*p,
+ * in [0, 2p), and the sum is kept in [0, 2p) by one conditional subtraction per term (bfv/ring.py dot_mod). */
+INLINE uint64_t shoup_add(uint64_t sum, uint64_t a, uint64_t b, uint64_t quotient_factor, uint64_t prime,
+                          uint64_t twice) {
+    const uint64_t quotient = (uint64_t)(((u128)a * quotient_factor) >> 64);
+    sum += a * b - quotient * prime;
+    return sum - (twice & (uint64_t)(-(int64_t)(sum >= twice)));
+}
+
 VECTOR_LOOP void ein_dot_mod(const uint64_t *x, const uint64_t *w, const uint64_t *w_shoup, size_t terms, size_t n,
+                             const uint64_t *extra_x, const uint64_t *extra_w, const uint64_t *extra_shoup,
                              uint64_t prime, uint64_t *out) {
     const uint64_t twice = 2 * prime;
-    memset(out, 0, n * sizeof *out);
+    for (size_t i = 0; i < n; i++) out[i] = shoup_add(0, extra_x[i], extra_w[i], extra_shoup[i], prime, twice);
     for (size_t k = 0; k < terms; k++) {
         const uint64_t *a = x + k * n, *b = w + k * n, *c = w_shoup + k * n;
-        for (size_t i = 0; i < n; i++) {
-            const uint64_t quotient = (uint64_t)(((u128)a[i] * c[i]) >> 64);
-            uint64_t sum = out[i] + a[i] * b[i] - quotient * prime;
-            sum -= twice & (uint64_t)(-(int64_t)(sum >= twice));
-            out[i] = sum;
-        }
+        for (size_t i = 0; i < n; i++) out[i] = shoup_add(out[i], a[i], b[i], c[i], prime, twice);
     }
     for (size_t i = 0; i < n; i++) out[i] -= prime & (uint64_t)(-(int64_t)(out[i] >= prime));
 }

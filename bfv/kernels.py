@@ -31,7 +31,8 @@ _SIGNATURES = [
     ("ein_split_limbs", [_ADDRESS, _SIZE, _WIDTH, _SIZE, _ADDRESS], None),
     ("ein_add_centred_binomial", [_ADDRESS, _ADDRESS, _SIZE, _SIZE, _WIDTH, _ADDRESS, _SIZE], None),
     ("ein_shoup", [_ADDRESS, _SIZE, ctypes.c_uint64, _ADDRESS], None),
-    ("ein_dot_mod", [_ADDRESS, _ADDRESS, _ADDRESS, _SIZE, _SIZE, ctypes.c_uint64, _ADDRESS], None),
+    ("ein_dot_mod", [_ADDRESS, _ADDRESS, _ADDRESS, _SIZE, _SIZE, _ADDRESS, _ADDRESS, _ADDRESS, ctypes.c_uint64,
+                     _ADDRESS], None),
 ]
 
 
@@ -175,12 +176,16 @@ def shoup_quotients(residues: np.ndarray, prime: int) -> np.ndarray:
     return out
 
 
-def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, prime: int) -> np.ndarray:
-    """sum_k x[k] * w[k] mod p (n,), for residues (terms, n) below the prime p < 2^62 and w's quotients."""
-    x, w, w_shoup = (np.ascontiguousarray(a, dtype=np.uint64) for a in (x, w, w_shoup))
-    if not x.shape == w.shape == w_shoup.shape or x.ndim != 2 or not 1 < prime < 2**62:
-        raise ValueError("three (terms, n) arrays of residues below a prime under 2^62")
+def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, extra: tuple[np.ndarray, np.ndarray, np.ndarray],
+            prime: int) -> np.ndarray:
+    """sum_k x[k] * w[k] + extra_x * extra_w mod p (n,), for residues (terms, n) and (n,) below the prime
+    p < 2^62, with the w's Shoup quotients; `extra` is (extra_x, extra_w, extra_w's quotients)."""
+    arrays = [np.ascontiguousarray(a, dtype=np.uint64) for a in (x, w, w_shoup, *extra)]
+    x, w, w_shoup, extra_x, extra_w, extra_shoup = arrays
+    if not x.shape == w.shape == w_shoup.shape or x.ndim != 2 or not 1 < prime < 2**62 \
+            or not extra_x.shape == extra_w.shape == extra_shoup.shape == x.shape[1:]:
+        raise ValueError("three (terms, n) arrays and three (n,) of residues below a prime under 2^62")
     out = np.empty(x.shape[1], dtype=np.uint64)
-    _LIBRARY.ein_dot_mod(x.ctypes.data, w.ctypes.data, w_shoup.ctypes.data, x.shape[0], x.shape[1], prime,
-                         out.ctypes.data)
+    _LIBRARY.ein_dot_mod(x.ctypes.data, w.ctypes.data, w_shoup.ctypes.data, x.shape[0], x.shape[1],
+                         extra_x.ctypes.data, extra_w.ctypes.data, extra_shoup.ctypes.data, prime, out.ctypes.data)
     return out

@@ -173,9 +173,8 @@ class RoundProducts:
             for row, prime in enumerate(primes):
                 weights, quotients = self._weights[row, index], self._quotients[row, index]
                 for poly in range(2):  # c0: sum c0_s * w_s + pk0 * u; c1: sum a_s * w_s + pk1 * u
-                    total[poly, row] = add_mod(dot_mod(inputs[row, poly], weights, quotients, prime),
-                                               dot_mod(u[row][None], key.ntt[poly, row][None],
-                                                       key.quotients[poly, row][None], prime), prime)
+                    total[poly, row] = dot_mod(inputs[row, poly], weights, quotients,
+                                               (u[row], key.ntt[poly, row], key.quotients[poly, row]), prime)
             polys = add_random_errors(np.array(ring.from_ntt(ring.ciphertext(total, ntt_form=True))), primes)
             count = len(group)
             scores = add_mod(polys[0][:, self._positions[:count]], plain[:, outputs_seen : outputs_seen + count],

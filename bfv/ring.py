@@ -379,15 +379,17 @@ def shoup_quotients(residues: np.ndarray, prime: int) -> np.ndarray:
     return np.zeros(np.shape(residues), dtype=_U64)
 
 
-def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, prime: int) -> np.ndarray:
-    """sum_k x[k] * w[k] mod p (n,) for residues (terms, n) below the prime; `w_shoup` from `shoup_quotients`."""
+def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, extra: tuple[np.ndarray, np.ndarray, np.ndarray],
+            prime: int) -> np.ndarray:
+    """sum_k x[k] * w[k] + extra_x * extra_w mod p (n,) for residues (terms, n) and (n,) below the prime;
+    `w_shoup` and the third of `extra` (extra_x, extra_w, its quotients) from `shoup_quotients`."""
     if kernels.AVAILABLE:
-        return kernels.dot_mod(x, w, w_shoup, prime)
-    return numpy_dot_mod(x, w, prime)
+        return kernels.dot_mod(x, w, w_shoup, extra, prime)
+    return numpy_dot_mod(np.concatenate([x, extra[0][None]]), np.concatenate([w, extra[1][None]]), prime)
 
 
 def numpy_dot_mod(x: np.ndarray, w: np.ndarray, prime: int) -> np.ndarray:
-    """`dot_mod` in numpy (the reference of `kernels.dot_mod`)."""
+    """sum_k x[k] * w[k] mod p (n,) in numpy (the reference of `kernels.dot_mod`)."""
     total = np.zeros(x.shape[1], dtype=_U64)
     for row, factor in zip(np.asarray(x, dtype=_U64), np.asarray(w, dtype=_U64)):
         total = add_mod(total, mul_mod(row, factor, prime), prime)

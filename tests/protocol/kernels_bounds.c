@@ -21,7 +21,8 @@ void ein_add_centred_binomial(uint64_t *residues, const uint64_t *words, size_t 
                               const uint64_t *primes, size_t count);
 
 void ein_shoup(const uint64_t *w, size_t count, uint64_t prime, uint64_t *out);
-void ein_dot_mod(const uint64_t *x, const uint64_t *w, const uint64_t *w_shoup, size_t terms, size_t n, uint64_t prime,
+void ein_dot_mod(const uint64_t *x, const uint64_t *w, const uint64_t *w_shoup, size_t terms, size_t n,
+                 const uint64_t *extra_x, const uint64_t *extra_w, const uint64_t *extra_shoup, uint64_t prime,
                  uint64_t *out);
 
 static const uint64_t PRIMES[2] = {1152921504606830593ULL, 1152921504606748673ULL};
@@ -90,7 +91,7 @@ int main(void) {
         ein_add_centred_binomial(residues, words, 1, count, 21, PRIMES, 2);
         uint64_t *quotients = alloc(2 * count * 8);  /* residues as two terms of `count` coefficients */
         ein_shoup(residues, 2 * count, PRIMES[0], quotients);
-        ein_dot_mod(residues, residues, quotients, 2, count, PRIMES[0], out);
+        ein_dot_mod(residues, residues, quotients, 2, count, residues, residues, quotients, PRIMES[0], out);
         free(quotients);
         free(bytes), free(small), free(positions), free(residues), free(words), free(out), free(scratch), free(limbs);
         free(values), free(back), free(fractions);
