@@ -77,7 +77,7 @@ class ClientKeys:
         self._secret_rows = [self._negacyclic_rows(plan.result_positions(group)) for group in range(len(plan.groups))]
         # A single reply holds, group after group, c0 for each of its outputs, then c1's N coefficients.
         starts = np.cumsum([0] + [len(outputs) + plan.degree for outputs in plan.groups])
-        self._single_reply_values = int(starts[-1])
+        self._single_reply_values = plan.single_reply_values
         self._single_reply_c0 = np.concatenate([start + np.arange(len(outputs))
                                                 for start, outputs in zip(starts, plan.groups)])
         self._single_reply_c1 = [int(start) + len(outputs) for start, outputs in zip(starts, plan.groups)]

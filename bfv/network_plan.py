@@ -30,15 +30,17 @@ the reason.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bfv.inputs import InputEncoding
 from bfv.params import MAX_PLAIN_BITS, MIN_PLAIN_BITS, PROFILES, RingParameters, _batching_prime, ring_parameters
-from bfv.plan import MAX_WEIGHT_BITS, PlanError, PublicPlan, _flooding_bits, noise_bound, reply_bits
+from bfv.plan import (MAX_WEIGHT_BITS, PlanError, PublicPlan, _flooding_bits, describe_ring, group_noise_bound,
+                      reply_bits, reply_groups, ring_from_description)
 from bfv.ring import FLOAT_EXACT_BITS
+from bfv.wire import reply_size, request_size
 
 if TYPE_CHECKING:  # the float network, for annotations only: bfv/ does not import the model package
     from model.network import SquareNetwork
@@ -177,18 +179,11 @@ class NetworkPublicPlan:
         return self.params.degree
 
     def describe(self) -> dict:
-        first = self.rounds[0][0]
         return {
             "protocol": "ei-native-1",
             "scheme": "bfv",
             "model_kind": "square-network",
-            "profile": self.params.profile,
-            "poly_modulus_degree": self.degree,
-            "coeff_modulus": list(self.params.data_primes),
-            "special_modulus": list(self.params.extra_primes),
-            "plain_moduli": list(self.moduli),
-            "log_q": self.params.log_q,
-            "security_bits": 128,
+            **describe_ring(self.params, plain_moduli=list(self.moduli)),
             "n_features": self.n_features,
             "n_outputs": self.n_outputs,
             "classes": None if self.classes is None else list(self.classes),
@@ -201,7 +196,6 @@ class NetworkPublicPlan:
                         "reply_bits": [plan.single_reply_bits for plan in plans],
                         "flooding_bits": [plan.flooding_bits for plan in plans]} for plans in self.rounds],
             "max_batch": 1,
-            "weight_bits": first.weight_bits,
         }
 
     @classmethod
@@ -211,13 +205,7 @@ class NetworkPublicPlan:
             raise PlanError(f"not a square network of the v1 protocol: {body.get('protocol')!r}, "
                             f"{body.get('model_kind')!r}, profile {body.get('profile')!r}")
         moduli = tuple(int(t) for t in body["plain_moduli"])
-        shared = dict(profile=body["profile"], degree=int(body["poly_modulus_degree"]),
-                      data_primes=tuple(int(p) for p in body["coeff_modulus"]),
-                      extra_primes=tuple(int(p) for p in body["special_modulus"]))
-        params = [RingParameters(**shared, plain_modulus=t) for t in moduli]
-        if not params[0].meets_128_bit_security():
-            raise PlanError(f"the server's parameters (N={params[0].degree}, log Q={params[0].log_q}) are below "
-                            "128-bit security")
+        params = [ring_from_description(body, t) for t in moduli]
         if not 1 <= len(moduli) <= MAX_MODULI or len(set(moduli)) != len(moduli) \
                 or any(t >= 2**MAX_PLAIN_BITS for t in moduli):
             raise PlanError(f"plaintext moduli {moduli}: 1 to {MAX_MODULI} distinct ones below 2^{MAX_PLAIN_BITS}")
@@ -291,9 +279,8 @@ def _round_plan(params: RingParameters, features: int, outputs: int, row_norms: 
         width = -(-features // chunks)
         if width > degree:
             continue
-        per_group = degree // width
-        groups = tuple(tuple(range(start, min(start + per_group, outputs))) for start in range(0, outputs, per_group))
-        single = max(noise_bound(degree, float(np.sqrt((row_norms[list(group)] ** 2).sum()))) for group in groups)
+        groups = reply_groups(outputs, degree // width)
+        single = group_noise_bound(degree, groups, row_norms)
         flooding = _flooding_bits(params, single) if PROFILES[params.profile].flooding else 0
         bits = reply_bits(params, single + (2.0 ** flooding if flooding else 0.0))
         plan = PublicPlan(params=params, n_features=features, n_outputs=outputs, groups=groups,
@@ -309,10 +296,8 @@ def _round_plan(params: RingParameters, features: int, outputs: int, row_norms: 
 
 
 def _round_bytes(plan: PublicPlan) -> int:
-    """Bytes of one round for one modulus: its request's ciphertexts and its reply's values."""
-    request = plan.chunks * len(plan.params.data_primes) * plan.degree * max(plan.params.coefficient_bits) // 8
-    reply = sum(len(group) + plan.degree for group in plan.groups) * plan.single_reply_bits // 8
-    return request + reply
+    """Bytes of one round for one modulus: its request and its reply."""
+    return request_size(plan.chunks, plan.params) + reply_size(plan.single_reply_values, plan.single_reply_bits)
 
 
 def _moduli_candidates(bound: int, degree: int):
@@ -332,8 +317,7 @@ def _moduli_candidates(bound: int, degree: int):
 def _plans_for(quantized: QuantizedNetwork, inputs: InputEncoding, profile: str, moduli: tuple[int, ...]
                ) -> NetworkPublicPlan:
     shared = ring_parameters(profile, MIN_PLAIN_BITS)
-    params = [RingParameters(profile=shared.profile, degree=shared.degree, data_primes=shared.data_primes,
-                             extra_primes=shared.extra_primes, plain_modulus=t) for t in moduli]
+    params = [replace(shared, plain_modulus=t) for t in moduli]
     classes = None if quantized.classes is None else tuple(c.item() if isinstance(c, np.generic) else c
                                                              for c in quantized.classes)
     widest = max(moduli).bit_length()

@@ -38,7 +38,7 @@ from bfv.rerandomize import ZeroEncryptions
 from bfv.ring import (add_mod, add_random_errors, dot_mod, expand_uniform, from_signed, moduli_column, random_flooding,
                       residue_fraction, scale_messages, shoup_quotients)
 from bfv.seal_ring import SealRing
-from bfv.wire import Kind, WireError, read_request, request_size, write_switched_reply
+from bfv.wire import Kind, WireError, read_request, reply_size, request_size, write_switched_reply
 
 _TOKEN_PAYLOAD = struct.Struct("<BQ32s")  # round, expiry (ms since the epoch), mask seed
 _NONCE_BYTES = 12
@@ -47,9 +47,8 @@ MASK_SEED_BYTES = 32
 
 
 def single_reply_size(plan: PublicPlan) -> int:
-    """Bytes of a single-image reply of `plan`: its header, then c0 at each group's outputs and c1."""
-    values = sum(len(group) + plan.degree for group in plan.groups)
-    return 16 + (values + 7) // 8 * plan.single_reply_bits
+    """Bytes of a single-image reply of `plan`."""
+    return reply_size(plan.single_reply_values, plan.single_reply_bits)
 
 
 def round_request_size(public: NetworkPublicPlan, round_index: int) -> int:
@@ -165,7 +164,7 @@ class RoundProducts:
         inputs[:, 0] = ntt_rows(ring, c0).transpose(1, 0, 2)
         for chunk in range(chunks):
             inputs[:, 1, chunk] = expand_uniform(seed, chunk, primes, degree)
-        fractions = np.empty(sum(len(group) + degree for group in public.groups))
+        fractions = np.empty(public.single_reply_values)
         start = outputs_seen = 0
         for index, group in enumerate(public.groups):
             u = ternary()  # (k, N)

@@ -104,6 +104,34 @@ def quantize(model: LinearModel, inputs: InputEncoding, weight_bits: int = WEIGH
     )
 
 
+def describe_ring(params: RingParameters, **plain: object) -> dict:
+    """A description's ring fields, with the plaintext modulus (or moduli) `plain` after the primes."""
+    return {"profile": params.profile, "poly_modulus_degree": params.degree,
+            "coeff_modulus": list(params.data_primes), "special_modulus": list(params.extra_primes),
+            **plain, "log_q": params.log_q, "security_bits": 128}
+
+
+def ring_from_description(body: dict, plain_modulus: int) -> RingParameters:
+    """The ring a description gives (`describe_ring`), with `plain_modulus`; refused below 128-bit security."""
+    params = RingParameters(profile=body["profile"], degree=int(body["poly_modulus_degree"]),
+                            data_primes=tuple(int(p) for p in body["coeff_modulus"]),
+                            extra_primes=tuple(int(p) for p in body["special_modulus"]), plain_modulus=plain_modulus)
+    if not params.meets_128_bit_security():
+        raise PlanError(f"the server's parameters (N={params.degree}, log Q={params.log_q}) are below 128-bit "
+                        "security")
+    return params
+
+
+def reply_groups(outputs: int, per_group: int) -> tuple[tuple[int, ...], ...]:
+    """Consecutive outputs, `per_group` to a single-image reply ciphertext."""
+    return tuple(tuple(range(start, min(start + per_group, outputs))) for start in range(0, outputs, per_group))
+
+
+def group_noise_bound(degree: int, groups: tuple[tuple[int, ...], ...], weight_norms: np.ndarray) -> float:
+    """The largest `noise_bound` of a single-image reply ciphertext: each group's weights together."""
+    return max(noise_bound(degree, float(np.sqrt((weight_norms[list(group)] ** 2).sum()))) for group in groups)
+
+
 @dataclass(frozen=True)
 class PublicPlan:
     """What both ends know: the parameters, the layout of requests and replies, the scales."""
@@ -136,6 +164,11 @@ class PublicPlan:
         features in its coefficients; a batch has one ciphertext per feature, a sample per slot."""
         return (self.chunks, 1) if kind is Kind.SINGLE else (self.n_features, self.degree)
 
+    @property
+    def single_reply_values(self) -> int:
+        """Values of a single-image reply: for each group, c0 at its outputs, then c1 (N)."""
+        return sum(len(group) + self.degree for group in self.groups)
+
     def result_positions(self, group: int) -> np.ndarray:
         """Coefficients of m * w_g that hold group `group`'s scores, in the group's output order."""
         width = self.chunk_features
@@ -146,13 +179,7 @@ class PublicPlan:
         return {
             "protocol": "ei-native-1",
             "scheme": "bfv",
-            "profile": self.params.profile,
-            "poly_modulus_degree": self.degree,
-            "coeff_modulus": list(self.params.data_primes),
-            "special_modulus": list(self.params.extra_primes),
-            "plain_modulus": self.params.plain_modulus,
-            "log_q": self.params.log_q,
-            "security_bits": 128,
+            **describe_ring(self.params, plain_modulus=self.params.plain_modulus),
             "n_features": self.n_features,
             "n_outputs": self.n_outputs,
             "classes": None if self.classes is None else list(self.classes),
@@ -168,15 +195,9 @@ class PublicPlan:
 
     @classmethod
     def from_description(cls, body: dict) -> "PublicPlan":
-        params = RingParameters(profile=body["profile"], degree=int(body["poly_modulus_degree"]),
-                                data_primes=tuple(int(p) for p in body["coeff_modulus"]),
-                                extra_primes=tuple(int(p) for p in body["special_modulus"]),
-                                plain_modulus=int(body["plain_modulus"]))
-        if body.get("protocol") != "ei-native-1" or params.profile not in PROFILES:
-            raise PlanError(f"unsupported protocol {body.get('protocol')!r} / profile {params.profile!r}")
-        if not params.meets_128_bit_security():
-            raise PlanError(f"the server's parameters (N={params.degree}, log Q={params.log_q}) are below 128-bit "
-                            "security")
+        if body.get("protocol") != "ei-native-1" or body.get("profile") not in PROFILES:
+            raise PlanError(f"unsupported protocol {body.get('protocol')!r} / profile {body.get('profile')!r}")
+        params = ring_from_description(body, int(body["plain_modulus"]))
         widest = max(int(body["single_reply_bits"]), int(body["batch_reply_bits"]))
         if params.plain_modulus >= 2**MAX_PLAIN_BITS or params.degree << widest > 2**FLOAT_EXACT_BITS:
             raise PlanError(f"the server's plaintext modulus ({params.plain_modulus}) or {widest}-bit replies "
@@ -282,15 +303,10 @@ def build_plan(model: LinearModel, inputs: InputEncoding, profile: str = "compac
     degree, (outputs, features) = params.degree, quantized.weights.shape
     if features > degree:
         raise PlanError(f"{features} features do not fit the {degree} coefficients of profile {profile}")
-    per_group = degree // features
-    groups = tuple(tuple(range(start, min(start + per_group, outputs))) for start in range(0, outputs, per_group))
-
-    def bound(weight_norm: float) -> float:
-        return noise_bound(degree, weight_norm)
-
+    groups = reply_groups(outputs, degree // features)
     weight_norms = np.sqrt((quantized.weights.astype(np.float64) ** 2).sum(axis=1))
-    single = max(bound(float(np.sqrt((weight_norms[list(group)] ** 2).sum()))) for group in groups)
-    batch = bound(float(weight_norms.max()))
+    single = group_noise_bound(degree, groups, weight_norms)
+    batch = noise_bound(degree, float(weight_norms.max()))
     flooding = _flooding_bits(params, max(single, batch)) if PROFILES[profile].flooding else 0
     flood = 2.0 ** flooding if flooding else 0.0
     classes = None if quantized.classes is None else tuple(c.item() if isinstance(c, np.generic) else c

@@ -165,6 +165,11 @@ def request_from_header(header: RequestHeader, data: bytes | memoryview, ciphert
     return Request(kind=header.kind, images=header.images, key_id=header.key_id, seed=header.seed, c0=c0)
 
 
+def reply_size(values: int, bits: int) -> int:
+    """Bytes of a reply of `values` values of `bits` bits each, its header included."""
+    return _REPLY_HEADER.size + bitpack.packed_size(values, bits)
+
+
 def reply_header(kind: Kind, images: int, bits: int, values: int) -> bytes:
     """The header of a reply of `values` values of `bits` bits each."""
     return _REPLY_HEADER.pack(REPLY_MAGIC, kind, bits, 0, images, values)

@@ -59,18 +59,6 @@ def plan_model(settings: Settings, model: LinearModel | NetworkModel, entry: Mod
     NATIVE_INPUT_MAX, else by its being the tutorial's MNIST model; raises `InputsNotDeclared` (saying
     how to declare them) or `PlanError`."""
     description = entry.description
-    if isinstance(model, NetworkModel):
-        inputs = description.inputs if description is not None else None
-        if inputs is None and settings.native_input_scale is not None and settings.native_input_max is not None:
-            inputs = InputEncoding.uniform(model.n_features, settings.native_input_scale, settings.native_input_max)
-        if inputs is None:
-            raise InputsNotDeclared(
-                f"a square network needs the range of each of its {model.n_features} inputs and its weight bits: "
-                f"prepare it with `python -m model.prepare {entry.path.name} --calibration DATA --out DIR` and serve "
-                "DIR")
-        bits = description.weight_bits if description is not None and description.inputs is not None \
-            else NETWORK_WEIGHT_BITS
-        return build_network_plan(model.network, inputs, settings.native_profile, bits, classes=model.classes)
     inputs: InputEncoding | None = description.inputs if description is not None else None
     if inputs is None and settings.native_input_scale is not None and settings.native_input_max is not None:
         inputs = InputEncoding.uniform(model.n_features, settings.native_input_scale, settings.native_input_max)
@@ -82,7 +70,11 @@ def plan_model(settings: Settings, model: LinearModel | NetworkModel, entry: Mod
             f"them: prepare the model with `python -m model.prepare {entry.path.name} --calibration DATA --out DIR` "
             "(DATA: .npy or .csv of its input features) and serve DIR, or set NATIVE_INPUT_SCALE and "
             "NATIVE_INPUT_MAX")
-    if description is not None and description.inputs is not None:
+    prepared = description is not None and description.inputs is not None  # its weight bits chosen too
+    if isinstance(model, NetworkModel):
+        bits = description.weight_bits if prepared else NETWORK_WEIGHT_BITS
+        return build_network_plan(model.network, inputs, settings.native_profile, bits, classes=model.classes)
+    if prepared:
         return build_plan(model, inputs, settings.native_profile, description.weight_bits)
     return build_plan(model, inputs, settings.native_profile)
 
