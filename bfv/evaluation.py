@@ -20,13 +20,10 @@ import numpy as np
 from bfv.encryption import PUBLIC_KEY_INDEX
 from bfv.plan import Plan
 from bfv.rerandomize import PreparedKey, ZeroEncryptions
-from bfv.ring import (add_mod, combine_limbs, expand_uniform, from_signed, limb_bits, moduli_column,
-                         negacyclic_rows, random_below, random_flooding, residue_fraction, scale_messages, split_limbs)
+from bfv.ring import (add_mod, expand_uniform, from_signed, limb_bits, moduli_column, negacyclic_rows, random_below,
+                      random_flooding, residue_fraction, scale_messages, split_limbs, weighted_sum_mod)
 from bfv.seal_ring import SealRing
 from bfv.wire import Kind, Request, WireError, key_id, read_public_key, write_switched_reply
-
-
-_FEATURES_PER_SLICE = 64  # batch dot products: limbs x 64 x N float64 (4-6 MB for N = 4096) at a time
 
 
 def prepare_public_key(ring: SealRing, blob: bytes, kept_bytes: int) -> PreparedKey:
@@ -40,6 +37,12 @@ def prepare_public_key(ring: SealRing, blob: bytes, kept_bytes: int) -> Prepared
     # pk0 (coefficients) + pk1 (plaintext) + public_ntt (two polynomials), and the zeros kept ready
     return PreparedKey(key_id=key_id(blob), public_ntt=public_ntt, pk0=np.ascontiguousarray(key.pk0),
                        pk1_ntt=ring.ntt_plaintext_from_ntt(pk1_ntt), nbytes=4 * key.pk0.nbytes + kept_bytes)
+
+
+def batch_slot_plaintexts(ring: SealRing, slots: np.ndarray) -> np.ndarray:
+    """round(Q * P / t) residues (rows, k, N) of the plaintexts P whose slots are `slots` (rows, N), below t."""
+    t = ring.params.plain_modulus
+    return scale_messages(np.stack([ring.batch_encode(row) for row in slots]), ring.params.data_primes, t)
 
 
 class Evaluator:
@@ -171,31 +174,17 @@ class Evaluator:
             add_group(group, 0.0)
         return write_switched_reply(Kind.SINGLE, 1, public.single_reply_bits, fractions)
 
-    def _weighted_limbs(self, residues: np.ndarray) -> np.ndarray:
-        """`weights @ split_limbs(residues)` (limbs, outputs, N), a slice of features at a time: a
-        whole batch's limbs would be float64 copies of it (tens of MB for N = 4096) in every worker.
-        Exact: every partial sum is an integer below 2^53, whatever the slices."""
-        total = None
-        for start in range(0, residues.shape[0], _FEATURES_PER_SLICE):
-            stop = start + _FEATURES_PER_SLICE
-            part = self._batch_weights[:, start:stop] @ split_limbs(residues[start:stop], self._batch_limb_bits)
-            total = part if total is None else total + part
-        return total
-
     def _batch_plaintexts(self, images: int) -> np.ndarray:
         """What each output's c0 gets on top of sum_i W[j, i] * ct_i, as round(Q * P_j / t) residues
-        (outputs, k, N): P_j is the intercept (a constant polynomial, the same value in every slot) plus
-        a one-time pad, uniform modulo t and fresh for every output and reply in the slots after the
-        `images` the header declares (and is metered for), zero in theirs. A client that encrypts
-        images in every slot then decrypts the scores it paid for and uniform values elsewhere.
-        Scaled once: one rounding of at most 1/2 per coefficient, which the plan's noise bound counts."""
+        (outputs, k, N): P_j holds the intercept in the `images` slots the header declares (and is metered
+        for), and a one-time pad, uniform modulo t and fresh for every output and reply, in the others. A
+        client that encrypts images in every slot then decrypts the scores it paid for and uniform values
+        elsewhere. Scaled once: one rounding of at most 1/2 per coefficient, which the plan's noise bound counts."""
         public = self.plan.public
         t, degree = public.params.plain_modulus, public.degree
-        slots = np.zeros((public.n_outputs, degree), dtype=np.uint64)
+        slots = np.repeat(self._batch_intercepts[:, None], degree, axis=1)
         slots[:, images:] = random_below(t, public.n_outputs * (degree - images)).reshape(public.n_outputs, -1)
-        plaintexts = np.stack([self.ring.batch_encode(row) for row in slots])
-        plaintexts[:, 0] = (plaintexts[:, 0] + self._batch_intercepts) % np.uint64(t)
-        return scale_messages(plaintexts, self._primes, t)
+        return batch_slot_plaintexts(self.ring, slots)
 
     def score_batch(self, request: Request, key: PreparedKey) -> bytes:
         self._check_key(request, key)
@@ -206,8 +195,8 @@ class Evaluator:
         sums = np.empty((2, public.n_outputs, len(self._primes), degree), dtype=np.uint64)
         for row, prime in enumerate(self._primes):
             for poly, source in enumerate((request.c0, a_ntt)):
-                sums[poly, :, row] = combine_limbs(self._weighted_limbs(source[:, row]), prime,
-                                                   self._batch_limb_bits)
+                sums[poly, :, row] = weighted_sum_mod(self._batch_weights, source[:, row], prime,
+                                                      self._batch_limb_bits)
         sums[0] = add_mod(sums[0], self._batch_plaintexts(request.images), self._moduli)
         c0, c1 = self._finish(sums[0], self._inverse_ntt(list(sums[1])), zeros[:, 0], zeros[:, 1])
         return write_switched_reply(Kind.BATCH, request.images, public.batch_reply_bits, np.stack([c0, c1], axis=1))

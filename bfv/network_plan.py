@@ -38,7 +38,7 @@ import numpy as np
 from bfv.inputs import InputEncoding
 from bfv.params import MAX_PLAIN_BITS, MIN_PLAIN_BITS, PROFILES, RingParameters, _batching_prime, ring_parameters
 from bfv.plan import (MAX_WEIGHT_BITS, PlanError, PublicPlan, _flooding_bits, describe_ring, group_noise_bound,
-                      reply_bits, reply_groups, ring_from_description)
+                      noise_bound, reply_bits, reply_groups, ring_from_description)
 from bfv.ring import FLOAT_EXACT_BITS
 from bfv.wire import reply_size, request_size
 
@@ -154,6 +154,44 @@ def quantize_network(network: SquareNetwork, inputs: InputEncoding,
 
 
 @dataclass(frozen=True)
+class BatchLayout:
+    """A network's batch rounds: digits of B = 2^digit_bits for the masks' slot polynomials, and a plan
+    per round and modulus (round l >= 1 takes z^2 and the D values B^d z of each masked value)."""
+
+    digit_bits: int
+    digits: int
+    rounds: tuple[tuple[PublicPlan, ...], ...]  # [round][modulus]
+
+    def describe(self) -> dict:
+        return {"digit_bits": self.digit_bits, "digits": self.digits,
+                "n_features": [plans[0].n_features for plans in self.rounds],
+                "reply_bits": [[plan.batch_reply_bits for plan in plans] for plans in self.rounds],
+                "flooding_bits": [[plan.flooding_bits for plan in plans] for plans in self.rounds]}
+
+    @classmethod
+    def from_description(cls, body: dict, single: tuple[tuple[PublicPlan, ...], ...]) -> BatchLayout:
+        """The layout `describe` gave, on the single rounds' plans (the same ring, outputs and scales)."""
+        rounds = []
+        for plans, features, bits, flooding in zip(single, body["n_features"], body["reply_bits"],
+                                                   body["flooding_bits"], strict=True):
+            widest = max(int(b) for b in bits)
+            if plans[0].degree << widest > 2**FLOAT_EXACT_BITS:
+                raise PlanError(f"{widest}-bit batch replies cannot be decrypted exactly by this client")
+            rounds.append(tuple(batch_round_plan(plan, int(features), int(b), int(f))
+                                for plan, b, f in zip(plans, bits, flooding, strict=True)))
+        return cls(digit_bits=int(body["digit_bits"]), digits=int(body["digits"]), rounds=tuple(rounds))
+
+
+def batch_round_plan(single: PublicPlan, features: int, bits: int, flooding: int) -> PublicPlan:
+    """A batch round's plan from the same round's single plan: `features` ciphertexts per request, replies
+    of `bits`. (Its single-image fields, chunks and groups, are only made consistent: they are not used.)"""
+    chunks = -(-features // single.degree)
+    groups = reply_groups(single.n_outputs, single.degree // -(-features // chunks))
+    return replace(single, n_features=features, chunks=chunks, groups=groups, batch_reply_bits=bits,
+                   flooding_bits=flooding)
+
+
+@dataclass(frozen=True)
 class NetworkPublicPlan:
     """What both ends know: one linear plan per round and modulus, the digits, the scales."""
 
@@ -165,6 +203,11 @@ class NetworkPublicPlan:
     inputs: InputEncoding
     score_scale: float
     classes: tuple | None
+    # The batch layout (one ciphertext per value, a sample per slot): its own digits, since a mask's
+    # digit multiplies a whole slot polynomial there (`bfv.network_batch`), and its plans per round
+    # and modulus; None, with the reason in `batch_refusal`, where the noise budget does not hold it.
+    batch: BatchLayout | None = None
+    batch_refusal: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -195,7 +238,9 @@ class NetworkPublicPlan:
                         "groups": [list(group) for group in plans[0].groups], "weight_bits": plans[0].weight_bits,
                         "reply_bits": [plan.single_reply_bits for plan in plans],
                         "flooding_bits": [plan.flooding_bits for plan in plans]} for plans in self.rounds],
-            "max_batch": 1,
+            "batch": None if self.batch is None else self.batch.describe(),
+            **({"batch_refused": self.batch_refusal} if self.batch_refusal else {}),
+            "max_batch": 1 if self.batch is None else self.degree,
         }
 
     @classmethod
@@ -227,17 +272,20 @@ class NetworkPublicPlan:
                     score_scale=float(body["score_scale"]) if last else 1.0, classes=classes if last else None,
                     chunks=int(shape["chunks"])))
             rounds.append(tuple(plans))
+        batch = body.get("batch")
         return cls(params=params[0], moduli=moduli, digit_bits=int(body["digit_bits"]), digits=int(body["digits"]),
-                   rounds=tuple(rounds), inputs=inputs, score_scale=float(body["score_scale"]), classes=classes)
+                   rounds=tuple(rounds), inputs=inputs, score_scale=float(body["score_scale"]), classes=classes,
+                   batch=None if batch is None else BatchLayout.from_description(batch, tuple(rounds)),
+                   batch_refusal=body.get("batch_refused"))
 
-    def masked_features(self, masked: np.ndarray, modulus: int) -> np.ndarray:
-        """What the client sends after decrypting z = h + r (mod t): z^2, then B^d z for each digit d, mod t."""
-        z = [int(value) % modulus for value in masked]
-        out = [value * value % modulus for value in z]
-        for digit in range(self.digits):
-            factor = pow(2, self.digit_bits * digit, modulus)
-            out.extend(value * factor % modulus for value in z)
-        return np.array(out, dtype=np.int64)
+    def masked_features(self, masked: np.ndarray, modulus: int, batch: bool = False) -> np.ndarray:
+        """What the client sends after decrypting z = h + r (mod t) (values (..., n)): z^2, then B^d z for
+        each digit d of the layout (single or batch), mod t, along the last axis (..., n * (1 + D))."""
+        bits, digits = (self.batch.digit_bits, self.batch.digits) if batch else (self.digit_bits, self.digits)
+        t = np.uint64(modulus)
+        z = np.mod(np.asarray(masked, dtype=np.int64), modulus).astype(np.uint64)  # below t < 2^32: products fit
+        parts = [z * z % t] + [z * np.uint64(pow(2, bits * digit, modulus)) % t for digit in range(digits)]
+        return np.concatenate(parts, axis=-1).astype(np.int64)
 
     def combine(self, residues: list[np.ndarray]) -> list[int]:
         """The scores, centred, from their residues modulo each t (Chinese remainder theorem)."""
@@ -261,12 +309,13 @@ class NetworkPlan:
     network: QuantizedNetwork
     score_bound: int
 
-    def digits_of(self, masks: np.ndarray) -> np.ndarray:
-        """The base-B digits (D, n) of masks below t."""
-        bits, base = self.public.digit_bits, 1 << self.public.digit_bits
+    def digits_of(self, masks: np.ndarray, batch: bool = False) -> np.ndarray:
+        """The base-B digits (D, ...) of masks below t (of the single or the batch layout)."""
+        public = self.public
+        bits, digits = (public.batch.digit_bits, public.batch.digits) if batch else (public.digit_bits, public.digits)
         values = np.asarray(masks, dtype=np.uint64)
-        return np.stack([(values >> np.uint64(bits * d)) & np.uint64(base - 1) for d in range(self.public.digits)]
-                        ).astype(np.int64)
+        mask = np.uint64((1 << bits) - 1)
+        return np.stack([(values >> np.uint64(bits * d)) & mask for d in range(digits)]).astype(np.int64)
 
 
 def _round_plan(params: RingParameters, features: int, outputs: int, row_norms: np.ndarray, largest: int,
@@ -339,12 +388,47 @@ def _plans_for(quantized: QuantizedNetwork, inputs: InputEncoding, profile: str,
                     features = w.shape[1] * (1 + digits)
                 rounds.append(tuple(_round_plan(param, features, w.shape[0], norms, largest,
                                                 inputs if index == 0 else None, scale, names) for param in params))
+            try:
+                batch, refusal = _batch_layout(quantized, tuple(rounds), widest), None
+            except PlanError as exc:
+                batch, refusal = None, f"batches of this network are not served: {exc}"
             return NetworkPublicPlan(params=params[0], moduli=moduli, digit_bits=digit_bits, digits=digits,
                                      rounds=tuple(rounds), inputs=inputs, score_scale=quantized.score_scale,
-                                     classes=classes)
+                                     classes=classes, batch=batch, batch_refusal=refusal)
         except PlanError as exc:
             problem = exc
     raise PlanError(f"with plaintext moduli {moduli}: {problem}")
+
+
+def _batch_layout(quantized: QuantizedNetwork, single: tuple[tuple[PublicPlan, ...], ...], widest: int
+                  ) -> BatchLayout:
+    """The batch rounds with the fewest digits whose replies decrypt exactly, or PlanError with the reason.
+
+    Round 0 is the linear batch: output j's noise is the error times W_j. Round l >= 1 adds, for every
+    masked value, -2 Q_kj times the product of Enc(B^d z_j) with the digit polynomial R_jd of the masks'
+    slot encoding: N coefficients below B, so each term's error is spread over N (B - 1)^2."""
+    degree = single[0][0].degree
+    problem: PlanError | None = None
+    for digits in range(1, widest + 1):
+        digit_bits = -(-widest // digits)
+        spread = 1 + 4 * digits * degree * ((1 << digit_bits) - 1) ** 2
+        try:
+            rounds = []
+            for index, (weights, plans) in enumerate(zip(quantized.weights, single)):
+                w = weights.astype(np.float64)
+                norm = float(np.sqrt((w * w).sum(axis=1)).max()) * (math.sqrt(spread) if index else 1.0)
+                features = w.shape[1] * (1 + digits) if index else w.shape[1]
+                honest = noise_bound(degree, norm)
+                plan_round = []
+                for plan in plans:
+                    flooding = _flooding_bits(plan.params, honest) if plan.flooding_bits else 0
+                    bits = reply_bits(plan.params, honest + (2.0 ** flooding if flooding else 0.0))
+                    plan_round.append(batch_round_plan(plan, features, bits, flooding))
+                rounds.append(tuple(plan_round))
+            return BatchLayout(digit_bits=digit_bits, digits=digits, rounds=tuple(rounds))
+        except PlanError as exc:
+            problem = exc
+    raise PlanError(str(problem))
 
 
 def build_network_plan(network: SquareNetwork, inputs: InputEncoding, profile: str = "compact",

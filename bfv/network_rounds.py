@@ -32,11 +32,12 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from bfv.encryption import ClientKeys
 from bfv.evaluation import prepare_public_key
+from bfv.network_batch import BatchRound
 from bfv.network_plan import NetworkPlan, NetworkPublicPlan
 from bfv.plan import PublicPlan
-from bfv.rerandomize import ZeroEncryptions
+from bfv.rerandomize import PreparedKey, ZeroEncryptions
 from bfv.ring import (add_mod, add_random_errors, dot_mod, expand_uniform, from_signed, moduli_column, random_flooding,
-                      residue_fraction, scale_messages, shoup_quotients)
+                      residue_fraction, scale_messages, shoup_quotients, small_dot_mod)
 from bfv.seal_ring import SealRing
 from bfv.wire import Kind, WireError, read_request, reply_size, request_size, write_switched_reply
 
@@ -51,14 +52,28 @@ def single_reply_size(plan: PublicPlan) -> int:
     return reply_size(plan.single_reply_values, plan.single_reply_bits)
 
 
-def round_request_size(public: NetworkPublicPlan, round_index: int) -> int:
-    plans = public.rounds[round_index]
-    return sum(request_size(plan.chunks, plan.params) for plan in plans) + (TOKEN_BYTES if round_index else 0)
+def batch_reply_size(plan: PublicPlan) -> int:
+    """Bytes of a batch reply of `plan`: c0 and c1 of every output."""
+    return reply_size(plan.n_outputs * 2 * plan.degree, plan.batch_reply_bits)
 
 
-def round_reply_size(public: NetworkPublicPlan, round_index: int) -> int:
+def round_plans(public: NetworkPublicPlan, round_index: int, batch: bool = False) -> tuple[PublicPlan, ...]:
+    """The plans, one per modulus, of a round of the single (or the batch) layout."""
+    if batch and public.batch is None:
+        raise WireError(public.batch_refusal or "batches of this network are not served")
+    return (public.batch.rounds if batch else public.rounds)[round_index]
+
+
+def round_request_size(public: NetworkPublicPlan, round_index: int, batch: bool = False) -> int:
+    ciphertexts = (lambda plan: plan.n_features) if batch else (lambda plan: plan.chunks)
+    return sum(request_size(ciphertexts(plan), plan.params) for plan in round_plans(public, round_index, batch)) \
+        + (TOKEN_BYTES if round_index else 0)
+
+
+def round_reply_size(public: NetworkPublicPlan, round_index: int, batch: bool = False) -> int:
     last = round_index == len(public.rounds) - 1
-    return sum(single_reply_size(plan) for plan in public.rounds[round_index]) + (0 if last else TOKEN_BYTES)
+    size = batch_reply_size if batch else single_reply_size
+    return sum(size(plan) for plan in round_plans(public, round_index, batch)) + (0 if last else TOKEN_BYTES)
 
 
 def masks(seed: bytes, round_index: int, modulus_index: int, modulus: int, count: int) -> np.ndarray:
@@ -66,19 +81,14 @@ def masks(seed: bytes, round_index: int, modulus_index: int, modulus: int, count
     64-bit words, those at or above the largest multiple of the modulus rejected."""
     nonce = struct.pack("<IIQ", round_index, modulus_index, 0)
     stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
-    limit = (1 << 64) // modulus * modulus
-    out: list[int] = []
-    while len(out) < count:
-        words = np.frombuffer(stream.update(bytes(8 * (count - len(out) + 8))), dtype=np.uint64)
-        out.extend(int(word) % modulus for word in words if int(word) < limit)
-    return np.array(out[:count], dtype=np.uint64)
-
-
-def _dot_mod(weights: np.ndarray, values: np.ndarray, modulus: int) -> np.ndarray:
-    """weights @ values mod a modulus below 2^32, exactly in int64: the values (below it) in 16-bit halves,
-    so each product stays below 2^40 and each sum of up to 2^13 of them below 2^53."""
-    low, high = values & 0xFFFF, values >> 16
-    return (weights @ low + (weights @ high) % modulus * 65536) % modulus
+    limit = np.uint64((1 << 64) // modulus * modulus)
+    kept: list[np.ndarray] = []
+    found = 0
+    while found < count:
+        words = np.frombuffer(stream.update(bytes(8 * (count - found + 8))), dtype=np.uint64)
+        kept.append(words[words < limit])
+        found += kept[-1].size
+    return np.concatenate(kept)[:count] % np.uint64(modulus)
 
 
 class TokenError(ValueError):
@@ -140,7 +150,7 @@ class RoundProducts:
                 poly = polys[index * chunks + chunk]
                 for slot, output in enumerate(group):
                     poly[slot * width : (slot + 1) * width] = padded[output, chunk * width : (chunk + 1) * width][::-1]
-        transformed = ntt_rows(ring, from_signed(polys, self._primes))  # (rows, k, N)
+        transformed = ring.ntt_rows(from_signed(polys, self._primes))  # (rows, k, N)
         # Per prime, each group's chunks contiguous: (k, groups, chunks, N), with their Shoup quotients.
         self._weights = np.ascontiguousarray(transformed.reshape(len(public.groups), chunks, len(self._primes),
                                                                  degree).transpose(2, 0, 1, 3))
@@ -161,7 +171,7 @@ class RoundProducts:
         degree, chunks = public.degree, public.chunks
         # (k, 2, chunks, N): per prime, the chunks' c0 and a in the NTT domain
         inputs = np.empty((len(primes), 2, chunks, degree), dtype=np.uint64)
-        inputs[:, 0] = ntt_rows(ring, c0).transpose(1, 0, 2)
+        inputs[:, 0] = ring.ntt_rows(c0).transpose(1, 0, 2)
         for chunk in range(chunks):
             inputs[:, 1, chunk] = expand_uniform(seed, chunk, primes, degree)
         fractions = np.empty(public.single_reply_values)
@@ -186,15 +196,6 @@ class RoundProducts:
         return write_switched_reply(Kind.SINGLE, 1, public.single_reply_bits, fractions)
 
 
-def ntt_rows(ring: SealRing, rows: np.ndarray) -> np.ndarray:
-    """Residues (rows, k, N) in SEAL's NTT domain, two rows per SEAL transform."""
-    out = np.empty(rows.shape, dtype=np.uint64)
-    for start in range(0, len(rows), 2):
-        pair = rows[start : start + 2] if start + 1 < len(rows) else np.stack([rows[start], rows[start]])
-        out[start : start + 2] = ring.polys(ring.to_ntt(np.ascontiguousarray(pair)))[: len(rows) - start]
-    return out
-
-
 @dataclass(frozen=True)
 class NetworkKey:
     """A client's public key prepared once: (pk0, pk1) in the NTT domain (2, k, N), the same for every t,
@@ -204,6 +205,7 @@ class NetworkKey:
     ntt: np.ndarray
     quotients: np.ndarray
     nbytes: int
+    prepared: PreparedKey  # for the batch layout's encryptions of zero
 
 
 class NetworkEvaluator:
@@ -224,6 +226,18 @@ class NetworkEvaluator:
         self._zeros = ZeroEncryptions(self._rings[0], 0, np.zeros(0, dtype=np.int64))
         self._ready: deque[np.ndarray] = deque()
         self._pool = ternary_pool
+        self._batch: list[list[BatchRound]] | None = None
+
+    def _batch_rounds(self) -> list[list[BatchRound]]:
+        """The batch layout's rounds [round][modulus], prepared at the first batch."""
+        if self._batch is None:
+            public, network = self.plan.public, self.plan.network
+            layout = public.batch
+            self._batch = [[BatchRound(plan, ring, network.weights[index], self._biases[index][m], layout.digit_bits,
+                                       layout.digits, first=index == 0)
+                            for m, (plan, ring) in enumerate(zip(plans, self._rings))]
+                           for index, plans in enumerate(layout.rounds)]
+        return self._batch
 
     def _ternary(self) -> np.ndarray:
         return self._ready.popleft() if self._ready else self._zeros.ternary_ntt()
@@ -241,40 +255,57 @@ class NetworkEvaluator:
         public = np.array(ring.polys(key.public_ntt))  # (pk0, pk1) in the NTT domain (2, k, N)
         quotients = np.stack([np.stack([shoup_quotients(poly[row], prime)
                                         for row, prime in enumerate(ring.params.data_primes)]) for poly in public])
-        return NetworkKey(key_id=key.key_id, ntt=public, quotients=quotients, nbytes=2 * public.nbytes + key.nbytes)
+        return NetworkKey(key_id=key.key_id, ntt=public, quotients=quotients, nbytes=2 * public.nbytes + key.nbytes,
+                          prepared=key)
 
-    def _masks(self, seed: bytes, round_index: int) -> list[np.ndarray]:
-        outputs = self.plan.public.rounds[round_index][0].n_outputs
-        return [masks(seed, round_index, index, t, outputs) for index, t in enumerate(self.plan.public.moduli)]
+    def _masks(self, seed: bytes, round_index: int, batch: bool) -> list[np.ndarray]:
+        """The masks of a round's reply, per modulus: (outputs,), or (outputs, N) for a batch's slots."""
+        public = self.plan.public
+        outputs = public.rounds[round_index][0].n_outputs
+        if not batch:
+            return [masks(seed, round_index, index, t, outputs) for index, t in enumerate(public.moduli)]
+        return [masks(seed, round_index, index, t, outputs * public.degree).reshape(outputs, public.degree)
+                for index, t in enumerate(public.moduli)]
 
-    def _requests(self, round_index: int, body: bytes | memoryview, key: NetworkKey) -> list:
-        plans = self.plan.public.rounds[round_index]
+    def _requests(self, round_index: int, body: bytes | memoryview, key: NetworkKey, batch: bool) -> list:
+        kind = Kind.BATCH if batch else Kind.SINGLE
         view, offset, requests = memoryview(body), 0, []
-        for plan in plans:
-            size = request_size(plan.chunks, plan.params)
-            request = read_request(bytes(view[offset : offset + size]), Kind.SINGLE, plan.chunks, 1, plan.params)
+        for plan in round_plans(self.plan.public, round_index, batch):
+            ciphertexts, most = plan.request_shape(kind)
+            size = request_size(ciphertexts, plan.params)
+            request = read_request(bytes(view[offset : offset + size]), kind, ciphertexts, most, plan.params)
             if request.key_id != key.key_id:
                 raise WireError("the round's requests name another public key than the one it is scored with")
+            if requests and request.images != requests[0].images:
+                raise WireError("the round's requests declare different numbers of samples")
             requests.append(request)
             offset += size
         return requests
 
-    def score_round(self, round_index: int, body: bytes | memoryview, key: NetworkKey, context: bytes) -> bytes:
-        """The reply to round `round_index` (a body of `round_request_size`), for the model and key
-        `context` names (the tokens' associated data)."""
-        public, network = self.plan.public, self.plan.network
-        if len(body) != round_request_size(public, round_index):
-            raise WireError(f"round {round_index} takes {round_request_size(public, round_index)} bytes, "
-                            f"not {len(body)}")
-        requests = self._requests(round_index, body, key)
+    def score_round(self, round_index: int, body: bytes | memoryview, key: NetworkKey, context: bytes,
+                    batch: bool = False) -> bytes:
+        """The reply to round `round_index` (a body of `round_request_size`) of the single (or the batch)
+        layout, for the model, key and layout `context` names (the tokens' associated data)."""
+        public = self.plan.public
+        expected = round_request_size(public, round_index, batch)
+        if len(body) != expected:
+            raise WireError(f"round {round_index} takes {expected} bytes, not {len(body)}")
+        requests = self._requests(round_index, body, key, batch)
+        previous = None
         if round_index:
             seed = self.tokens.open(bytes(memoryview(body)[-TOKEN_BYTES:]), round_index, context)
-            previous = self._masks(seed, round_index - 1)
+            previous = self._masks(seed, round_index - 1, batch)
         last = round_index == len(public.rounds) - 1
         next_seed = None if last else os.urandom(MASK_SEED_BYTES)
-        next_masks = None if last else self._masks(next_seed, round_index)
-        weights = network.weights[round_index]
+        next_masks = None if last else self._masks(next_seed, round_index, batch)
         replies = [] if last else [self.tokens.seal(round_index + 1, next_seed, context)]
+        if batch:
+            for index, (layer, request) in enumerate(zip(self._batch_rounds()[round_index], requests)):
+                replies.append(layer.reply(request, key.prepared, self._zeros,
+                                           None if previous is None else previous[index],
+                                           None if next_masks is None else next_masks[index], last))
+            return b"".join(replies)
+        weights = self.plan.network.weights[round_index]
         for index, (plan, ring, request) in enumerate(zip(public.rounds[round_index], self._rings, requests)):
             t = plan.params.plain_modulus
             intercepts = self._biases[round_index][index]  # modulo t, int64
@@ -282,7 +313,7 @@ class NetworkEvaluator:
                 r = previous[index].astype(np.int64)
                 layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in self.plan.digits_of(r)],
                                        axis=1)
-                intercepts = (intercepts + _dot_mod(weights, np.array([int(v) ** 2 % t for v in r]), t)) % t
+                intercepts = (intercepts + small_dot_mod(weights, np.array([int(v) ** 2 % t for v in r]), t)) % t
                 products = RoundProducts(plan, ring, layer)
             else:
                 products = self._first[index]
@@ -305,35 +336,61 @@ class NetworkKeys:
                        for m, round_plan in enumerate(plans)] for r, plans in enumerate(plan.rounds)]
         self.public_key, self.key_id = first.public_key, first.key_id
         self.export_secret = first.export_secret
+        self._batch_keys: list[list[ClientKeys]] | None = None
+
+    def _keys_for(self, batch: bool) -> list[list[ClientKeys]]:
+        """The key views [round][modulus] of the single (or the batch) layout; the batch's made at first use."""
+        if not batch:
+            return self._keys
+        if self._batch_keys is None:
+            if self.plan.batch is None:
+                raise WireError(self.plan.batch_refusal or "batches of this network are not served")
+            secret = self.export_secret()
+            self._batch_keys = [[ClientKeys(round_plan, secret=secret, public_key=self.public_key)
+                                 for round_plan in plans] for plans in self.plan.batch.rounds]
+        return self._batch_keys
+
+    def first_batch_request(self, inputs: np.ndarray) -> bytes:
+        """Round 0 of the batch layout for up to N samples of integer inputs (samples, n_features)."""
+        return b"".join(keys.encrypt_batch(inputs) for keys in self._keys_for(True)[0])
 
     def first_request(self, inputs: np.ndarray) -> bytes:
         """Round 0 for one sample of integer inputs (n_features,)."""
         return b"".join(keys.encrypt_single(inputs) for keys in self._keys[0])
 
-    def _residues(self, round_index: int, reply: bytes) -> tuple[bytes, list[np.ndarray]]:
+    def _residues(self, round_index: int, reply: bytes, batch: bool = False) -> tuple[bytes, list[np.ndarray]]:
+        """The round's token and its values modulo each t: (outputs,), or (samples, outputs) for a batch."""
         public = self.plan
-        if len(reply) != round_reply_size(public, round_index):
-            raise WireError(f"round {round_index}'s reply is {len(reply)} bytes, "
-                            f"{round_reply_size(public, round_index)} expected")
+        expected = round_reply_size(public, round_index, batch)
+        if len(reply) != expected:
+            raise WireError(f"round {round_index}'s reply is {len(reply)} bytes, {expected} expected")
         last = round_index == len(public.rounds) - 1
         token, offset = (b"", 0) if last else (reply[:TOKEN_BYTES], TOKEN_BYTES)
         residues = []
-        for keys, plan in zip(self._keys[round_index], public.rounds[round_index]):
-            size = single_reply_size(plan)
-            values = keys.decrypt_single(reply[offset : offset + size])
+        for keys in self._keys_for(batch)[round_index]:
+            plan = keys.plan
+            size = batch_reply_size(plan) if batch else single_reply_size(plan)
+            part = reply[offset : offset + size]
+            values = keys.decrypt_batch(part) if batch else keys.decrypt_single(part)
             residues.append(np.mod(values, plan.params.plain_modulus))
             offset += size
         return token, residues
 
-    def next_request(self, round_index: int, reply: bytes) -> bytes:
+    def next_request(self, round_index: int, reply: bytes, batch: bool = False) -> bytes:
         """Round `round_index + 1` from round `round_index`'s reply: z^2 and B^d z under each modulus, then
         the token."""
-        token, masked = self._residues(round_index, reply)
-        parts = [keys.encrypt_single(self.plan.masked_features(z, t))
-                 for keys, z, t in zip(self._keys[round_index + 1], masked, self.plan.moduli)]
+        token, masked = self._residues(round_index, reply, batch)
+        keys = self._keys_for(batch)[round_index + 1]
+        parts = [(view.encrypt_batch if batch else view.encrypt_single)(self.plan.masked_features(z, t, batch))
+                 for view, z, t in zip(keys, masked, self.plan.moduli)]
         return b"".join(parts) + token
 
     def scores(self, reply: bytes) -> list[int]:
         """The integer scores from the last round's reply."""
-        _, residues = self._residues(len(self.plan.rounds) - 1, reply)
+        _, residues = self._residues(len(self.plan.rounds) - 1, reply, False)
         return self.plan.combine(residues)
+
+    def batch_scores(self, reply: bytes) -> list[list[int]]:
+        """The integer scores (samples, outputs) from the batch layout's last reply."""
+        _, residues = self._residues(len(self.plan.rounds) - 1, reply, True)
+        return [self.plan.combine(list(values)) for values in zip(*residues)]

@@ -335,6 +335,28 @@ def combine_limbs(partials: np.ndarray, prime: int, bits: int) -> np.ndarray:
     return total
 
 
+def small_dot_mod(weights: np.ndarray, values: np.ndarray, modulus: int) -> np.ndarray:
+    """weights @ values mod a modulus below 2^32, for int64 weights below 2^24 and values below the modulus
+    (terms up to 2^13): float64 BLAS products on the values' 16-bit halves, exact since every product is
+    below 2^40 and each sum below 2^53."""
+    factors = np.asarray(weights, dtype=np.float64)
+    values = np.asarray(values, dtype=np.int64)
+    low, high = (factors @ (half.astype(np.float64)) for half in (values & 0xFFFF, values >> 16))
+    return (np.rint(low).astype(np.int64) + np.rint(high).astype(np.int64) % modulus * 65536) % modulus
+
+
+def weighted_sum_mod(weights: np.ndarray, residues: np.ndarray, prime: int, bits: int, per_slice: int = 64
+                     ) -> np.ndarray:
+    """weights @ residues mod prime (outputs, n), for integer float64 weights (outputs, terms) and residues
+    (terms, n) below the prime: exact float64 BLAS products on `bits`-bit limbs (`limb_bits`), `per_slice`
+    terms at a time (the limbs of every term at once would be float64 copies of all of them)."""
+    total = None
+    for start in range(0, residues.shape[0], per_slice):
+        part = weights[:, start : start + per_slice] @ split_limbs(residues[start : start + per_slice], bits)
+        total = part if total is None else total + part
+    return combine_limbs(total, prime, bits)
+
+
 def negacyclic_rows(poly: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Rows r_j with (x * poly)[positions[j]] = r_j . x in Z[X]/(X^N + 1); same dtype as `poly`."""
     degree = poly.shape[-1]

@@ -101,6 +101,21 @@ class SealRing:
         self.evaluator.transform_from_ntt_inplace(ciphertext)
         return self.polys(ciphertext)
 
+    def ntt_rows(self, rows: np.ndarray, inverse: bool = False) -> np.ndarray:
+        """Residues (rows, k, N) to (`inverse`: from) SEAL's NTT domain, two rows per SEAL transform.
+
+        SEAL refuses a ciphertext whose second polynomial is zero ("transparent"), which a client's c0 may
+        be: such a row goes first, twice, and a pair of zero rows stays zero (it is zero in both domains)."""
+        out = np.zeros(rows.shape, dtype=np.uint64)
+        for start in range(0, len(rows), 2):
+            live = [index for index in range(start, min(start + 2, len(rows))) if rows[index].any()]
+            if not live:
+                continue
+            pair = np.ascontiguousarray(rows[live] if len(live) == 2 else rows[live * 2])
+            done = self.from_ntt(self.ciphertext(pair, ntt_form=True)) if inverse else self.polys(self.to_ntt(pair))
+            out[live] = done[: len(live)]
+        return out
+
     def batch_encode(self, slots: np.ndarray) -> np.ndarray:
         """The plaintext polynomial (N,) whose slots are `slots` (values below t), SEAL's batching."""
         plaintext = self._encoder.encode(np.ascontiguousarray(slots, dtype=np.uint64))

@@ -15,8 +15,9 @@ Every route is under one prefix (`model_prefix`): `/v1` for the service's defaul
 scikit-learn-like estimator over this transport.
 
 A square network (its description says `"model_kind": "square-network"`) is scored in rounds, one
-request per round for each sample (`bfv.network_rounds`): the client decrypts each round's masked
-values, squares them and sends them back, so `predict` looks the same for both kinds of model.
+request per round for each sample or batch (`bfv.network_rounds`, `bfv.network_batch`): the client
+decrypts each round's masked values, squares them and sends them back, so `predict` looks the same
+for both kinds of model.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ class ModelRoutes:
     def batch(self) -> str:
         return f"{self.prefix}/score/batch"
 
-    def round(self, index: int) -> str:
-        return f"{self.prefix}/score/rounds/{index}"
+    def round(self, index: int, batch: bool = False) -> str:
+        return f"{self.prefix}/score{'/batch' if batch else ''}/rounds/{index}"
 
 
 class ScoringClient:
@@ -212,32 +213,38 @@ class ScoringClient:
 
     def _network_scores(self, inputs: np.ndarray, batch_size: int, progress: Callable[[int], None] | None
                         ) -> np.ndarray:
-        """A square network's exact integer scores: each sample through every round, one request per round.
-
-        The next sample's round 0 is encrypted while the server works on this one's last round."""
-        if batch_size != 1:
-            raise ScoringFailed("a square network is scored one sample per request (in rounds); batches of it are "
-                                "not served: use batch_size=1")
+        """A square network's exact integer scores: each sample (or batch of up to N samples) through every
+        round, one request per round. A single sample's successor is encrypted while the server works on
+        its last round; a batch's after it, as in `integer_scores`."""
+        plan: NetworkPublicPlan = self.plan
+        step = max(1, min(batch_size, plan.degree))
+        if step > 1 and plan.batch is None:
+            raise ScoringFailed(f"{plan.batch_refusal or 'batches of this network are not served'}: use batch_size=1")
         started = time.perf_counter()
-        keys, rounds = self._keys, len(self.plan.rounds)
-        scores = np.empty((inputs.shape[0], self.plan.n_outputs), dtype=object)
-        body = keys.first_request(inputs[0]) if len(inputs) else b""
-        for index in range(len(inputs)):
+        keys, rounds, batch = self._keys, len(plan.rounds), step > 1
+
+        def first(chunk: np.ndarray) -> bytes:
+            return keys.first_batch_request(chunk) if batch else keys.first_request(chunk[0])
+
+        scores = np.empty((inputs.shape[0], plan.n_outputs), dtype=object)
+        body = first(inputs[:step]) if len(inputs) else b""
+        for start in range(0, len(inputs), step):
+            chunk, after = inputs[start : start + step], inputs[start + step : start + 2 * step]
             following: list[bytes] = []
 
             def encrypt_next() -> None:
-                following.append(keys.first_request(inputs[index + 1]))
+                following.append(first(after))
 
             for round_index in range(rounds):
                 last = round_index == rounds - 1
-                overlap = last and index + 1 < len(inputs)
-                reply = self._post(self.routes.round(round_index), body, 1 if round_index == 0 else 0,
+                overlap = last and not batch and len(after) > 0
+                reply = self._post(self.routes.round(round_index, batch), body, len(chunk) if round_index == 0 else 0,
                                    while_waiting=encrypt_next if overlap else None)
-                body = b"" if last else keys.next_request(round_index, reply)
-            scores[index] = keys.scores(reply)
+                body = b"" if last else keys.next_request(round_index, reply, batch)
+            scores[start : start + len(chunk)] = keys.batch_scores(reply) if batch else [keys.scores(reply)]
             if progress:
-                progress(1)
-            if index + 1 < len(inputs) and not following:
+                progress(len(chunk))
+            if len(after) and not following:
                 encrypt_next()
             body = following[-1] if following else b""
         self.traffic.total_seconds += time.perf_counter() - started

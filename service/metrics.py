@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
 
-from service.v1.protocol import KEYS_ROUTE, ROUND_ROUTE_TEMPLATE, SCORING_ROUTES, parse_v1_path, round_of
+from service.v1.protocol import KEYS_ROUTE, ROUND_ROUTE_TEMPLATES, SCORING_ROUTES, parse_v1_path, round_of
 from service.workers.outcome import ScoringOutcome
 
 ROUTES = {"/", "/ready", "/score", "/metrics", "/swagger.json", "/docs", "/v1/models",
@@ -39,8 +39,9 @@ def route_label(path: str) -> str:
               else "/v1/models/{name}/versions/{version}")
     if parsed.name is not None and parsed.route in MODEL_ROUTES:
         return prefix + (f"/{parsed.route}" if parsed.route else "")
-    if parsed.name is not None and round_of(parsed.route) is not None:
-        return f"{prefix}/{ROUND_ROUTE_TEMPLATE}"
+    round_route = round_of(parsed.route)
+    if parsed.name is not None and round_route is not None:
+        return f"{prefix}/{ROUND_ROUTE_TEMPLATES[round_route.kind]}"
     if parsed.route.startswith(f"{KEYS_ROUTE}/") and parsed.route.count("/") == 1:
         return prefix + KEY_ROUTE
     return "other"

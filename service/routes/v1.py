@@ -24,7 +24,7 @@ from service.routes.scoring import Scoring
 from service.settings import Settings
 from service.v1 import scoring as v1_scoring
 from service.v1.keys import delete_owned_key, list_owned_keys, store_owned_key
-from service.v1.protocol import ROUND_ROUTE_TEMPLATE, V1Protocol, round_of
+from service.v1.protocol import ROUND_ROUTE_TEMPLATES, V1Protocol, round_of
 
 BINARY_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -99,18 +99,24 @@ def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> API
                                        identity.namespace)
         return Response(reply, media_type="application/octet-stream", headers=headers)
 
-    async def score_round(request: Request) -> Response:
+    async def score_round(kind: Kind, request: Request) -> Response:
         identity = await caller(request)
         model = protocol.model_of(request)
-        round_index = round_of(f"score/rounds/{request.path_params['round']}")
-        if round_index is None or round_index >= model.rounds():
+        round_route = round_of(ROUND_ROUTE_TEMPLATES[kind].format(round=request.path_params["round"]))
+        if round_route is None or round_route.index >= model.rounds():
             model.network_plan  # 409 for a linear model
             raise NotFound(f"model {model.key} is scored in {model.rounds()} rounds, 0 to {model.rounds() - 1}")
         body = await read_body(request)
-        header = protocol.round_header(model, round_index, request, body)  # 404/409/422 before a worker sees it
+        header = protocol.round_header(model, round_route, request, body)  # 404/409/422 before a worker sees it
         reply, headers = await scoring(identity, header.images, "native", v1_scoring.score_round, model.key,
-                                       round_index, header.key_id, body, identity.namespace)
+                                       round_route, header, body, identity.namespace)
         return Response(reply, media_type="application/octet-stream", headers=headers)
+
+    async def score_single_round(request: Request) -> Response:
+        return await score_round(Kind.SINGLE, request)
+
+    async def score_batch_round(request: Request) -> Response:
+        return await score_round(Kind.BATCH, request)
 
     async def score_single(request: Request) -> Response:
         return await score(Kind.SINGLE, request)
@@ -133,18 +139,18 @@ def v1_router(protocol: V1Protocol, scoring: Scoring, settings: Settings) -> API
                              response_class=Response,
                              summary=f"Delete one of the caller's public keys for {which} (404 for keys of other "
                                      "identities)")
-        router.add_api_route(f"{prefix}/score", score_single, methods=["POST"], route_class_override=RequestOnlyRoute,
-                             openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
-                             summary=f"Score one encrypted sample with {which} (costs 1 image of the quota)")
-        router.add_api_route(f"{prefix}/{ROUND_ROUTE_TEMPLATE}", score_round, methods=["POST"],
-                             route_class_override=RequestOnlyRoute, openapi_extra=BINARY_BODY,
-                             responses={200: BINARY_REPLY}, response_class=Response,
-                             summary=f"One round of scoring a sample with {which}, a square network: round 0 "
-                                     "carries the encrypted sample, each later round the previous reply's masked "
-                                     "values and token (costs 1 image of the quota per round)")
-        router.add_api_route(f"{prefix}/score/batch", score_batch, methods=["POST"],
-                             route_class_override=RequestOnlyRoute, openapi_extra=BINARY_BODY,
-                             responses={200: BINARY_REPLY}, response_class=Response,
-                             summary=f"Score up to max_batch encrypted samples at once with {which} "
-                                     "(BATCH_IDENTITIES only; costs the images it declares)")
+        scoring_routes = [
+            ("score", score_single, f"Score one encrypted sample with {which} (costs 1 image of the quota)"),
+            (ROUND_ROUTE_TEMPLATES[Kind.SINGLE], score_single_round,
+             f"One round of scoring a sample with {which}, a square network: round 0 carries the encrypted sample, "
+             "each later round the previous reply's masked values and token (costs 1 image of the quota per round)"),
+            ("score/batch", score_batch, f"Score up to max_batch encrypted samples at once with {which} "
+                                         "(BATCH_IDENTITIES only; costs the images it declares)"),
+            (ROUND_ROUTE_TEMPLATES[Kind.BATCH], score_batch_round,
+             f"One round of scoring up to max_batch samples with {which}, a square network, one sample per slot "
+             "(BATCH_IDENTITIES only; costs the images it declares per round)")]
+        for route, handler, summary in scoring_routes:  # binary bodies, read by the handler itself
+            router.add_api_route(f"{prefix}/{route}", handler, methods=["POST"], route_class_override=RequestOnlyRoute,
+                                 openapi_extra=BINARY_BODY, responses={200: BINARY_REPLY}, response_class=Response,
+                                 summary=summary)
     return router

@@ -11,12 +11,13 @@ structure before storing it.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from bfv.network_rounds import round_request_size
+from bfv.network_rounds import round_plans, round_request_size
 from bfv.network_plan import NetworkPublicPlan
 from bfv.params import RingParameters
 from bfv.plan import PublicPlan
@@ -43,15 +44,26 @@ from service.workers.pool import WorkerPool
 _PATH = re.compile(r"/v1(?:/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?)?(?:/(?P<route>.+))?")
 SCORING_ROUTES = {"score": Kind.SINGLE, "score/batch": Kind.BATCH}
 KEYS_ROUTE = "keys"
-# A square network's rounds: one sample each, like `score` (docs/protocol.md, square networks).
-ROUND_ROUTE = re.compile(r"score/rounds/(?P<round>[0-9])")
-ROUND_ROUTE_TEMPLATE = "score/rounds/{round}"
+# A square network's rounds: one sample each, like `score`, or a batch of them, like `score/batch`
+# (docs/protocol.md, square networks).
+ROUND_ROUTE = re.compile(r"score(?P<batch>/batch)?/rounds/(?P<round>[0-9])")
+ROUND_ROUTE_TEMPLATES = {Kind.SINGLE: "score/rounds/{round}", Kind.BATCH: "score/batch/rounds/{round}"}
 
 
-def round_of(route: str) -> int | None:
-    """The round a `score/rounds/<n>` route names, None for other routes."""
+@dataclass(frozen=True)
+class RoundRoute:
+    index: int
+    kind: Kind
+
+    @property
+    def route(self) -> str:
+        return ROUND_ROUTE_TEMPLATES[self.kind].format(round=self.index)
+
+
+def round_of(route: str) -> RoundRoute | None:
+    """The round and layout a `score/rounds/<n>` or `score/batch/rounds/<n>` route names, None for others."""
     match = ROUND_ROUTE.fullmatch(route)
-    return None if match is None else int(match["round"])
+    return None if match is None else RoundRoute(int(match["round"]), Kind.BATCH if match["batch"] else Kind.SINGLE)
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,8 @@ class ServedModel:
         plan = self._any_plan()
         if isinstance(plan, NetworkPublicPlan):
             raise Conflict(f"model {self.key} is a square network: it is scored in rounds, POST its "
-                           f"{ROUND_ROUTE_TEMPLATE} routes from round 0 (docs/protocol.md), not score or score/batch")
+                           f"{ROUND_ROUTE_TEMPLATES[Kind.SINGLE]} (or {ROUND_ROUTE_TEMPLATES[Kind.BATCH]}) routes from "
+                           "round 0 (docs/protocol.md), not score or score/batch")
         return plan
 
     @property
@@ -127,10 +140,12 @@ class ServedModel:
             params = self.ring
             self._rules[KEYS_ROUTE] = BodyRule(public_key_size(params), KEY_HEADER_SIZE, self._check_key_head)
             if self.is_network:
-                for index in range(self.rounds()):
-                    self._rules[f"score/rounds/{index}"] = BodyRule(
-                        round_request_size(self.network_plan, index), REQUEST_HEADER_SIZE,
-                        functools.partial(self.check_round_head, index))
+                layouts = [Kind.SINGLE] + ([Kind.BATCH] if self.network_plan.batch is not None else [])
+                for index, kind in itertools.product(range(self.rounds()), layouts):
+                    round_route = RoundRoute(index, kind)
+                    self._rules[round_route.route] = BodyRule(
+                        round_request_size(self.network_plan, index, kind is Kind.BATCH), REQUEST_HEADER_SIZE,
+                        functools.partial(self.check_round_head, round_route))
                 return self._rules.get(route)
             for name, kind in SCORING_ROUTES.items():
                 ciphertexts, _ = self.plan.request_shape(kind)
@@ -138,18 +153,21 @@ class ServedModel:
                                              functools.partial(self.check_request_head, kind))
         return self._rules.get(route)
 
-    def check_round_head(self, round_index: int, head: bytes, size: int) -> RequestHeader:
+    def check_round_head(self, round_route: RoundRoute, head: bytes, size: int) -> RequestHeader:
         """A round's size, and the header of its first request (each request of a round names the same key)."""
-        plan = self.network_plan
+        plan, round_index, batch = self.network_plan, round_route.index, round_route.kind is Kind.BATCH
         if not 0 <= round_index < len(plan.rounds):
             raise NotFound(f"model {self.key} is scored in {len(plan.rounds)} rounds, 0 to {len(plan.rounds) - 1}")
-        expected = round_request_size(plan, round_index)
+        if batch and plan.batch is None:
+            raise Conflict(f"model {self.key}: {plan.batch_refusal}; score it one sample per request")
+        expected = round_request_size(plan, round_index, batch)
         if size != expected:
             raise Unprocessable(f"malformed request: round {round_index} is {expected} bytes, not {size}")
-        first = plan.rounds[round_index][0]
+        first = round_plans(plan, round_index, batch)[0]
+        ciphertexts, most = first.request_shape(round_route.kind)
         try:
-            return check_request_header(head, request_size(first.chunks, first.params), Kind.SINGLE, first.chunks, 1,
-                                        first.params)
+            return check_request_header(head, request_size(ciphertexts, first.params), round_route.kind, ciphertexts,
+                                        most, first.params)
         except WireError as exc:
             raise Unprocessable(f"malformed request: {exc}") from None
 
@@ -238,14 +256,15 @@ class V1Protocol:
         parsed = parse_v1_path(path)
         if parsed is None:
             return None
-        return Kind.SINGLE if round_of(parsed.route) is not None else SCORING_ROUTES.get(parsed.route)
+        round_route = round_of(parsed.route)
+        return round_route.kind if round_route is not None else SCORING_ROUTES.get(parsed.route)
 
-    def round_header(self, model: ServedModel, round_index: int, request: Request, body: bytes | memoryview
+    def round_header(self, model: ServedModel, round_route: RoundRoute, request: Request, body: bytes | memoryview
                      ) -> RequestHeader:
         """The first request header of a round, as `BoundedBodies` checked it (or checked here)."""
         header = body_head(request)
         if header is None:
-            header = model.check_round_head(round_index, bytes(body[:REQUEST_HEADER_SIZE]), len(body))
+            header = model.check_round_head(round_route, bytes(body[:REQUEST_HEADER_SIZE]), len(body))
         return header
 
     def request_header(self, model: ServedModel, kind: Kind, request: Request, body: bytes | memoryview

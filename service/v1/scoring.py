@@ -11,6 +11,7 @@ NATIVE_KEY_REVALIDATE_S, refused after KEY_TTL_DAYS).
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 
 from bfv import kernels
@@ -28,6 +29,7 @@ from service.errors import ModelUnavailable, NotFound, Unprocessable
 from service.settings import Settings
 from service.storage.keystore import KeyCache, KeyStore, PreparedKeys
 from service.v1.keys import key_name
+from service.v1.protocol import RoundRoute
 from service.workers.outcome import ScoringOutcome, evaluate_timed
 
 log = logging.getLogger(__name__)
@@ -112,9 +114,11 @@ def init(settings: Settings, entry: ModelEntry, model: LinearModel | NetworkMode
     _scorers[entry.key] = _Scorer(evaluator=evaluator, keys=keys)
     if isinstance(plan, NetworkPlan):
         public = plan.public
-        log.info("v1 protocol ready for %s: a square network of %d rounds, profile %s, t = %s, %d digits of %d bits",
-                 entry.key, len(public.rounds), public.params.profile, " x ".join(map(str, public.moduli)),
-                 public.digits, public.digit_bits)
+        log.info("v1 protocol ready for %s: a square network of %d rounds, profile %s, t = %s, %d digits of %d bits; "
+                 "%s", entry.key, len(public.rounds), public.params.profile, " x ".join(map(str, public.moduli)),
+                 public.digits, public.digit_bits,
+                 public.batch_refusal if public.batch is None else
+                 f"batches of up to {public.degree}, {public.batch.digits} digits of {public.batch.digit_bits} bits")
         return {**listing, "v1": {**public.describe(), "name": entry.name, "version": entry.version,
                                   "outputs": model.outputs.describe()}}
     log.info("v1 protocol ready for %s: profile %s, t = %d, replies at %d/%d bits, loops: %s", entry.key,
@@ -174,18 +178,21 @@ def score(model: str, header: RequestHeader, body: bytes | memoryview, namespace
     return evaluate_timed(evaluated, keys_cached=lookup.cached, key_cache_bytes=lambda: scorer.keys.cached_bytes)
 
 
-def score_round(model: str, round_index: int, key: str, body: bytes | memoryview, namespace: str) -> ScoringOutcome:
-    """One round of a square network for `model`, whose first request header (naming `key`) the web
-    process checked: fetch the key among `namespace`'s keys for that model, evaluate the round."""
+def score_round(model: str, round_route: RoundRoute, header: RequestHeader, body: bytes | memoryview,
+                namespace: str) -> ScoringOutcome:
+    """One round of a square network for `model`, whose first request header the web process checked:
+    fetch the key it names among `namespace`'s keys for that model, evaluate the round. The round's
+    token is bound to the key, the model, the layout and the number of samples."""
     global _last_scored
     scorer = _scorer(model, NetworkEvaluator)
-    lookup = _key(scorer, namespace, model, key)
+    lookup = _key(scorer, namespace, model, header.key_id)
     _last_scored = scorer
-    context = bytes.fromhex(key) + model.encode()
+    context = bytes.fromhex(header.key_id) + model.encode() + struct.pack("<BH", round_route.kind, header.images)
+    batch = round_route.kind is Kind.BATCH
 
     def evaluated() -> bytes:
         try:
-            return scorer.evaluator.score_round(round_index, body, lookup.keys.value, context)
+            return scorer.evaluator.score_round(round_route.index, body, lookup.keys.value, context, batch)
         except (WireError, TokenError) as exc:
             raise Unprocessable(str(exc)) from None
 

@@ -1,7 +1,8 @@
 """Square networks in rounds: exact or refused, masks uniform, tokens bound to their key, model and round.
 
 Every round is run in-process here (the server's `NetworkEvaluator`, the client's `NetworkKeys`,
-real encryption); tests/v1/test_square_network.py runs them over HTTP.
+real encryption), one sample per request and in the batch layout; tests/v1/test_square_network.py
+runs them over HTTP.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from bfv.network_rounds import (MASK_SEED_BYTES, TOKEN_BYTES, NetworkEvaluator, 
                                 masks, round_reply_size, round_request_size)
 from bfv.params import MAX_PLAIN_BITS
 from bfv.plan import PlanError
-from bfv.wire import WireError
+from bfv.network_rounds import batch_reply_size
+from bfv.wire import WireError, request_size
 from model.network import Dense, SquareNetwork
 
 CONTEXT = bytes(32) + b"test/1"
+IMAGES_AT = 8  # the image count's offset in bfv.wire's request and reply headers (after magic, kind, profile, 0)
 
 
 def _network(seed: int, sizes: tuple[int, ...], spread: float) -> SquareNetwork:
@@ -47,6 +50,41 @@ def _scored(plan, inputs: np.ndarray, tokens: RoundTokens | None = None) -> list
                 body = keys.next_request(index, reply)
         results.append(keys.scores(reply))
     return results
+
+
+def _scored_batch(plan, inputs: np.ndarray, tokens: RoundTokens | None = None, declared: int | None = None,
+                  every_slot: bool = False) -> list[list[int]]:
+    """All samples in one batch through every round (`declared` of them in the headers, all by default);
+    `every_slot`: the last reply read as if it declared every slot."""
+    evaluator = NetworkEvaluator(plan, tokens or RoundTokens(os.urandom(32), 60))
+    keys = NetworkKeys(NetworkPublicPlan.from_description(plan.public.describe()))
+    key = evaluator.prepare_key(keys.public_key)
+    body = keys.first_batch_request(inputs)
+    if declared is not None:
+        body = _declare(body, plan.public, 0, declared)
+    for index in range(len(plan.public.rounds)):
+        assert len(body) == round_request_size(plan.public, index, batch=True)
+        reply = evaluator.score_round(index, body, key, CONTEXT, batch=True)
+        assert len(reply) == round_reply_size(plan.public, index, batch=True)
+        if index < len(plan.public.rounds) - 1:
+            body = keys.next_request(index, reply, batch=True)
+            if declared is not None:
+                body = _declare(body, plan.public, index + 1, declared)
+    if every_slot:
+        reply, offset = bytearray(reply), 0
+        for round_plan in plan.public.batch.rounds[-1]:
+            reply[offset + IMAGES_AT : offset + IMAGES_AT + 4] = plan.public.degree.to_bytes(4, "little")
+            offset += batch_reply_size(round_plan)
+    return keys.batch_scores(bytes(reply))
+
+
+def _declare(body: bytes, public, round_index: int, images: int) -> bytes:
+    """The round's batch requests with `images` declared in each header (a client paying for fewer)."""
+    out, offset = bytearray(body), 0
+    for plan in public.batch.rounds[round_index]:
+        out[offset + IMAGES_AT : offset + IMAGES_AT + 4] = images.to_bytes(4, "little")
+        offset += request_size(plan.n_features, plan.params)
+    return bytes(out)
 
 
 def _extremes(plan, rng: np.random.Generator, count: int) -> np.ndarray:
@@ -78,8 +116,13 @@ def test_every_accepted_network_decrypts_exactly_and_every_other_is_refused_with
     assert all(t < 2**MAX_PLAIN_BITS for t in plan.public.moduli)
     assert np.prod([float(t) for t in plan.public.moduli]) > 2 * plan.score_bound
     samples = _extremes(plan, rng, 2)
-    expected = plan.network.scores(samples)
-    assert _scored(plan, samples) == [[int(v) for v in row] for row in expected]
+    expected = [[int(v) for v in row] for row in plan.network.scores(samples)]
+    assert _scored(plan, samples) == expected
+    if plan.public.batch is None:
+        event("batch refused")
+        assert "noise" in plan.public.batch_refusal or "bits" in plan.public.batch_refusal, plan.public.batch_refusal
+        return
+    assert _scored_batch(plan, samples) == expected
 
 
 def test_the_flooded_profile_decrypts_a_network_exactly_too() -> None:
@@ -87,7 +130,25 @@ def test_the_flooded_profile_decrypts_a_network_exactly_too() -> None:
     plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(30), np.ones(30), 255), "flooded", 8)
     assert plan.public.params.profile == "flooded" and all(p.flooding_bits for r in plan.public.rounds for p in r)
     samples = _extremes(plan, np.random.default_rng(0), 2)
-    assert _scored(plan, samples) == [[int(v) for v in row] for row in plan.network.scores(samples)]
+    expected = [[int(v) for v in row] for row in plan.network.scores(samples)]
+    assert _scored(plan, samples) == expected
+    assert all(p.flooding_bits for r in plan.public.batch.rounds for p in r)
+    assert _scored_batch(plan, samples) == expected
+
+
+def test_a_batch_fills_every_slot_exactly_and_pads_the_slots_its_headers_do_not_declare() -> None:
+    """A full batch (N samples) is exact in every slot; declared as fewer, the others decrypt to a pad."""
+    network = _network(7, (16, 6, 3), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(16), np.ones(16), 255), "compact", 7)
+    samples = np.random.default_rng(2).integers(0, 256, (plan.public.degree, 16))
+    expected = [[int(v) for v in row] for row in plan.network.scores(samples)]
+    assert _scored_batch(plan, samples) == expected
+    declared = 100
+    assert _scored_batch(plan, samples, declared=declared) == expected[:declared]
+    padded = _scored_batch(plan, samples, declared=declared, every_slot=True)
+    assert padded[:declared] == expected[:declared]
+    undeclared_equal = sum(row == want for row, want in zip(padded[declared:], expected[declared:]))
+    assert undeclared_equal == 0  # each a uniform pad: one chance in t^3 per slot of matching
 
 
 def test_a_network_whose_scores_no_moduli_hold_is_refused_with_the_reason() -> None:
@@ -118,6 +179,15 @@ def test_the_clients_view_of_a_hidden_value_is_a_uniform_mask_independent_of_it(
             assert [int(z) for z in masked[index]] == [int(v) % t for v in (hidden.astype(object) + r)]
         seen.append(tuple(int(z) for z in masked[0]))
     assert len(set(seen)) == 3  # fresh masks for every round 0
+    # The batch layout: every slot, declared or not, is h + the keystream's mask of that slot.
+    samples = np.tile(sample, (5, 1))
+    reply = evaluator.score_round(0, keys.first_batch_request(samples), key, CONTEXT, batch=True)
+    _, masked = keys._residues(0, reply, batch=True)
+    seed = tokens.open(reply[:TOKEN_BYTES], 1, CONTEXT)
+    for index, t in enumerate(public.moduli):
+        r = masks(seed, 0, index, t, len(hidden) * public.degree).reshape(len(hidden), public.degree)
+        assert (masked[index] == (hidden[None, :] + r[:, :5].T.astype(np.int64)) % t).all()
+        assert len({tuple(row) for row in masked[index].tolist()}) == 5  # same sample, a fresh mask per slot
     draws = masks(os.urandom(MASK_SEED_BYTES), 0, 0, 97, 100_000)
     counts = np.bincount(draws.astype(np.int64), minlength=97)
     chi_square = float(((counts - len(draws) / 97) ** 2 / (len(draws) / 97)).sum())
@@ -178,4 +248,6 @@ def test_rounds_are_exact_with_the_numpy_loops_too(monkeypatch) -> None:
     network = _network(6, (20, 9, 3), 1.0)
     plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(20), np.ones(20), 63), "compact", 7)
     samples = _extremes(plan, np.random.default_rng(1), 2)
-    assert _scored(plan, samples) == [[int(v) for v in row] for row in plan.network.scores(samples)]
+    expected = [[int(v) for v in row] for row in plan.network.scores(samples)]
+    assert _scored(plan, samples) == expected
+    assert _scored_batch(plan, samples) == expected

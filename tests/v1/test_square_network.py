@@ -87,6 +87,43 @@ def test_the_cli_scores_the_network_and_compares_with_its_onnx_file(service: Ser
     assert report["request_bytes_per_sample"] > 0 and report["server_ms_per_sample"] > 0
 
 
+def test_a_batch_of_4096_through_the_cli_equals_the_quantized_network_exactly(service: ServiceProcess, tmp_path: Path,
+                                                                               quantized, mnist_test_images) -> None:
+    """The batch layout: one request per round for all 4,096 samples, one per slot of every ciphertext."""
+    from typer.testing import CliRunner
+
+    from client.__main__ import app
+
+    network, plan = quantized
+    images = mnist_test_images[0][:4096]
+    np.save(tmp_path / "x.npy", (images / 255.0).astype(np.float32))  # the ONNX network's inputs
+    out = tmp_path / "predictions.txt"
+    result = CliRunner().invoke(app, [
+        "predict", "--url", service.url, "--model", NETWORK, "--input", str(tmp_path / "x.npy"), "--json",
+        "--batch", "4096", "--predictions-out", str(out)],
+        env={"SCORING_API_KEY": TEST_API_KEY, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["n"] == 4096 and report["batch"] == 4096
+    # two rounds of one request each: round 0's 784 ciphertexts and round 1's per modulus
+    assert report["request_bytes_per_sample"] < 32 * 1024
+    predicted = np.loadtxt(out, dtype=np.int64)
+    expected = np.asarray(plan.network.scores(images.astype(np.int64)), dtype=object).argmax(axis=1)
+    assert (predicted == expected.astype(np.int64)).all()
+
+
+def test_batches_of_the_network_through_encrypted_model_equal_single_requests_exactly(
+        service: ServiceProcess, quantized, mnist_test_images) -> None:
+    network, plan = quantized
+    images = mnist_test_images[0][:40] / 255.0
+    with EncryptedModel(service.url, api_key=TEST_API_KEY, model=NETWORK, batch_size=16) as model:
+        batched = model.linear_scores(images)
+        traffic = model.traffic
+    expected = np.asarray(plan.network.scores(np.rint(images * 255).astype(np.int64)), dtype=np.float64)
+    np.testing.assert_array_equal(batched, expected / plan.public.score_scale)
+    assert traffic.requests == 6 and traffic.samples == 40  # batches of 16, 16 and 8, two rounds each
+
+
 def _round_zero(service: ServiceProcess) -> tuple[NetworkKeys, bytes]:
     keys = NetworkKeys(NetworkPublicPlan.from_description(service.http.get(PREFIX).json()))
     assert service.http.post(f"{PREFIX}/keys", content=keys.public_key, headers=OCTETS).status_code == 201
@@ -115,6 +152,19 @@ def test_a_round_refuses_what_it_cannot_score_with_the_reason(service: ServicePr
     assert service.http.post(f"{PREFIX}/score/rounds/1", content=borrowed, headers=OCTETS).status_code == 422
     answered = service.http.post(f"{PREFIX}/score/rounds/1", content=second, headers=OCTETS)
     assert answered.status_code == 200 and len(keys.scores(answered.content)) == 10
+    # The batch layout's rounds: a single round's body is refused by its size, a linear model's by its kind,
+    # and a single round's token does not open a batch round (the token is bound to the layout).
+    assert service.http.post(f"{PREFIX}/score/batch/rounds/0", content=body,
+                             headers=OCTETS).status_code in (413, 422)
+    batch_of_linear = service.http.post("/v1/models/mnist/score/batch/rounds/0", content=body, headers=OCTETS)
+    assert batch_of_linear.status_code == 409 and "linear" in batch_of_linear.json()["message"]
+    batch = keys.first_batch_request(np.zeros((3, 784), dtype=np.int64))
+    started = service.http.post(f"{PREFIX}/score/batch/rounds/0", content=batch, headers=OCTETS)
+    assert started.status_code == 200, started.text
+    crossed = keys.next_request(0, started.content, batch=True)
+    crossed = crossed[:-TOKEN_BYTES] + first.content[:TOKEN_BYTES]  # a single round 0's token
+    mixed = service.http.post(f"{PREFIX}/score/batch/rounds/1", content=crossed, headers=OCTETS)
+    assert mixed.status_code == 422 and "not issued" in mixed.json()["message"]
 
 
 def test_a_service_whose_only_model_is_a_network_starts_and_refuses_score_with_the_reason(
