@@ -5,8 +5,14 @@ together: input levels and weight bits per layer, each combination tried where t
 exactly (`bfv.network_plan.build_network_plan`) and compared with the float network on the
 calibration samples. The best label agreement reachable is found over the combinations with one
 precision for every layer; then the combinations are tried from the fewest bits up, and the first
-within `AGREEMENT_SLACK` of that best is chosen: fewer bits mean smaller scores, so fewer
-plaintext moduli, and each modulus is one more pass over every round.
+within `AGREEMENT_SLACK` of that best sets the cost: its number of plaintext moduli (fewer bits mean
+smaller scores, so fewer moduli, and each modulus is one more pass over every round). Among the
+combinations of its input levels that need no more moduli, the one with the highest agreement is
+chosen (the fewest bits among equals): more weight bits at the same cost. Calibration data the
+network was trained on agrees with the quantized network more than new data does (for a held-out
+784-128-x²-10 network, 99.85 % on its training images but 99.24 % on 4,096 test images with [6, 5]
+bits, 99.85 % with [8, 8] at the same two moduli), so the cheapest candidate near the best is not
+the one to keep.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ def measure(network: SquareNetwork, plan: NetworkPlan, inputs: InputEncoding, sa
 
 def choose_network_plan(network: SquareNetwork, samples: np.ndarray, encodings: list[tuple[int | None, InputEncoding]],
                         profile: str, progress: Callable[[str], None] | None = None) -> NetworkCandidate:
-    """The cheapest candidate whose agreement is within `AGREEMENT_SLACK` of the best (module docstring)."""
+    """The candidate the module docstring describes: the fewest moduli near the best agreement, then the best."""
     samples = samples[:MAX_CALIBRATION_SAMPLES]
     layers = len(network.layers)
     refusals: list[str] = []
@@ -78,8 +84,12 @@ def choose_network_plan(network: SquareNetwork, samples: np.ndarray, encodings: 
     combinations = sorted(((input_bits, inputs, (first,) + (rest,) * (layers - 1)) for input_bits, inputs in encodings
                            for first in WEIGHT_BITS for rest in WEIGHT_BITS),
                           key=lambda c: (sum(c[2]), c[0] or 0))
-    for input_bits, inputs, bits in combinations:
-        candidate = attempt(input_bits, inputs, bits)
-        if candidate is not None and candidate.agreement >= best - AGREEMENT_SLACK:
-            return candidate
-    raise AssertionError("the best uniform candidate is among the combinations")  # pragma: no cover
+    cheapest = next((c for input_bits, inputs, bits in combinations
+                     if (c := attempt(input_bits, inputs, bits)) is not None and c.agreement >= best - AGREEMENT_SLACK),
+                    None)
+    if cheapest is None:  # pragma: no cover: the best uniform candidate is among the combinations
+        raise AssertionError("no combination reaches the best uniform agreement")
+    moduli = len(cheapest.plan.public.moduli)
+    same_cost = [c for input_bits, inputs, bits in combinations if input_bits == cheapest.input_bits
+                 and (c := attempt(input_bits, inputs, bits)) is not None and len(c.plan.public.moduli) <= moduli]
+    return max(same_cost, key=lambda c: c.agreement)  # the first (fewest bits) of the most agreeing
