@@ -119,12 +119,8 @@ class BatchRound:
 
     def _inverse_ntt(self, polys: np.ndarray, ntt_c0: bool):
         """Coefficients of NTT-domain polynomials: (outputs, k, N) (`ntt_c0` False: c1 alone), or the pair
-        (2, outputs, k, N) of c0 and c1 (`ntt_c0` True), each output's two as one SEAL inverse NTT."""
-        ring = self.ring
+        (2, outputs, k, N) of c0 and c1 (`ntt_c0` True). A c1 may be zero (an output whose quantized
+        weights all round to zero): `ntt_rows` keeps zero rows out of SEAL, which refuses them."""
         if not ntt_c0:
-            return ring.ntt_rows(polys, inverse=True)
-        out = np.empty_like(polys)
-        for index in range(polys.shape[1]):
-            out[:, index] = ring.from_ntt(ring.ciphertext(np.ascontiguousarray(polys[:, index]), ntt_form=True))
-        return out[0], out[1]
-
+            return self.ring.ntt_rows(polys, inverse=True)
+        return self.ring.ntt_rows(polys[0], inverse=True), self.ring.ntt_rows(polys[1], inverse=True)

@@ -136,6 +136,22 @@ def test_the_flooded_profile_decrypts_a_network_exactly_too() -> None:
     assert _scored_batch(plan, samples) == expected
 
 
+def test_an_output_whose_weights_all_round_to_zero_is_exact_in_both_layouts() -> None:
+    """The last layer shares one scale, so a row far smaller than the others quantizes to zeros: its
+    batch ciphertext sums nothing (a zero polynomial, which SEAL's transforms refuse) and is still exact."""
+    network = _network(8, (12, 5, 3), 1.0)
+    last = network.layers[-1]
+    weights = last.weights.copy()
+    weights[1] *= 1e-9
+    network = SquareNetwork(network.layers[:-1] + (Dense(weights, last.bias),))
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(12), np.ones(12), 15), "compact", 6)
+    assert not plan.network.weights[-1][1].any()
+    samples = _extremes(plan, np.random.default_rng(3), 2)
+    expected = [[int(v) for v in row] for row in plan.network.scores(samples)]
+    assert _scored(plan, samples) == expected
+    assert _scored_batch(plan, samples) == expected
+
+
 def test_a_batch_fills_every_slot_exactly_and_pads_the_slots_its_headers_do_not_declare() -> None:
     """A full batch (N samples) is exact in every slot; declared as fewer, the others decrypt to a pad."""
     network = _network(7, (16, 6, 3), 1.0)
