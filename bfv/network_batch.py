@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from bfv.evaluation import batch_slot_plaintexts
+from bfv.network_plan import base_digits
 from bfv.plan import PublicPlan
 from bfv.rerandomize import PreparedKey, ZeroEncryptions
 from bfv.ring import (add_mod, dot_mod, expand_uniform, from_signed, limb_bits, moduli_column, random_below,
@@ -52,7 +53,9 @@ class BatchRound:
         self._factors = factors.astype(np.float64)
         magnitude = int(np.abs(factors).max()).bit_length()
         self._limb_bits = limb_bits(factors.shape[1], magnitude)
-        self._half = [pow(-2, -1, p) for p in self._primes]
+        # (-2)^-1 modulo each prime, over a c0 and an a side by side (2N), with its Shoup quotients
+        halves = [np.full(2 * public.degree, pow(-2, -1, p), dtype=np.uint64) for p in self._primes]
+        self._halves = [(half, shoup_quotients(half, p)) for half, p in zip(halves, self._primes)]
 
     def reply(self, request: Request, key: PreparedKey, zeros: ZeroEncryptions, previous: np.ndarray | None,
               following: np.ndarray | None, last: bool) -> bytes:
@@ -99,15 +102,13 @@ class BatchRound:
         ring, primes, degree = self.ring, self._primes, self.public.degree
         values = masks.shape[0]
         c0_ntt = ring.ntt_rows(c0)
-        digit_polys = np.stack([ring.batch_encode(row) for row in masks])  # R_j, coefficients below t
-        bits, mask = np.uint64(self._digit_bits), np.uint64((1 << self._digit_bits) - 1)
-        digits = np.stack([(digit_polys >> (bits * np.uint64(d))) & mask for d in range(self._digits)], axis=1)
-        digits_ntt = ring.ntt_rows(from_signed(digits.reshape(-1, degree).astype(np.int64), primes)
-                               ).reshape(values, self._digits, len(primes), degree)
+        slot_polys = np.stack([ring.batch_encode(row) for row in masks])  # R_j, coefficients below t
+        digits = base_digits(slot_polys, self._digit_bits, self._digits).transpose(1, 0, 2)  # (values, D, N)
+        digits_ntt = ring.ntt_rows(from_signed(digits.reshape(-1, degree), primes)
+                                   ).reshape(values, self._digits, len(primes), degree)
         out = np.empty((values, 2, len(primes), degree), dtype=np.uint64)
         for row, prime in enumerate(primes):
-            half = np.full(2 * degree, self._half[row], dtype=np.uint64)
-            half_shoup = shoup_quotients(half, prime)
+            half, half_shoup = self._halves[row]
             for j in range(values):
                 terms = [values + d * values + j for d in range(self._digits)]
                 x = np.concatenate([c0_ntt[terms, row], a[terms, row]], axis=1)  # (D, 2N): c0 then a

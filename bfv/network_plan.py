@@ -309,13 +309,12 @@ class NetworkPlan:
     network: QuantizedNetwork
     score_bound: int
 
-    def digits_of(self, masks: np.ndarray, batch: bool = False) -> np.ndarray:
-        """The base-B digits (D, ...) of masks below t (of the single or the batch layout)."""
-        public = self.public
-        bits, digits = (public.batch.digit_bits, public.batch.digits) if batch else (public.digit_bits, public.digits)
-        values = np.asarray(masks, dtype=np.uint64)
-        mask = np.uint64((1 << bits) - 1)
-        return np.stack([(values >> np.uint64(bits * d)) & mask for d in range(digits)]).astype(np.int64)
+
+def base_digits(values: np.ndarray, digit_bits: int, digits: int) -> np.ndarray:
+    """The base-2^digit_bits digits (digits, ...) of values below 2^(digit_bits * digits), lowest first."""
+    values = np.asarray(values, dtype=np.uint64)
+    mask = np.uint64((1 << digit_bits) - 1)
+    return np.stack([(values >> np.uint64(digit_bits * d)) & mask for d in range(digits)]).astype(np.int64)
 
 
 def _round_plan(params: RingParameters, features: int, outputs: int, row_norms: np.ndarray, largest: int,

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from bfv.encryption import ClientKeys
 from bfv.evaluation import prepare_public_key
 from bfv.network_batch import BatchRound
-from bfv.network_plan import NetworkPlan, NetworkPublicPlan
+from bfv.network_plan import NetworkPlan, NetworkPublicPlan, base_digits
 from bfv.plan import PublicPlan
 from bfv.rerandomize import PreparedKey, ZeroEncryptions
 from bfv.ring import (add_mod, add_random_errors, dot_mod, expand_uniform, from_signed, moduli_column, random_flooding,
@@ -65,9 +65,10 @@ def round_plans(public: NetworkPublicPlan, round_index: int, batch: bool = False
 
 
 def round_request_size(public: NetworkPublicPlan, round_index: int, batch: bool = False) -> int:
-    ciphertexts = (lambda plan: plan.n_features) if batch else (lambda plan: plan.chunks)
-    return sum(request_size(ciphertexts(plan), plan.params) for plan in round_plans(public, round_index, batch)) \
-        + (TOKEN_BYTES if round_index else 0)
+    kind = Kind.BATCH if batch else Kind.SINGLE
+    plans = round_plans(public, round_index, batch)
+    token = TOKEN_BYTES if round_index else 0
+    return sum(request_size(plan.request_shape(kind)[0], plan.params) for plan in plans) + token
 
 
 def round_reply_size(public: NetworkPublicPlan, round_index: int, batch: bool = False) -> int:
@@ -311,8 +312,8 @@ class NetworkEvaluator:
             intercepts = self._biases[round_index][index]  # modulo t, int64
             if round_index:  # Q (z - r)^2 = Q z^2 - 2 sum_d Q diag(r_d) B^d z + Q r^2
                 r = previous[index].astype(np.int64)
-                layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in self.plan.digits_of(r)],
-                                       axis=1)
+                digits = base_digits(r, public.digit_bits, public.digits)
+                layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in digits], axis=1)
                 intercepts = (intercepts + small_dot_mod(weights, np.array([int(v) ** 2 % t for v in r]), t)) % t
                 products = RoundProducts(plan, ring, layer)
             else:
