@@ -115,15 +115,17 @@ class ClientKeys:
             rows[row] = np.where(k <= position, self._secret[index], -self._secret[index])
         return rows
 
-    def _negated_products(self, *polys: tuple[bytes, int]) -> np.ndarray:
-        """2p - a*s in coefficients, in (p, 2p], for one or two uniform polynomials a given by (seed, index).
+    def _negated_products(self, *polys: tuple[bytes, int], ntt_form: bool = False) -> np.ndarray:
+        """2p - a*s in coefficients (or in the NTT domain), in (p, 2p], for one or two uniform polynomials a
+        given by (seed, index).
 
         SEAL multiplies a ciphertext's two polynomials at once; a lone one goes in twice.
         """
         a_ntt = np.stack([expand_uniform(seed, index, self._primes, self.plan.degree) for seed, index in polys])
         if len(polys) == 1:
             a_ntt = np.concatenate([a_ntt, a_ntt])
-        return self._twice_moduli - self.ring.multiply_ntt(a_ntt, self._secret_ntt)[: len(polys)]
+        product = self.ring.multiply_ntt(a_ntt, self._secret_ntt, ntt_form=ntt_form)
+        return self._twice_moduli - product[: len(polys)]
 
     def _c0(self, negated: np.ndarray, noise: np.ndarray, scaled: np.ndarray | None = None) -> np.ndarray:
         """c0 = -a*s + e + round(Q*m/t) mod p, computed in place of `negated` (..., k, N) = 2p - a*s.
@@ -168,18 +170,20 @@ class ClientKeys:
         messages = self._as_message(message.reshape(plan.chunks, plan.chunk_features))
         return self._encrypt_messages(Kind.SINGLE, 1, scale_messages(messages, self._primes, plan.params.plain_modulus))
 
-    def encrypt_batch(self, inputs: np.ndarray) -> bytes:
-        """A request for up to N samples of integer inputs (images, n_features): one ciphertext per feature."""
+    def encrypt_batch(self, inputs: np.ndarray, ntt_c0: bool = False) -> bytes:
+        """A request for up to N samples of integer inputs (images, n_features): one ciphertext per feature;
+        with `ntt_c0`, each c0 in SEAL's NTT domain (what a network's later batch rounds multiply)."""
         images, count = inputs.shape[0], self.plan.n_features
         slots = np.zeros((count, self.plan.degree), dtype=np.uint64)
         slots[:, :images] = self._as_message(inputs.T)
         messages = np.stack([self.ring.batch_encode(row) for row in slots])
         return self._encrypt_messages(Kind.BATCH, images,
-                                      scale_messages(messages, self._primes, self.plan.params.plain_modulus))
+                                      scale_messages(messages, self._primes, self.plan.params.plain_modulus), ntt_c0)
 
-    def _encrypt_messages(self, kind: Kind, images: int, scaled: np.ndarray) -> bytes:
+    def _encrypt_messages(self, kind: Kind, images: int, scaled: np.ndarray, ntt_c0: bool = False) -> bytes:
         """A request of one ciphertext per message, `scaled` (count, k, n) = round(Q * m / t), one seed
-        for them all (ciphertext i's a = expand_uniform(seed, i))."""
+        for them all (ciphertext i's a = expand_uniform(seed, i)); c0 in coefficients, or (`ntt_c0`) in
+        SEAL's NTT domain: NTT(e + round(Q * m / t)) - a * s, as many transforms as the inverse one it saves."""
         count = scaled.shape[0]
         with self._lock:
             seed = self._seed
@@ -188,9 +192,16 @@ class ClientKeys:
         negated = np.empty((count, len(self._primes), self.plan.degree), dtype=np.uint64)
         for start in range(0, count, 2):
             stop = min(start + 2, count)
-            negated[start:stop] = self._negated_products(*((seed, index) for index in range(start, stop)))
-        c0 = self._c0(negated, noise, scaled)
-        return write_request(Request(kind, images, self.key_id, seed, c0), self.plan.params)
+            negated[start:stop] = self._negated_products(*((seed, index) for index in range(start, stop)),
+                                                         ntt_form=ntt_c0)
+        if not ntt_c0:
+            return write_request(Request(kind, images, self.key_id, seed, self._c0(negated, noise, scaled)),
+                                 self.plan.params)
+        messages = from_signed(noise, self._primes)
+        messages[..., : scaled.shape[-1]] += scaled
+        c0 = reduce_below(negated + self.ring.ntt_rows(reduce_below(messages, self._moduli)), self._twice_moduli)
+        return write_request(Request(kind, images, self.key_id, seed, reduce_below(c0, self._moduli)),
+                             self.plan.params)
 
     def _plain(self, phases: np.ndarray, bits: int) -> np.ndarray:
         """Plaintext coefficients in [0, t) from phases c0 + c1*s modulo 2^bits."""

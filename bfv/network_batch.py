@@ -96,12 +96,11 @@ class BatchRound:
                              axis=1)
         return write_switched_reply(Kind.BATCH, request.images, public.batch_reply_bits, fractions)
 
-    def _products(self, c0: np.ndarray, a: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    def _products(self, c0_ntt: np.ndarray, a: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """S_j = sum_d R_jd . (c0, a)_{B^d z_j} + (-2)^-1 . (c0, a)_{z_j^2} in the NTT domain (values, 2, k, N),
-        for c0 (inputs, k, N) in coefficients and a (inputs, k, N) in the NTT domain."""
+        for c0 and a (inputs, k, N) in the NTT domain (a later round's client sends c0 so)."""
         ring, primes, degree = self.ring, self._primes, self.public.degree
         values = masks.shape[0]
-        c0_ntt = ring.ntt_rows(c0)
         slot_polys = np.stack([ring.batch_encode(row) for row in masks])  # R_j, coefficients below t
         digits = base_digits(slot_polys, self._digit_bits, self._digits).transpose(1, 0, 2)  # (values, D, N)
         digits_ntt = ring.ntt_rows(from_signed(digits.reshape(-1, degree), primes)

@@ -382,7 +382,9 @@ class NetworkKeys:
         the token."""
         token, masked = self._residues(round_index, reply, batch)
         keys = self._keys_for(batch)[round_index + 1]
-        parts = [(view.encrypt_batch if batch else view.encrypt_single)(self.plan.masked_features(z, t, batch))
+        # A batch's later rounds only multiply their ciphertexts: c0 comes in the NTT domain (`bfv.network_batch`).
+        parts = [view.encrypt_batch(self.plan.masked_features(z, t, True), ntt_c0=True) if batch
+                 else view.encrypt_single(self.plan.masked_features(z, t))
                  for view, z, t in zip(keys, masked, self.plan.moduli)]
         return b"".join(parts) + token
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -215,6 +217,12 @@ def random_flooding(shape: tuple[int, ...], bits: int, primes: Sequence[int]) ->
     return np.stack(out, axis=-2)
 
 
+@lru_cache(maxsize=4)
+def _zero_bytes(size: int) -> bytes:
+    """`size` zero bytes, kept: what the keystream is XORed into."""
+    return bytes(size)
+
+
 def expand_uniform(seed: bytes, index: int, primes: Sequence[int], degree: int) -> np.ndarray:
     """Polynomial `index` of the public uniform sequence of `seed`: (k, N) uniform residues.
 
@@ -224,11 +232,15 @@ def expand_uniform(seed: bytes, index: int, primes: Sequence[int], degree: int) 
     are almost always the answer; the keystream is read on in order when they are not.
     """
     out = np.empty((len(primes), degree), dtype=_U64)
+    zeros = _zero_bytes(8 * degree)
     for row, prime in enumerate(primes):
         mask = _U64((1 << prime.bit_length()) - 1)
         nonce = b"EIN1" + index.to_bytes(4, "little") + row.to_bytes(4, "little") + bytes(4)
         stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
-        np.bitwise_and(np.frombuffer(stream.update(bytes(8 * degree)), dtype="<u8"), mask, out=out[row])
+        stream.update_into(zeros, memoryview(out[row]).cast("B"))  # the keystream, written in place
+        if sys.byteorder == "big":  # its words are little-endian
+            out[row].byteswap(inplace=True)
+        np.bitwise_and(out[row], mask, out=out[row])
         if (out[row] < _U64(prime)).all():
             continue
         accepted = out[row][out[row] < _U64(prime)]
@@ -345,15 +357,20 @@ def small_dot_mod(weights: np.ndarray, values: np.ndarray, modulus: int) -> np.n
     return (np.rint(low).astype(np.int64) + np.rint(high).astype(np.int64) % modulus * 65536) % modulus
 
 
-def weighted_sum_mod(weights: np.ndarray, residues: np.ndarray, prime: int, bits: int, per_slice: int = 64
+def weighted_sum_mod(weights: np.ndarray, residues: np.ndarray, prime: int, bits: int, per_slice: int = 128
                      ) -> np.ndarray:
     """weights @ residues mod prime (outputs, n), for integer float64 weights (outputs, terms) and residues
     (terms, n) below the prime: exact float64 BLAS products on `bits`-bit limbs (`limb_bits`), `per_slice`
-    terms at a time (the limbs of every term at once would be float64 copies of all of them)."""
-    total = None
+    terms at a time (the limbs of every term at once would be float64 copies of all of them), summed in
+    place (a new sum per slice costs as much as the products)."""
+    total = part = None
     for start in range(0, residues.shape[0], per_slice):
-        part = weights[:, start : start + per_slice] @ split_limbs(residues[start : start + per_slice], bits)
-        total = part if total is None else total + part
+        limbs = split_limbs(residues[start : start + per_slice], bits)
+        if total is None:
+            total = weights[:, start : start + per_slice] @ limbs
+            part = np.empty_like(total)
+        else:
+            total += np.matmul(weights[:, start : start + per_slice], limbs, out=part)
     return combine_limbs(total, prime, bits)
 
 

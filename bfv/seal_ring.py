@@ -85,11 +85,12 @@ class SealRing:
         self.evaluator.transform_to_ntt_inplace(ciphertext)
         return ciphertext
 
-    def multiply_ntt(self, polys_ntt: np.ndarray, factor: seal.Plaintext) -> np.ndarray:
-        """Each of `polys_ntt` (2, k, N), given in the NTT domain, times `factor`, in coefficients."""
+    def multiply_ntt(self, polys_ntt: np.ndarray, factor: seal.Plaintext, ntt_form: bool = False) -> np.ndarray:
+        """Each of `polys_ntt` (2, k, N), given in the NTT domain, times `factor`: in coefficients, or left in
+        the NTT domain (`ntt_form`)."""
         ciphertext = self.ciphertext(polys_ntt, ntt_form=True)
         self.evaluator.multiply_plain_inplace(ciphertext, factor)
-        return self.from_ntt(ciphertext)
+        return self.polys(ciphertext) if ntt_form else self.from_ntt(ciphertext)
 
     def multiply(self, polys: np.ndarray, factor: seal.Plaintext) -> np.ndarray:
         """Each of `polys` (2, k, N), given by coefficients, times `factor`, in coefficients."""
