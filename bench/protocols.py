@@ -88,13 +88,23 @@ def _v1_row(name: str, url: str, images: np.ndarray, expected: np.ndarray, batch
                 "agreement": float(np.mean(labels == expected))}
 
 
+def _at_least_one(text: str) -> int:
+    """A count of images the run cannot skip: the linear rows are what the goals are read against."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: the linear model's rows are always measured, so at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mnist-dir", type=Path, help="folder with the MNIST test set (default: bundled sample)")
     parser.add_argument("--azureml-images", type=int, default=20, help="0 skips the Azure ML contract's seal engine")
     parser.add_argument("--eiserver-images", type=int, default=2, help="0 skips the EIServer engine")
-    parser.add_argument("--single-images", type=int, default=500)
-    parser.add_argument("--batch-images", type=int, default=8192)
+    parser.add_argument("--single-images", type=_at_least_one, default=500,
+                        help="images of the linear model one per request (the goals' reference: at least 1)")
+    parser.add_argument("--batch-images", type=_at_least_one, default=8192,
+                        help="images of the linear model in batches of --batch (at least 1)")
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--network-images", type=int, default=300, help="images scored by the bundled square "
                         "network, one per request (0 skips it)")
