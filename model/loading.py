@@ -17,8 +17,6 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-import sklearn
-from sklearn.exceptions import InconsistentVersionWarning
 
 from model.catalog import ModelEntry
 from model.estimators import UnsupportedModel, outputs_of, unfold
@@ -102,6 +100,10 @@ def load_estimator(path: str | Path) -> tuple[object, str | None]:
 
     The file is trusted operator input (unpickling runs code); it never comes from a request.
     """
+    # scikit-learn (about 2 s of imports) only where a pickle is read: a worker imports this module, and is
+    # handed the models its web process read (`service.model_runtime`).
+    from sklearn.exceptions import InconsistentVersionWarning
+
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -145,6 +147,8 @@ def load_linear_model(path: str | Path) -> LinearModel:
     estimator, pickled_with = load_estimator(path)
     model = linear_model_from_estimator(estimator, pickled_with=pickled_with)
     if pickled_with is not None:
+        import sklearn  # imported by the unpickling above
+
         log.warning(
             "model %s was pickled by scikit-learn %s and loaded with %s; only coef_ %s and intercept_ are used",
             Path(path).name, pickled_with, sklearn.__version__, model.coef.shape,

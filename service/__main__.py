@@ -16,20 +16,24 @@ from service.app import create_app
 from service.http.auth import AuthConfigError
 from service.http.connections import with_head_bounds
 from service.logs import configure_logging
+from service.model_runtime import CheckedModels
 from service.settings import Settings
 from service.v1.scoring import InputsNotDeclared, plan_model
 
 
-def check_models(settings: Settings) -> None:
-    """Every model loads and, where its inputs are declared, has a plan that decrypts exactly."""
+def check_models(settings: Settings) -> CheckedModels:
+    """Every model loads and, where its inputs are declared, has a plan that decrypts exactly; the models
+    by key, for the workers."""
     entries = discover(settings.azureml_model_dir, settings.model_file)
     default_entry(entries, settings.model_name)
+    checked: CheckedModels = {}
     for entry in entries:
-        model = load_entry(entry)
+        model = checked[entry.key] = load_entry(entry)
         try:
             plan_model(settings, model, entry)
         except InputsNotDeclared as exc:  # served on /score if it is the default; /v1 answers 409 with this
             logging.getLogger("service").warning("model %s: %s", entry.key, exc)
+    return checked
 
 
 def main() -> None:
@@ -42,8 +46,7 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         # Fail fast, with the reason, rather than serve a readiness probe that never turns green.
-        check_models(settings)
-        app = create_app(settings)
+        app = create_app(settings, check_models(settings))
     except (ModelLoadError, DescriptionError, CatalogError, AuthConfigError) as exc:
         logging.getLogger("service").error("cannot start: %s", exc)
         sys.exit(2)

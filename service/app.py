@@ -46,10 +46,11 @@ log = logging.getLogger(__name__)
 DOCS_PATHS = docs_page.PATHS | {"/swagger.json"}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, checked: model_runtime.CheckedModels | None = None) -> FastAPI:
+    """The app; its workers load the models themselves, or take `checked` (loaded and checked already)."""
     settings = settings or Settings()
     authenticate = authenticator(settings)  # raises AuthConfigError before anything starts
-    pool = WorkerPool(settings, model_runtime.PROGRAM)
+    pool = WorkerPool(settings, model_runtime.program(checked))
     metrics = Metrics(identities=[*configured_api_keys(settings), *settings.batch_identities])
     metrics.track_pool(lambda: pool.queued, lambda: pool.running)
     quota = ImageQuota(settings)

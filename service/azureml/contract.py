@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from model.catalog import ModelEntry, default_entry, discover
-from model.loading import LinearModel, load_entry, load_linear_model
+from model.loading import LinearModel, load_entry
 from model.network import NetworkModel
 from service.azureml.engines import ScoringEngine, create_engine
 from service.azureml.parameters import MAX_INFLATED_CIPHERTEXT, ciphertexts_for
@@ -86,10 +87,11 @@ _scorer: _Scorer | None = None
 _unserved: str | None = None  # why POST /score serves nothing though init() ran
 
 
-def init(settings: Settings | None = None, key_cache: KeyCache | None = None
+def init(settings: Settings | None = None, key_cache: KeyCache | None = None,
+         load: Callable[[ModelEntry], LinearModel | NetworkModel] = load_entry
          ) -> tuple[ModelEntry, LinearModel | NetworkModel]:
-    """Load the default model of `$AZUREML_MODEL_DIR` (`model.catalog`) and build the engine and key
-    store; returns it. `key_cache` is shared with the v1 protocol in a worker (one byte bound)."""
+    """Load the default model of `$AZUREML_MODEL_DIR` (`model.catalog`) with `load` and build the engine
+    and key store; returns it. `key_cache` is shared with the v1 protocol in a worker (one byte bound)."""
     global _scorer
     settings = settings or Settings()
     entry = default_entry(discover(settings.azureml_model_dir, settings.model_file), settings.model_name)
@@ -100,8 +102,8 @@ def init(settings: Settings | None = None, key_cache: KeyCache | None = None
                      "tutorial's linear models only: score it in rounds on /v1 (docs/networks.md), or set MODEL_NAME "
                      "to a linear model")
         log.warning("%s", _unserved)
-        return entry, load_entry(entry)
-    model = load_linear_model(entry.path)
+        return entry, load(entry)
+    model = load(entry)
     engine = create_engine(settings.scoring_engine, model)
     cache = key_cache or KeyCache(settings.key_cache_bytes)
     keys = KeyStore(settings, engine.prepare_keys, cache, "azureml", check_blob=check_key_blob)
