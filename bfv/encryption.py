@@ -139,6 +139,14 @@ class ClientKeys:
             negated[..., : scaled.shape[-1]] += scaled
         return reduce_below(reduce_below(negated, self._twice_moduli), self._moduli)
 
+    def _c0_ntt(self, negated: np.ndarray, noise: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """`_c0` in SEAL's NTT domain, from `negated` = 2p - a*s in that domain: NTT(e + round(Q*m/t)) - a*s.
+        The message residues stay below 2p before their reduction, the sum with `negated` below 3p."""
+        messages = from_signed(noise, self._primes)
+        messages[..., : scaled.shape[-1]] += scaled
+        negated += self.ring.ntt_rows(reduce_below(messages, self._moduli))
+        return reduce_below(reduce_below(negated, self._twice_moduli), self._moduli)
+
     def _as_message(self, values: np.ndarray) -> np.ndarray:
         return np.mod(np.asarray(values, dtype=np.int64), self.plan.params.plain_modulus).astype(np.uint64)
 
@@ -194,14 +202,8 @@ class ClientKeys:
             stop = min(start + 2, count)
             negated[start:stop] = self._negated_products(*((seed, index) for index in range(start, stop)),
                                                          ntt_form=ntt_c0)
-        if not ntt_c0:
-            return write_request(Request(kind, images, self.key_id, seed, self._c0(negated, noise, scaled)),
-                                 self.plan.params)
-        messages = from_signed(noise, self._primes)
-        messages[..., : scaled.shape[-1]] += scaled
-        c0 = reduce_below(negated + self.ring.ntt_rows(reduce_below(messages, self._moduli)), self._twice_moduli)
-        return write_request(Request(kind, images, self.key_id, seed, reduce_below(c0, self._moduli)),
-                             self.plan.params)
+        c0 = (self._c0_ntt if ntt_c0 else self._c0)(negated, noise, scaled)
+        return write_request(Request(kind, images, self.key_id, seed, c0), self.plan.params)
 
     def _plain(self, phases: np.ndarray, bits: int) -> np.ndarray:
         """Plaintext coefficients in [0, t) from phases c0 + c1*s modulo 2^bits."""

@@ -203,7 +203,7 @@ def test_the_loops_stay_inside_their_buffers(tmp_path: Path) -> None:
         missing_part("no gcc to build the loops with AddressSanitizer")
     harness = tmp_path / "kernels_bounds"
     # -O0: every access stays in the code the sanitizers instrument, and the unrolled packing loops build in
-    # 3 s instead of 24 s at -O1.
+    # seconds (at -O1 they take most of this test's time).
     subprocess.run(["gcc", "-O0", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                     "-fno-math-errno", "-o", str(harness), str(Path(__file__).with_name("kernels_bounds.c")),
                     str(PROJECT_ROOT / "bfv" / "_kernels.c")], check=True, capture_output=True, timeout=300)
