@@ -211,7 +211,7 @@ def _goals(rows: list[dict], in_process: dict[str, dict[str, float]], floor: flo
     if network is not None:
         figures += [("network, in-process server (all rounds)", local("network_server"), None),
                     ("network, in-process client (all rounds)", local("network_client"), None),
-                    ("network, in-process between requests (ternary u)", local("network_between"), None),
+                    ("network, in-process between requests (u and errors)", local("network_between"), None),
                     ("network, HTTP server (x-engine-ms, all rounds)", http(network, "server"),
                      GOALS["network_server"]),
                     ("network, HTTP end to end (all rounds)", http(network, "end_to_end"),

@@ -99,7 +99,7 @@ def bundled_network_plan() -> NetworkPlan:
 def network_in_process_seconds(inputs: np.ndarray) -> dict[str, dict[str, float]]:
     """The bundled network, one image at a time in-process: the server's time over all rounds (parse +
     score, as a worker does), the client's (encrypt, decrypt, square and encrypt again, decrypt), and
-    the server's between requests (its pool of ternary u), mean and median; `exact` is the share of
+    the server's between requests (its pool of u and errors), mean and median; `exact` is the share of
     images whose scores equal the quantized network's."""
     plan = bundled_network_plan()
     evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60))
@@ -110,7 +110,7 @@ def network_in_process_seconds(inputs: np.ndarray) -> dict[str, dict[str, float]
     rounds = len(plan.public.rounds)
     for row in inputs:
         started = time.perf_counter()
-        while evaluator.make_ahead():  # what an idle worker does between requests: the ternary u
+        while evaluator.make_ahead():  # what an idle worker does between requests: u and errors
             pass
         between.append(time.perf_counter() - started)
         server_time = 0.0

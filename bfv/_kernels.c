@@ -308,24 +308,91 @@ void ein_shoup(const uint64_t *w, size_t count, uint64_t prime, uint64_t *out) {
     for (size_t i = 0; i < count; i++) out[i] = (uint64_t)(((u128)w[i] << 64) / prime);
 }
 
-/* out[i] = sum over k < terms of x[k][i] * w[k][i] mod p, plus extra_x[i] * extra_w[i], for residues below
- * p < 2^62 laid out (terms x n), with w's Shoup quotients (ein_shoup): each product is x*w - floor(x*w'/2^64)*p,
- * in [0, 2p), and the sum is kept in [0, 2p) by one conditional subtraction per term (bfv/ring.py dot_mod). */
-INLINE uint64_t shoup_add(uint64_t sum, uint64_t a, uint64_t b, uint64_t quotient_factor, uint64_t prime,
-                          uint64_t twice) {
-    const uint64_t quotient = (uint64_t)(((u128)a * quotient_factor) >> 64);
-    sum += a * b - quotient * prime;
-    return sum - (twice & (uint64_t)(-(int64_t)(sum >= twice)));
+/* out[i] = sum over k < terms of x[k][i] * w[k][i] mod p, plus extra_x[i] * extra_w[i], for residues below p
+ * laid out (terms x n): the products are summed in 128 bits, which bfv/kernels.py checks they fit
+ * ((terms + 1) p^2 < 2^128), and each sum h * 2^64 + l is reduced once, as h * (2^64 mod p) + l with two
+ * Shoup products (bfv/ring.py dot_mod). One multiplication per term, and no precomputed quotients to read. */
+INLINE uint64_t shoup_multiply(uint64_t a, uint64_t w, uint64_t w_quotient, uint64_t prime) {
+    return a * w - (uint64_t)(((u128)a * w_quotient) >> 64) * prime;  /* in [0, 2p) for any 64-bit a */
 }
 
-VECTOR_LOOP void ein_dot_mod(const uint64_t *x, const uint64_t *w, const uint64_t *w_shoup, size_t terms, size_t n,
-                             const uint64_t *extra_x, const uint64_t *extra_w, const uint64_t *extra_shoup,
-                             uint64_t prime, uint64_t *out) {
-    const uint64_t twice = 2 * prime;
-    for (size_t i = 0; i < n; i++) out[i] = shoup_add(0, extra_x[i], extra_w[i], extra_shoup[i], prime, twice);
-    for (size_t k = 0; k < terms; k++) {
-        const uint64_t *a = x + k * n, *b = w + k * n, *c = w_shoup + k * n;
-        for (size_t i = 0; i < n; i++) out[i] = shoup_add(out[i], a[i], b[i], c[i], prime, twice);
+INLINE uint64_t reduce_below_twice(uint64_t value, uint64_t prime) {  /* value < 4p, reduced below p */
+    value -= (2 * prime) & (uint64_t)(-(int64_t)(value >= 2 * prime));
+    return value - (prime & (uint64_t)(-(int64_t)(value >= prime)));
+}
+
+void ein_dot_mod(const uint64_t *x, const uint64_t *w, size_t terms, size_t n, const uint64_t *extra_x,
+                 const uint64_t *extra_w, uint64_t prime, uint64_t *out) {
+    const uint64_t wrap = (uint64_t)(((u128)1 << 64) % prime), wrap_quotient = (uint64_t)(((u128)wrap << 64) / prime);
+    const uint64_t one_quotient = (uint64_t)(((u128)1 << 64) / prime);
+    for (size_t i = 0; i < n; i++) {
+        u128 sum = (u128)extra_x[i] * extra_w[i];
+        for (size_t k = 0; k < terms; k++) sum += (u128)x[k * n + i] * w[k * n + i];
+        const uint64_t high = shoup_multiply((uint64_t)(sum >> 64), wrap, wrap_quotient, prime);
+        out[i] = reduce_below_twice(high + shoup_multiply((uint64_t)sum, 1, one_quotient, prime), prime);
     }
-    for (size_t i = 0; i < n; i++) out[i] -= prime & (uint64_t)(-(int64_t)(out[i] >= prime));
+}
+
+/* Negacyclic NTTs in SEAL's domain (bfv/ntt.py builds the tables and checks them against SEAL): output i of
+ * the forward transform is a(psi^(2 * bitrev(i) + 1)) for SEAL's root psi. `roots[m + i]` (1 <= m < n, i < m)
+ * is psi^bitrev(m + i), `inverse_roots[m + i]` psi^-bitrev(m + i), each with its Shoup quotient.
+ * Cooley-Tukey forward and Gentleman-Sande inverse butterflies with Harvey's lazy reduction: values stay
+ * below 4p (p < 2^62) inside a transform, and leave it reduced below p. */
+void ein_ntt_forward(uint64_t *polys, size_t rows, size_t n, uint64_t prime, const uint64_t *roots,
+                     const uint64_t *roots_shoup) {
+    const uint64_t twice = 2 * prime;
+    for (size_t row = 0; row < rows; row++) {
+        uint64_t *a = polys + row * n;
+        for (size_t m = 1, gap = n >> 1; m < n; m <<= 1, gap >>= 1) {
+            for (size_t i = 0; i < m; i++) {
+                const uint64_t w = roots[m + i], w_quotient = roots_shoup[m + i];
+                uint64_t *x = a + 2 * i * gap, *y = x + gap;
+                for (size_t j = 0; j < gap; j++) {
+                    uint64_t u = x[j];
+                    u -= twice & (uint64_t)(-(int64_t)(u >= twice));
+                    const uint64_t v = shoup_multiply(y[j], w, w_quotient, prime);
+                    x[j] = u + v;
+                    y[j] = u - v + twice;
+                }
+            }
+        }
+        for (size_t j = 0; j < n; j++) {
+            uint64_t value = a[j];
+            value -= twice & (uint64_t)(-(int64_t)(value >= twice));
+            a[j] = value - (prime & (uint64_t)(-(int64_t)(value >= prime)));
+        }
+    }
+}
+
+void ein_ntt_inverse(uint64_t *polys, size_t rows, size_t n, uint64_t prime, const uint64_t *inverse_roots,
+                     const uint64_t *inverse_roots_shoup, uint64_t n_inverse, uint64_t n_inverse_shoup) {
+    const uint64_t twice = 2 * prime;
+    for (size_t row = 0; row < rows; row++) {
+        uint64_t *a = polys + row * n;
+        for (size_t m = n >> 1, gap = 1; m >= 1; m >>= 1, gap <<= 1) {
+            for (size_t i = 0; i < m; i++) {
+                const uint64_t w = inverse_roots[m + i], w_quotient = inverse_roots_shoup[m + i];
+                uint64_t *x = a + 2 * i * gap, *y = x + gap;
+                for (size_t j = 0; j < gap; j++) {
+                    const uint64_t u = x[j], v = y[j];  /* both below 2p */
+                    uint64_t sum = u + v;
+                    x[j] = sum - (twice & (uint64_t)(-(int64_t)(sum >= twice)));
+                    y[j] = shoup_multiply(u - v + twice, w, w_quotient, prime);
+                }
+            }
+        }
+        for (size_t j = 0; j < n; j++) {
+            const uint64_t value = shoup_multiply(a[j], n_inverse, n_inverse_shoup, prime);
+            a[j] = value - (prime & (uint64_t)(-(int64_t)(value >= prime)));
+        }
+    }
+}
+
+/* out[i] = x[i] * w[i] mod p for residues below p < 2^62, with w's Shoup quotients (ein_shoup). */
+void ein_multiply_mod(const uint64_t *x, const uint64_t *w, const uint64_t *w_shoup, size_t n, uint64_t prime,
+                      uint64_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t product = shoup_multiply(x[i], w[i], w_shoup[i], prime);
+        out[i] = product - (prime & (uint64_t)(-(int64_t)(product >= prime)));
+    }
 }

@@ -55,7 +55,9 @@ class ClientKeys:
         self._twice_moduli = self._moduli * np.uint64(2)
         self._secret = random_ternary(params.degree) if secret is None else self._imported_secret(secret)
         residues = from_signed(self._secret, self._primes)
-        self._secret_ntt = self.ring.ntt_plaintext(residues)
+        self._secret_ntt = self.ring.ntt_factor(residues)
+        # How many polynomials one product takes: SEAL's two, or every one at once in the compiled loops.
+        self._per_product = 2 if self._secret_ntt.plaintext is not None else 1 << 16
         self._lock = threading.Lock()
         if public_key is None:
             seed = random_bytes(SEED_BYTES)
@@ -116,13 +118,13 @@ class ClientKeys:
         return rows
 
     def _negated_products(self, *polys: tuple[bytes, int], ntt_form: bool = False) -> np.ndarray:
-        """2p - a*s in coefficients (or in the NTT domain), in (p, 2p], for one or two uniform polynomials a
-        given by (seed, index).
+        """2p - a*s in coefficients (or in the NTT domain), in (p, 2p], for uniform polynomials a given by
+        (seed, index): any number of them, or, where SEAL multiplies (`_per_product`), one or two.
 
         SEAL multiplies a ciphertext's two polynomials at once; a lone one goes in twice.
         """
         a_ntt = np.stack([expand_uniform(seed, index, self._primes, self.plan.degree) for seed, index in polys])
-        if len(polys) == 1:
+        if len(polys) == 1 and self._per_product == 2:
             a_ntt = np.concatenate([a_ntt, a_ntt])
         product = self.ring.multiply_ntt(a_ntt, self._secret_ntt, ntt_form=ntt_form)
         return self._twice_moduli - product[: len(polys)]
@@ -150,13 +152,14 @@ class ClientKeys:
     def _as_message(self, values: np.ndarray) -> np.ndarray:
         return np.mod(np.asarray(values, dtype=np.int64), self.plan.params.plain_modulus).astype(np.uint64)
 
-    def encrypt_single(self, inputs: np.ndarray) -> bytes:
-        """A request for one sample of integer inputs (n_features,).
+    def encrypt_single(self, inputs: np.ndarray, ntt_c0: bool = False) -> bytes:
+        """A request for one sample of integer inputs (n_features,); with `ntt_c0`, its c0 in SEAL's NTT
+        domain (what a network's rounds multiply).
 
         Only the first n_features coefficients of the message are nonzero, so only they are scaled.
         """
-        if self.plan.chunks > 1:
-            return self._encrypt_chunks(inputs)
+        if self.plan.chunks > 1 or ntt_c0:
+            return self._encrypt_chunks(inputs, ntt_c0)
         message = np.empty(self.plan.n_features, dtype=np.int64)
         message[:] = inputs
         scaled = scale_messages(self._as_message(message), self._primes, self.plan.params.plain_modulus)
@@ -169,14 +172,15 @@ class ClientKeys:
         c0 = self._c0(negated, noise, scaled)
         return write_request(Request(Kind.SINGLE, 1, self.key_id, seed, c0[None]), self.plan.params)
 
-    def _encrypt_chunks(self, inputs: np.ndarray) -> bytes:
+    def _encrypt_chunks(self, inputs: np.ndarray, ntt_c0: bool) -> bytes:
         """One sample split over `chunks` ciphertexts of `chunk_features` coefficients each (a network's
         rounds): ciphertext i holds features i * width ... (i + 1) * width - 1."""
         plan = self.plan
         message = np.zeros(plan.chunks * plan.chunk_features, dtype=np.int64)
         message[: plan.n_features] = inputs
         messages = self._as_message(message.reshape(plan.chunks, plan.chunk_features))
-        return self._encrypt_messages(Kind.SINGLE, 1, scale_messages(messages, self._primes, plan.params.plain_modulus))
+        return self._encrypt_messages(Kind.SINGLE, 1, scale_messages(messages, self._primes, plan.params.plain_modulus),
+                                      ntt_c0)
 
     def encrypt_batch(self, inputs: np.ndarray, ntt_c0: bool = False) -> bytes:
         """A request for up to N samples of integer inputs (images, n_features): one ciphertext per feature;
@@ -198,8 +202,8 @@ class ClientKeys:
             noise = random_error((count, self.plan.degree))
             self._seed, self._seed_negated = random_bytes(SEED_BYTES), None
         negated = np.empty((count, len(self._primes), self.plan.degree), dtype=np.uint64)
-        for start in range(0, count, 2):
-            stop = min(start + 2, count)
+        for start in range(0, count, self._per_product):
+            stop = min(start + self._per_product, count)
             negated[start:stop] = self._negated_products(*((seed, index) for index in range(start, stop)),
                                                          ntt_form=ntt_c0)
         c0 = (self._c0_ntt if ntt_c0 else self._c0)(negated, noise, scaled)
@@ -234,10 +238,10 @@ class ClientKeys:
         polys = values.reshape(plan.n_outputs, 2, degree)
         scores = np.zeros((images, plan.n_outputs), dtype=np.int64)
         first_prime = self._primes[0]
-        for start in range(0, plan.n_outputs, 2):
-            outputs = list(range(start, min(start + 2, plan.n_outputs)))
+        for start in range(0, plan.n_outputs, self._per_product):
+            outputs = list(range(start, min(start + self._per_product, plan.n_outputs)))
             pair = np.repeat(polys[outputs, 1][:, None, :], k, axis=1)
-            if len(outputs) == 1:
+            if len(outputs) == 1 and self._per_product == 2:
                 pair = np.concatenate([pair, pair])
             # c1 < 2^bits and s is ternary: c1 * s is an integer below N * 2^bits < p / 2, read off centred.
             products = self.ring.multiply(pair, self._secret_ntt)[: len(outputs), 0].astype(np.int64)

@@ -31,8 +31,11 @@ _SIGNATURES = [
     ("ein_split_limbs", [_ADDRESS, _SIZE, _WIDTH, _SIZE, _ADDRESS], None),
     ("ein_add_centred_binomial", [_ADDRESS, _ADDRESS, _SIZE, _SIZE, _WIDTH, _ADDRESS, _SIZE], None),
     ("ein_shoup", [_ADDRESS, _SIZE, ctypes.c_uint64, _ADDRESS], None),
-    ("ein_dot_mod", [_ADDRESS, _ADDRESS, _ADDRESS, _SIZE, _SIZE, _ADDRESS, _ADDRESS, _ADDRESS, ctypes.c_uint64,
-                     _ADDRESS], None),
+    ("ein_dot_mod", [_ADDRESS, _ADDRESS, _SIZE, _SIZE, _ADDRESS, _ADDRESS, ctypes.c_uint64, _ADDRESS], None),
+    ("ein_multiply_mod", [_ADDRESS, _ADDRESS, _ADDRESS, _SIZE, ctypes.c_uint64, _ADDRESS], None),
+    ("ein_ntt_forward", [_ADDRESS, _SIZE, _SIZE, ctypes.c_uint64, _ADDRESS, _ADDRESS], None),
+    ("ein_ntt_inverse", [_ADDRESS, _SIZE, _SIZE, ctypes.c_uint64, _ADDRESS, _ADDRESS, ctypes.c_uint64,
+                         ctypes.c_uint64], None),
 ]
 
 
@@ -176,16 +179,48 @@ def shoup_quotients(residues: np.ndarray, prime: int) -> np.ndarray:
     return out
 
 
-def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, extra: tuple[np.ndarray, np.ndarray, np.ndarray],
-            prime: int) -> np.ndarray:
-    """sum_k x[k] * w[k] + extra_x * extra_w mod p (n,), for residues (terms, n) and (n,) below the prime
-    p < 2^62, with the w's Shoup quotients; `extra` is (extra_x, extra_w, extra_w's quotients)."""
-    arrays = [np.ascontiguousarray(a, dtype=np.uint64) for a in (x, w, w_shoup, *extra)]
-    x, w, w_shoup, extra_x, extra_w, extra_shoup = arrays
-    if not x.shape == w.shape == w_shoup.shape or x.ndim != 2 or not 1 < prime < 2**62 \
-            or not extra_x.shape == extra_w.shape == extra_shoup.shape == x.shape[1:]:
-        raise ValueError("three (terms, n) arrays and three (n,) of residues below a prime under 2^62")
+def dot_mod(x: np.ndarray, w: np.ndarray, extra: tuple[np.ndarray, np.ndarray], prime: int) -> np.ndarray:
+    """sum_k x[k] * w[k] + extra_x * extra_w mod p (n,), for residues (terms, n) and (n,) below the prime p,
+    summed in 128 bits: (terms + 1) p^2 < 2^128 (16 terms below 2^62, 256 below 2^60)."""
+    arrays = [np.ascontiguousarray(a, dtype=np.uint64) for a in (x, w, *extra)]
+    x, w, extra_x, extra_w = arrays
+    if not x.shape == w.shape or x.ndim != 2 or not 1 < prime < 2**62 or (x.shape[0] + 1) * prime**2 >= 2**128 \
+            or not extra_x.shape == extra_w.shape == x.shape[1:]:
+        raise ValueError("two (terms, n) arrays and two (n,) of residues below a prime p under 2^62, with "
+                         "(terms + 1) p^2 below 2^128")
     out = np.empty(x.shape[1], dtype=np.uint64)
-    _LIBRARY.ein_dot_mod(x.ctypes.data, w.ctypes.data, w_shoup.ctypes.data, x.shape[0], x.shape[1],
-                         extra_x.ctypes.data, extra_w.ctypes.data, extra_shoup.ctypes.data, prime, out.ctypes.data)
+    _LIBRARY.ein_dot_mod(x.ctypes.data, w.ctypes.data, x.shape[0], x.shape[1], extra_x.ctypes.data,
+                         extra_w.ctypes.data, prime, out.ctypes.data)
+    return out
+
+
+def ntt(polys: np.ndarray, prime: int, roots: np.ndarray, roots_shoup: np.ndarray,
+        scale: tuple[int, int] | None = None) -> None:
+    """Negacyclic NTTs in place of `polys` (rows, N), residues below the prime p < 2^62: forward with the
+    tables of `bfv.ntt.NttTables`, or, given `scale` (N^-1 mod p and its Shoup quotient), inverse."""
+    n = polys.shape[-1]
+    if polys.dtype != np.uint64 or not polys.flags.c_contiguous or polys.ndim != 2 or not 1 < prime < 2**62 \
+            or not roots.shape == roots_shoup.shape == (n,) or n & (n - 1) or n < 2:
+        raise ValueError("contiguous uint64 rows of a power-of-two degree, tables of that size, a prime below 2^62")
+    roots, roots_shoup = (np.ascontiguousarray(table, dtype=np.uint64) for table in (roots, roots_shoup))
+    if scale is None:
+        _LIBRARY.ein_ntt_forward(polys.ctypes.data, polys.shape[0], n, prime, roots.ctypes.data,
+                                 roots_shoup.ctypes.data)
+    else:
+        _LIBRARY.ein_ntt_inverse(polys.ctypes.data, polys.shape[0], n, prime, roots.ctypes.data,
+                                 roots_shoup.ctypes.data, *scale)
+
+
+def multiply_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, prime: int) -> np.ndarray:
+    """x * w mod p elementwise (uint64, x's shape) for residues below the prime p < 2^62, with w's Shoup
+    quotients; w and its quotients have x's last dimension and broadcast over the others."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    w, w_shoup = (np.ascontiguousarray(a, dtype=np.uint64) for a in (w, w_shoup))
+    if x.ndim == 0 or not w.shape == w_shoup.shape == x.shape[-1:] or not 1 < prime < 2**62:
+        raise ValueError("residues (..., n) times two (n,) arrays of residues below a prime under 2^62")
+    out = np.empty_like(x)
+    for row in range(x.size // max(x.shape[-1], 1)):
+        offset = row * x.shape[-1] * 8
+        _LIBRARY.ein_multiply_mod(x.ctypes.data + offset, w.ctypes.data, w_shoup.ctypes.data, x.shape[-1], prime,
+                                  out.ctypes.data + offset)
     return out

@@ -29,7 +29,7 @@ from bfv.network_plan import base_digits
 from bfv.plan import PublicPlan
 from bfv.rerandomize import PreparedKey, ZeroEncryptions
 from bfv.ring import (add_mod, dot_mod, expand_uniform, from_signed, limb_bits, moduli_column, random_below,
-                      random_flooding, residue_fraction, shoup_quotients, small_dot_mod, weighted_sum_mod)
+                      random_flooding, residue_fraction, small_dot_mod, weighted_sum_mod)
 from bfv.seal_ring import SealRing
 from bfv.wire import Kind, Request, write_switched_reply
 
@@ -53,9 +53,8 @@ class BatchRound:
         self._factors = factors.astype(np.float64)
         magnitude = int(np.abs(factors).max()).bit_length()
         self._limb_bits = limb_bits(factors.shape[1], magnitude)
-        # (-2)^-1 modulo each prime, over a c0 and an a side by side (2N), with its Shoup quotients
-        halves = [np.full(2 * public.degree, pow(-2, -1, p), dtype=np.uint64) for p in self._primes]
-        self._halves = [(half, shoup_quotients(half, p)) for half, p in zip(halves, self._primes)]
+        # (-2)^-1 modulo each prime, over a c0 and an a side by side (2N)
+        self._halves = [np.full(2 * public.degree, pow(-2, -1, p), dtype=np.uint64) for p in self._primes]
 
     def reply(self, request: Request, key: PreparedKey, zeros: ZeroEncryptions, previous: np.ndarray | None,
               following: np.ndarray | None, last: bool) -> bytes:
@@ -107,14 +106,13 @@ class BatchRound:
                                    ).reshape(values, self._digits, len(primes), degree)
         out = np.empty((values, 2, len(primes), degree), dtype=np.uint64)
         for row, prime in enumerate(primes):
-            half, half_shoup = self._halves[row]
+            half = self._halves[row]
             for j in range(values):
                 terms = [values + d * values + j for d in range(self._digits)]
                 x = np.concatenate([c0_ntt[terms, row], a[terms, row]], axis=1)  # (D, 2N): c0 then a
                 w = np.concatenate([digits_ntt[j, :, row], digits_ntt[j, :, row]], axis=1)
                 squares = np.concatenate([c0_ntt[j, row], a[j, row]])
-                out[j, :, row] = dot_mod(x, w, shoup_quotients(w, prime), (squares, half, half_shoup),
-                                         prime).reshape(2, degree)
+                out[j, :, row] = dot_mod(x, w, (squares, half), prime).reshape(2, degree)
         return out
 
     def _inverse_ntt(self, polys: np.ndarray, ntt_c0: bool):

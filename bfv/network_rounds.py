@@ -36,10 +36,10 @@ from bfv.network_batch import BatchRound
 from bfv.network_plan import NetworkPlan, NetworkPublicPlan, base_digits
 from bfv.plan import PublicPlan
 from bfv.rerandomize import PreparedKey, ZeroEncryptions
-from bfv.ring import (add_mod, add_random_errors, dot_mod, expand_uniform, from_signed, moduli_column, random_flooding,
-                      residue_fraction, scale_messages, shoup_quotients, small_dot_mod)
+from bfv.ring import (add_errors, add_mod, dot_mod, error_words, expand_uniform, from_signed, moduli_column,
+                      random_flooding, residue_fraction, scale_messages, small_dot_mod)
 from bfv.seal_ring import SealRing
-from bfv.wire import Kind, WireError, read_request, reply_size, request_size, write_switched_reply
+from bfv.wire import Kind, Request, WireError, read_request, reply_size, request_size, write_switched_reply
 
 _TOKEN_PAYLOAD = struct.Struct("<BQ32s")  # round, expiry (ms since the epoch), mask seed
 _NONCE_BYTES = 12
@@ -130,8 +130,9 @@ class RoundProducts:
 
     For each reply group g, in SEAL's NTT domain: sum over chunks s of (c0_s, a_s) * w_{g,s}, plus
     (pk0, pk1) * u_g for a fresh ternary u_g (`ring.dot_mod`, the compiled loops where built), then
-    one inverse NTT, fresh errors e0 and e1 (so the sum is re-randomized as a fresh encryption of
-    zero would make it), the intercepts and masks at the result positions. w_{g,s} holds, reversed at
+    one inverse NTT, fresh errors e1 and, where c0 is read, e0 (so what the reply carries is
+    re-randomized as a fresh encryption of zero would make it), the intercepts and masks at the result
+    positions. w_{g,s} holds, reversed at
     offset l * width, the chunk-s part of the weights of the group's l-th output, so coefficient
     l * width + width - 1 is that output's whole dot product. Splitting a sample over several
     ciphertexts lets each reply ciphertext carry `chunks` times more outputs: fewer reply bytes and
@@ -152,10 +153,9 @@ class RoundProducts:
                 for slot, output in enumerate(group):
                     poly[slot * width : (slot + 1) * width] = padded[output, chunk * width : (chunk + 1) * width][::-1]
         transformed = ring.ntt_rows(from_signed(polys, self._primes))  # (rows, k, N)
-        # Per prime, each group's chunks contiguous: (k, groups, chunks, N), with their Shoup quotients.
+        # Per prime, each group's chunks contiguous: (k, groups, chunks, N).
         self._weights = np.ascontiguousarray(transformed.reshape(len(public.groups), chunks, len(self._primes),
                                                                  degree).transpose(2, 0, 1, 3))
-        self._quotients = np.stack([shoup_quotients(w, p) for w, p in zip(self._weights, self._primes)])
         self._positions = public.result_positions(0)
 
     def scaled(self, values: np.ndarray) -> np.ndarray:
@@ -164,47 +164,58 @@ class RoundProducts:
         ordered = np.asarray(values, dtype=np.uint64)[order]
         return scale_messages(ordered, self._primes, self.public.params.plain_modulus)
 
-    def reply(self, c0: np.ndarray, seed: bytes, key: NetworkKey, ternary: Callable[[], np.ndarray],
+    def reply(self, c0: np.ndarray, seed: bytes, key: NetworkKey, noise: Callable[[], GroupNoise],
               plain: np.ndarray) -> bytes:
-        """The single-image reply to the chunks (c0 (chunks, k, N), a_s = expand_uniform(seed, s)), with
-        `plain` (k, outputs) = `scaled(intercepts)` added to the scores; `ternary()` gives a fresh u in NTT form."""
+        """The single-image reply to the chunks (c0 (chunks, k, N) in the NTT domain, as the client sends it;
+        a_s = expand_uniform(seed, s)), with `plain` (k, outputs) = `scaled(intercepts)` added to the scores;
+        `noise()` gives each group its fresh u and errors."""
         public, ring, primes = self.public, self.ring, self._primes
         degree, chunks = public.degree, public.chunks
         # (k, 2, chunks, N): per prime, the chunks' c0 and a in the NTT domain
         inputs = np.empty((len(primes), 2, chunks, degree), dtype=np.uint64)
-        inputs[:, 0] = ring.ntt_rows(c0).transpose(1, 0, 2)
+        inputs[:, 0] = c0.transpose(1, 0, 2)
         for chunk in range(chunks):
             inputs[:, 1, chunk] = expand_uniform(seed, chunk, primes, degree)
         fractions = np.empty(public.single_reply_values)
         start = outputs_seen = 0
         for index, group in enumerate(public.groups):
-            u = ternary()  # (k, N)
+            fresh = noise()
             total = np.empty((2, len(primes), degree), dtype=np.uint64)
             for row, prime in enumerate(primes):
-                weights, quotients = self._weights[row, index], self._quotients[row, index]
+                weights = self._weights[row, index]
                 for poly in range(2):  # c0: sum c0_s * w_s + pk0 * u; c1: sum a_s * w_s + pk1 * u
-                    total[poly, row] = dot_mod(inputs[row, poly], weights, quotients,
-                                               (u[row], key.ntt[poly, row], key.quotients[poly, row]), prime)
-            polys = add_random_errors(np.array(ring.from_ntt(ring.ciphertext(total, ntt_form=True))), primes)
+                    total[poly, row] = dot_mod(inputs[row, poly], weights, (fresh.u[row], key.ntt[poly, row]), prime)
+            polys = ring.ntt_rows(total, inverse=True)
             count = len(group)
-            scores = add_mod(polys[0][:, self._positions[:count]], plain[:, outputs_seen : outputs_seen + count],
-                             self._moduli)
+            # e0 where c0 is read (the reply carries no other coefficient of it), e1 everywhere
+            scores = add_errors(np.ascontiguousarray(polys[0][None, :, self._positions[:count]]),
+                                fresh.words[None, degree : degree + count], primes)[0]
+            scores = add_mod(scores, plain[:, outputs_seen : outputs_seen + count], self._moduli)
             if public.flooding_bits:
                 scores = add_mod(scores, random_flooding((count,), public.flooding_bits, primes), self._moduli)
+            c1 = add_errors(polys[1:], fresh.words[None, :degree], primes)[0]
             fractions[start : start + count] = residue_fraction(scores, primes)
-            fractions[start + count : start + count + degree] = residue_fraction(polys[1], primes)
+            fractions[start + count : start + count + degree] = residue_fraction(c1, primes)
             start, outputs_seen = start + count + degree, outputs_seen + count
         return write_switched_reply(Kind.SINGLE, 1, public.single_reply_bits, fractions)
 
 
 @dataclass(frozen=True)
+class GroupNoise:
+    """The randomness of one single-image reply group, independent of the key and of t, so drawn between
+    requests: a ternary u in the NTT domain (k, N) for its encryption of zero, and the words (N + outputs)
+    of its errors e1 (N) and e0 (where c0 is read)."""
+
+    u: np.ndarray
+    words: np.ndarray
+
+
+@dataclass(frozen=True)
 class NetworkKey:
-    """A client's public key prepared once: (pk0, pk1) in the NTT domain (2, k, N), the same for every t,
-    with their Shoup quotients."""
+    """A client's public key prepared once: (pk0, pk1) in the NTT domain (2, k, N), the same for every t."""
 
     key_id: str
     ntt: np.ndarray
-    quotients: np.ndarray
     nbytes: int
     prepared: PreparedKey  # for the batch layout's encryptions of zero
 
@@ -212,9 +223,9 @@ class NetworkKey:
 class NetworkEvaluator:
     """The server's half of a network's rounds: no key but the client's public key, no state between rounds."""
 
-    def __init__(self, plan: NetworkPlan, tokens: RoundTokens, ternary_pool: int = 24) -> None:
-        """`ternary_pool` fresh ternary u (in NTT form, key-independent) are kept ready, made between
-        requests by `make_ahead` (two requests' worth for the bundled network)."""
+    def __init__(self, plan: NetworkPlan, tokens: RoundTokens, noise_pool: int = 24) -> None:
+        """`noise_pool` groups' fresh u and errors (`GroupNoise`) are kept ready, made between requests by
+        `make_ahead` (two requests' worth for the bundled network)."""
         self.plan, self.tokens = plan, tokens
         public = plan.public
         self._rings = [SealRing(round_plan.params) for round_plan in public.rounds[0]]  # one per modulus
@@ -225,8 +236,10 @@ class NetworkEvaluator:
                         for bias in plan.network.biases]
         # The u of the encryptions of zero depend neither on t nor on the key: one source for every round.
         self._zeros = ZeroEncryptions(self._rings[0], 0, np.zeros(0, dtype=np.int64))
-        self._ready: deque[np.ndarray] = deque()
-        self._pool = ternary_pool
+        self._ready: deque[GroupNoise] = deque()
+        self._pool = noise_pool
+        self._noise_words = public.degree + max(len(group) for plans in public.rounds for round_plan in plans
+                                                for group in round_plan.groups)
         self._batch: list[list[BatchRound]] | None = None
 
     def _batch_rounds(self) -> list[list[BatchRound]]:
@@ -240,24 +253,24 @@ class NetworkEvaluator:
                            for index, plans in enumerate(layout.rounds)]
         return self._batch
 
-    def _ternary(self) -> np.ndarray:
-        return self._ready.popleft() if self._ready else self._zeros.ternary_ntt()
+    def _noise(self) -> GroupNoise:
+        return self._ready.popleft() if self._ready else self._fresh_noise()
+
+    def _fresh_noise(self) -> GroupNoise:
+        return GroupNoise(self._zeros.ternary_ntt(), error_words((self._noise_words,)))
 
     def make_ahead(self) -> bool:
-        """One step of filling the pool of ternary u (two: one SEAL transform); whether more steps remain."""
+        """One step of filling the pool of groups' randomness (two groups'); whether more steps remain."""
         if len(self._ready) >= self._pool:
             return False
-        self._ready.extend((self._zeros.ternary_ntt(), self._zeros.ternary_ntt()))
+        self._ready.extend((self._fresh_noise(), self._fresh_noise()))
         return len(self._ready) < self._pool
 
     def prepare_key(self, blob: bytes) -> NetworkKey:
         ring = self._rings[0]
         key = prepare_public_key(ring, blob, 0)
         public = np.array(ring.polys(key.public_ntt))  # (pk0, pk1) in the NTT domain (2, k, N)
-        quotients = np.stack([np.stack([shoup_quotients(poly[row], prime)
-                                        for row, prime in enumerate(ring.params.data_primes)]) for poly in public])
-        return NetworkKey(key_id=key.key_id, ntt=public, quotients=quotients, nbytes=2 * public.nbytes + key.nbytes,
-                          prepared=key)
+        return NetworkKey(key_id=key.key_id, ntt=public, nbytes=public.nbytes + key.nbytes, prepared=key)
 
     def _masks(self, seed: bytes, round_index: int, batch: bool) -> list[np.ndarray]:
         """The masks of a round's reply, per modulus: (outputs,), or (outputs, N) for a batch's slots."""
@@ -306,22 +319,31 @@ class NetworkEvaluator:
                                            None if previous is None else previous[index],
                                            None if next_masks is None else next_masks[index], last))
             return b"".join(replies)
-        weights = self.plan.network.weights[round_index]
-        for index, (plan, ring, request) in enumerate(zip(public.rounds[round_index], self._rings, requests)):
-            t = plan.params.plain_modulus
-            intercepts = self._biases[round_index][index]  # modulo t, int64
-            if round_index:  # Q (z - r)^2 = Q z^2 - 2 sum_d Q diag(r_d) B^d z + Q r^2
-                r = previous[index].astype(np.int64)
-                digits = base_digits(r, public.digit_bits, public.digits)
-                layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in digits], axis=1)
-                intercepts = (intercepts + small_dot_mod(weights, np.array([int(v) ** 2 % t for v in r]), t)) % t
-                products = RoundProducts(plan, ring, layer)
-            else:
-                products = self._first[index]
-            if next_masks is not None:
-                intercepts = (intercepts + next_masks[index].astype(np.int64)) % t
-            replies.append(products.reply(request.c0, request.seed, key, self._ternary, products.scaled(intercepts)))
+        for index, request in enumerate(requests):
+            replies.append(self._single_reply(round_index, index, request, key,
+                                              None if previous is None else previous[index],
+                                              None if next_masks is None else next_masks[index]))
         return b"".join(replies)
+
+    def _single_reply(self, round_index: int, index: int, request: Request, key: NetworkKey,
+                      previous: np.ndarray | None, next_masks: np.ndarray | None) -> bytes:
+        """The single-image reply of round `round_index` modulo t_index, given the previous round's masks
+        (round >= 1) and the next round's (all rounds but the last)."""
+        plan, ring = self.plan.public.rounds[round_index][index], self._rings[index]
+        t = plan.params.plain_modulus
+        intercepts = self._biases[round_index][index]  # modulo t, int64
+        if round_index:  # Q (z - r)^2 = Q z^2 - 2 sum_d Q diag(r_d) B^d z + Q r^2
+            weights, public = self.plan.network.weights[round_index], self.plan.public
+            r = previous.astype(np.int64)
+            digits = base_digits(r, public.digit_bits, public.digits)
+            layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in digits], axis=1)
+            intercepts = (intercepts + small_dot_mod(weights, np.array([int(v) ** 2 % t for v in r]), t)) % t
+            products = RoundProducts(plan, ring, layer)
+        else:
+            products = self._first[index]
+        if next_masks is not None:
+            intercepts = (intercepts + next_masks.astype(np.int64)) % t
+        return products.reply(request.c0, request.seed, key, self._noise, products.scaled(intercepts))
 
 
 class NetworkKeys:
@@ -357,7 +379,7 @@ class NetworkKeys:
 
     def first_request(self, inputs: np.ndarray) -> bytes:
         """Round 0 for one sample of integer inputs (n_features,)."""
-        return b"".join(keys.encrypt_single(inputs) for keys in self._keys[0])
+        return b"".join(keys.encrypt_single(inputs, ntt_c0=True) for keys in self._keys[0])
 
     def _residues(self, round_index: int, reply: bytes, batch: bool = False) -> tuple[bytes, list[np.ndarray]]:
         """The round's token and its values modulo each t: (outputs,), or (samples, outputs) for a batch."""
@@ -382,9 +404,10 @@ class NetworkKeys:
         the token."""
         token, masked = self._residues(round_index, reply, batch)
         keys = self._keys_for(batch)[round_index + 1]
-        # A batch's later rounds only multiply their ciphertexts: c0 comes in the NTT domain (`bfv.network_batch`).
+        # These rounds only multiply their ciphertexts: c0 comes in the NTT domain (`RoundProducts`,
+        # `bfv.network_batch`).
         parts = [view.encrypt_batch(self.plan.masked_features(z, t, True), ntt_c0=True) if batch
-                 else view.encrypt_single(self.plan.masked_features(z, t))
+                 else view.encrypt_single(self.plan.masked_features(z, t), ntt_c0=True)
                  for view, z, t in zip(keys, masked, self.plan.moduli)]
         return b"".join(parts) + token
 

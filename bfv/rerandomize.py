@@ -59,12 +59,12 @@ class ZeroEncryptions:
         return (len(self._positions) + self._ring.params.degree) * 8
 
     def ternary_ntt(self) -> np.ndarray:
-        """A fresh ternary u in NTT form (k, N). u does not depend on the key; two are transformed per
-        forward NTT (a SEAL ciphertext holds two polynomials) and the second is kept for the next call."""
+        """A fresh ternary u in NTT form (k, N). u does not depend on the key; two are drawn and transformed
+        at a time (SEAL's transforms take two polynomials) and the second is kept for the next call."""
         if not self._spare_u:
             params = self._ring.params
             u = from_signed(random_ternary(2 * params.degree).reshape(2, params.degree), params.data_primes)
-            self._spare_u.extend(self._ring.polys(self._ring.to_ntt(u)))
+            self._spare_u.extend(self._ring.ntt_rows(u))
         return self._spare_u.pop()
 
     def _make_one(self, key: PreparedKey) -> np.ndarray:

@@ -283,15 +283,24 @@ def add_small(residues: np.ndarray, small: np.ndarray, primes: Sequence[int]) ->
     return add_mod(residues, from_signed(small, primes), moduli_column(primes))
 
 
+def error_words(shape: tuple[int, ...]) -> np.ndarray:
+    """Fresh random words (uint64), one per error of `add_errors`: drawn ahead of the errors' use if need be."""
+    return np.frombuffer(random_bytes(8 * math.prod(shape)), dtype=np.uint64).reshape(shape)
+
+
+def add_errors(residues: np.ndarray, words: np.ndarray, primes: Sequence[int]) -> np.ndarray:
+    """residues (rows, k, N) plus the centred binomial errors (rows, N) of `words` (`random_error`'s
+    distribution), reduced: in place where the compiled loops run, the same errors either way."""
+    if not kernels.AVAILABLE:
+        return add_small(residues, numpy_centred_binomial(words, ERROR_ETA), primes)
+    kernels.add_centred_binomial(residues, words, ERROR_ETA, primes)
+    return residues
+
+
 def add_random_errors(residues: np.ndarray, primes: Sequence[int]) -> np.ndarray:
     """residues (rows, k, N) plus fresh errors (rows, N), `random_error`'s, reduced: in place where the
     compiled loops run. The same errors from the same keystream either way."""
-    rows, degree = residues.shape[0], residues.shape[-1]
-    if not kernels.AVAILABLE:
-        return add_small(residues, random_error((rows, degree)), primes)
-    words = np.frombuffer(random_bytes(8 * rows * degree), dtype=np.uint64).reshape(rows, degree)
-    kernels.add_centred_binomial(residues, words, ERROR_ETA, primes)
-    return residues
+    return add_errors(residues, error_words((residues.shape[0], residues.shape[-1])), primes)
 
 
 def round_scale(values: np.ndarray, numerator: int, bits: int) -> np.ndarray:
@@ -410,20 +419,11 @@ def numpy_negacyclic_at(small: np.ndarray, residues: np.ndarray, positions: np.n
     return np.stack([combine_limbs(sums[:, row], prime, bits) for row, prime in enumerate(primes)])
 
 
-def shoup_quotients(residues: np.ndarray, prime: int) -> np.ndarray:
-    """floor(w * 2^64 / p) of each residue w below the prime: what `dot_mod` multiplies fixed factors with.
-    Without the compiled loops `dot_mod` does without them: zeros of the same shape."""
+def dot_mod(x: np.ndarray, w: np.ndarray, extra: tuple[np.ndarray, np.ndarray], prime: int) -> np.ndarray:
+    """sum_k x[k] * w[k] + extra_x * extra_w mod p (n,) for residues (terms, n) and (n,) below the prime,
+    `extra` = (extra_x, extra_w)."""
     if kernels.AVAILABLE:
-        return kernels.shoup_quotients(residues, prime)
-    return np.zeros(np.shape(residues), dtype=_U64)
-
-
-def dot_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, extra: tuple[np.ndarray, np.ndarray, np.ndarray],
-            prime: int) -> np.ndarray:
-    """sum_k x[k] * w[k] + extra_x * extra_w mod p (n,) for residues (terms, n) and (n,) below the prime;
-    `w_shoup` and the third of `extra` (extra_x, extra_w, its quotients) from `shoup_quotients`."""
-    if kernels.AVAILABLE:
-        return kernels.dot_mod(x, w, w_shoup, extra, prime)
+        return kernels.dot_mod(x, w, extra, prime)
     return numpy_dot_mod(np.concatenate([x, extra[0][None]]), np.concatenate([w, extra[1][None]]), prime)
 
 

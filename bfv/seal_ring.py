@@ -1,8 +1,11 @@
-"""NTT-domain polynomial products, done by SEAL on objects we write and read ourselves.
+"""NTT-domain polynomial products, done by SEAL on objects we write and read ourselves, or by the
+compiled transforms in SEAL's domain (`bfv.ntt`) where they are built.
 
-SEAL is used only as a fast negacyclic NTT: polynomials go in as serialized ciphertexts and
-plaintexts that this module writes (SEAL 4.x layout, uncompressed), and come back out as numpy
-arrays. Keys, encryption, noise and wire formats are ours, so both ends control every coefficient.
+SEAL is used as the definition of the negacyclic NTT and as a fast one: polynomials go in as
+serialized ciphertexts and plaintexts that this module writes (SEAL 4.x layout, uncompressed), and
+come back out as numpy arrays. The compiled transforms skip those objects; their tables are checked
+against SEAL's own transform when a ring is made. Keys, encryption, noise and wire formats are ours,
+so both ends control every coefficient.
 
 Layouts (little-endian): header = u16 0xA15E, u8 16, u8 4, u8 minor, u8 compression 0, u16 0,
 u64 total size. Ciphertext members = 32-byte parms_id, u8 is_ntt_form, u64 size, u64 degree,
@@ -13,10 +16,13 @@ count x u64). Plaintext members = parms_id (zero unless in NTT form), u64 count,
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import seal
 
+from bfv import kernels
+from bfv.ntt import NttTables, transform
 from bfv.params import RingParameters
 
 _HEADER = struct.Struct("<HBBBBHQ")
@@ -24,6 +30,7 @@ _CIPHERTEXT = struct.Struct("<32sBQQQdQ")
 _PLAINTEXT = struct.Struct("<32sQd")
 _U64 = struct.Struct("<Q")
 _SEAL_VERSION = (4, 1)
+_TABLES: dict[tuple[int, tuple[int, ...]], list[NttTables] | None] = {}  # per (N, data primes)
 
 
 def _object(members: bytes) -> bytes:
@@ -33,6 +40,16 @@ def _object(members: bytes) -> bytes:
 def _array(words: np.ndarray) -> bytes:
     data = _U64.pack(words.size) + np.ascontiguousarray(words, dtype="<u8").tobytes()
     return _object(data)
+
+
+@dataclass(frozen=True)
+class NttFactor:
+    """A fixed factor of polynomial products (a secret key, say), kept in the NTT domain: as residues (k, N)
+    with their Shoup quotients for the compiled loops, or as a SEAL plaintext where they are not built."""
+
+    residues: np.ndarray
+    quotients: np.ndarray | None
+    plaintext: seal.Plaintext | None
 
 
 class SealRing:
@@ -52,6 +69,24 @@ class SealRing:
         self._encoder = seal.BatchEncoder(self.context)
         self._shape = (len(params.data_primes), params.degree)
         self._ciphertext_offset = _HEADER.size + _CIPHERTEXT.size + _HEADER.size + _U64.size
+        self._tables = self._compiled_tables() if kernels.AVAILABLE else None
+
+    @property
+    def compiled_transforms(self) -> bool:
+        """Whether this ring's NTTs run compiled (else in SEAL)."""
+        return self._tables is not None
+
+    def _compiled_tables(self) -> list[NttTables] | None:
+        """The compiled transforms' tables for this ring's data primes, checked against SEAL's transform of X;
+        None (SEAL transforms everything) if any prime's do not match."""
+        key = (self.params.degree, self.params.data_primes)
+        if key not in _TABLES:
+            x = np.zeros((2, *self._shape), dtype=np.uint64)
+            x[:, :, 1] = 1
+            transformed = self.polys(self.to_ntt(x))[0]
+            tables = [NttTables.matching(prime, transformed[row]) for row, prime in enumerate(self.params.data_primes)]
+            _TABLES[key] = None if None in tables else tables
+        return _TABLES[key]
 
     def ciphertext(self, polys: np.ndarray, ntt_form: bool = False) -> seal.Ciphertext:
         """A SEAL ciphertext holding `polys` (2, k, N), reduced residues."""
@@ -85,28 +120,48 @@ class SealRing:
         self.evaluator.transform_to_ntt_inplace(ciphertext)
         return ciphertext
 
-    def multiply_ntt(self, polys_ntt: np.ndarray, factor: seal.Plaintext, ntt_form: bool = False) -> np.ndarray:
-        """Each of `polys_ntt` (2, k, N), given in the NTT domain, times `factor`: in coefficients, or left in
-        the NTT domain (`ntt_form`)."""
+    def ntt_factor(self, poly: np.ndarray) -> NttFactor:
+        """`poly` (k, N), given by its coefficients, as a factor for `multiply_ntt` and `multiply`."""
+        if self._tables is None:
+            plaintext = self.ntt_plaintext(poly)
+            return NttFactor(self.polys(self.to_ntt(np.stack([poly, poly])))[0], None, plaintext)
+        residues = self.ntt_rows(poly[None])[0]
+        quotients = np.stack([kernels.shoup_quotients(row, prime)
+                              for row, prime in zip(residues, self.params.data_primes)])
+        return NttFactor(residues, quotients, None)
+
+    def multiply_ntt(self, polys_ntt: np.ndarray, factor: NttFactor, ntt_form: bool = False) -> np.ndarray:
+        """Each of `polys_ntt` (rows, k, N), given in the NTT domain, times `factor`: in coefficients, or left
+        in the NTT domain (`ntt_form`). SEAL takes two rows at a time (a ciphertext's two polynomials)."""
+        if factor.plaintext is None:
+            product = np.stack([kernels.multiply_mod(polys_ntt[:, row], factor.residues[row], factor.quotients[row],
+                                                     prime) for row, prime in enumerate(self.params.data_primes)],
+                               axis=1)
+            return product if ntt_form else self.ntt_rows(product, inverse=True)
+        if polys_ntt.shape[0] != 2:
+            raise ValueError("SEAL multiplies the two polynomials of a ciphertext")
         ciphertext = self.ciphertext(polys_ntt, ntt_form=True)
-        self.evaluator.multiply_plain_inplace(ciphertext, factor)
+        self.evaluator.multiply_plain_inplace(ciphertext, factor.plaintext)
         return self.polys(ciphertext) if ntt_form else self.from_ntt(ciphertext)
 
-    def multiply(self, polys: np.ndarray, factor: seal.Plaintext) -> np.ndarray:
-        """Each of `polys` (2, k, N), given by coefficients, times `factor`, in coefficients."""
-        ciphertext = self.to_ntt(polys)
-        self.evaluator.multiply_plain_inplace(ciphertext, factor)
-        return self.from_ntt(ciphertext)
+    def multiply(self, polys: np.ndarray, factor: NttFactor) -> np.ndarray:
+        """Each of `polys` (rows, k, N; two where SEAL multiplies), given by coefficients, times `factor`, in
+        coefficients."""
+        return self.multiply_ntt(self.ntt_rows(polys) if factor.plaintext is None
+                                 else self.polys(self.to_ntt(polys)), factor)
 
     def from_ntt(self, ciphertext: seal.Ciphertext) -> np.ndarray:
         self.evaluator.transform_from_ntt_inplace(ciphertext)
         return self.polys(ciphertext)
 
     def ntt_rows(self, rows: np.ndarray, inverse: bool = False) -> np.ndarray:
-        """Residues (rows, k, N) to (`inverse`: from) SEAL's NTT domain, two rows per SEAL transform.
+        """Residues (rows, k, N), each below its prime, to (`inverse`: from) SEAL's NTT domain: compiled where
+        the kernels are built (`bfv.ntt`), else two rows per SEAL transform.
 
         SEAL refuses a ciphertext whose second polynomial is zero ("transparent"), which a client's c0 may
         be: such a row goes first, twice, and a pair of zero rows stays zero (it is zero in both domains)."""
+        if self._tables is not None:
+            return transform(rows, self._tables, inverse)
         out = np.zeros(rows.shape, dtype=np.uint64)
         for start in range(0, len(rows), 2):
             live = [index for index in range(start, min(start + 2, len(rows))) if rows[index].any()]

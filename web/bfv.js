@@ -234,14 +234,36 @@ export class ClientKeys {
     const { n, primes } = this.plan;
     const error = randomError(n);
     return primes.map((prime, row) => {
-      const a = expandUniform(seed, index, row, prime, n);
-      const s = this.secretNtt[row];
-      for (let j = 0; j < n; j++) a[j] = (a[j] * s[j]) % prime;
-      const product = nttTables(prime, n).inverse(a);
+      const product = nttTables(prime, n).inverse(this.timesSecret(seed, index, row));
       return product.map((v, j) => {
         const value = (prime - v + BigInt(error[j])) % prime;
         return value < 0n ? value + prime : value;
       });
+    });
+  }
+
+  /** a*s modulo the data prime of `row`, in SEAL's NTT domain, a = expandUniform(seed, index). */
+  timesSecret(seed, index, row) {
+    const prime = this.plan.primes[row];
+    const a = expandUniform(seed, index, row, prime, this.plan.n);
+    const s = this.secretNtt[row];
+    for (let j = 0; j < a.length; j++) a[j] = (a[j] * s[j]) % prime;
+    return a;
+  }
+
+  /** c0 of one message in SEAL's NTT domain, NTT(e + round(Q*m/t)) - a*s (what a network's rounds
+   *  multiply: the server transforms nothing of the request). */
+  encryptMessageNtt(message, seed, index) {
+    const { n, primes } = this.plan;
+    const error = randomError(n);
+    const scaled = this.scale(message);
+    return primes.map((prime, row) => {
+      const product = this.timesSecret(seed, index, row);
+      const sum = nttTables(prime, n).forward(scaled[row].map((v, j) => {
+        const value = (v + BigInt(error[j])) % prime;
+        return value < 0n ? value + prime : value;
+      }));
+      return sum.map((v, j) => (v >= product[j] ? v - product[j] : v + prime - product[j]));
     });
   }
 
@@ -267,8 +289,9 @@ export class ClientKeys {
   }
 
   /** A single-sample request: the inputs are the coefficients of m(X); split over `chunks`
-   *  ciphertexts of `chunkFeatures` coefficients each where the plan says so (a network's rounds). */
-  encryptSingle(inputs, keyId, seed = randomBytes(SEED_BYTES)) {
+   *  ciphertexts of `chunkFeatures` coefficients each where the plan says so (a network's rounds);
+   *  with `nttC0`, each c0 in SEAL's NTT domain (a network's rounds, bfv/network_rounds.py). */
+  encryptSingle(inputs, keyId, { nttC0 = false, seed = randomBytes(SEED_BYTES) } = {}) {
     const { chunks = 1, n, n_features: features } = this.plan;
     const width = chunks === 1 ? features : this.plan.chunkFeatures;
     const c0 = [];
@@ -277,7 +300,7 @@ export class ClientKeys {
       for (let i = 0; i < width && chunk * width + i < features; i++) {
         message[i] = this.asMessage(inputs[chunk * width + i]);
       }
-      c0.push(this.encryptMessage(message, seed, chunk));
+      c0.push(nttC0 ? this.encryptMessageNtt(message, seed, chunk) : this.encryptMessage(message, seed, chunk));
     }
     return writeRequest(KIND.SINGLE, this.plan.profile, 1, keyId, seed, c0, this.plan.primes);
   }
@@ -382,7 +405,7 @@ export class NetworkKeys {
 
   /** Round 0 for one sample of integer inputs: one request per modulus, concatenated. */
   firstRequest(inputs, keyId) {
-    return concat(this.keys[0].map((keys) => keys.encryptSingle(inputs, keyId)));
+    return concat(this.keys[0].map((keys) => keys.encryptSingle(inputs, keyId, { nttC0: true })));
   }
 
   /** (token, residues per modulus) of round `index`'s reply. */
@@ -405,7 +428,7 @@ export class NetworkKeys {
   nextRequest(index, reply, keyId) {
     const { token, residues } = this.readRound(index, reply);
     const parts = this.keys[index + 1].map((keys, m) => (
-      keys.encryptSingle(maskedFeatures(this.plan, residues[m], this.plan.moduli[m]), keyId)));
+      keys.encryptSingle(maskedFeatures(this.plan, residues[m], this.plan.moduli[m]), keyId, { nttC0: true })));
     return concat([...parts, token]);
   }
 

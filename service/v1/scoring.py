@@ -42,7 +42,7 @@ class _Scorer:
 
     def make_ahead(self) -> bool:
         """One step of what the evaluator prepares between requests (a linear model's encryptions of
-        zero for its last key, a network's ternary u); whether more steps remain."""
+        zero for its last key, a network's u and errors); whether more steps remain."""
         if isinstance(self.evaluator, NetworkEvaluator):
             return self.evaluator.make_ahead()
         return self.evaluator.zeros.make_ahead()

@@ -21,9 +21,14 @@ void ein_add_centred_binomial(uint64_t *residues, const uint64_t *words, size_t 
                               const uint64_t *primes, size_t count);
 
 void ein_shoup(const uint64_t *w, size_t count, uint64_t prime, uint64_t *out);
-void ein_dot_mod(const uint64_t *x, const uint64_t *w, const uint64_t *w_shoup, size_t terms, size_t n,
-                 const uint64_t *extra_x, const uint64_t *extra_w, const uint64_t *extra_shoup, uint64_t prime,
-                 uint64_t *out);
+void ein_dot_mod(const uint64_t *x, const uint64_t *w, size_t terms, size_t n, const uint64_t *extra_x,
+                 const uint64_t *extra_w, uint64_t prime, uint64_t *out);
+void ein_multiply_mod(const uint64_t *x, const uint64_t *w, const uint64_t *w_shoup, size_t n, uint64_t prime,
+                      uint64_t *out);
+void ein_ntt_forward(uint64_t *polys, size_t rows, size_t n, uint64_t prime, const uint64_t *roots,
+                     const uint64_t *roots_shoup);
+void ein_ntt_inverse(uint64_t *polys, size_t rows, size_t n, uint64_t prime, const uint64_t *inverse_roots,
+                     const uint64_t *inverse_roots_shoup, uint64_t n_inverse, uint64_t n_inverse_shoup);
 
 static const uint64_t PRIMES[2] = {1152921504606830593ULL, 1152921504606748673ULL};
 
@@ -91,10 +96,24 @@ int main(void) {
         ein_add_centred_binomial(residues, words, 1, count, 21, PRIMES, 2);
         uint64_t *quotients = alloc(2 * count * 8);  /* residues as two terms of `count` coefficients */
         ein_shoup(residues, 2 * count, PRIMES[0], quotients);
-        ein_dot_mod(residues, residues, quotients, 2, count, residues, residues, quotients, PRIMES[0], out);
+        ein_dot_mod(residues, residues, 2, count, residues, residues, PRIMES[0], out);
+        ein_multiply_mod(residues, residues, quotients, count, PRIMES[0], out);
         free(quotients);
         free(bytes), free(small), free(positions), free(residues), free(words), free(out), free(scratch), free(limbs);
         free(values), free(back), free(fractions);
+    }
+    /* The transforms on two rows of each power-of-two degree (any residues serve as tables for bounds). */
+    for (size_t n = 2; n <= 64; n <<= 1) {
+        uint64_t *polys = alloc(2 * n * 8), *roots = alloc(n * 8), *quotients = alloc(n * 8);
+        for (size_t i = 0; i < n; i++) {
+            roots[i] = next_word(&state) % PRIMES[0];
+            polys[i] = next_word(&state) % PRIMES[0];
+            polys[n + i] = next_word(&state) % PRIMES[0];
+        }
+        ein_shoup(roots, n, PRIMES[0], quotients);
+        ein_ntt_forward(polys, 2, n, PRIMES[0], roots, quotients);
+        ein_ntt_inverse(polys, 2, n, PRIMES[0], roots, quotients, roots[1], quotients[1]);
+        free(polys), free(roots), free(quotients);
     }
     puts("bounds kept");
     return 0;

@@ -21,6 +21,8 @@ from model.loading import linear_model_from_estimator
 from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
+from bfv.params import ring_parameters
+from bfv.seal_ring import SealRing
 from bfv.plan import build_plan
 from bfv.wire import Kind, read_request
 from tests.real_parts import missing_part
@@ -137,12 +139,52 @@ def test_dot_products_modulo_a_prime_match_numpy(seed: int, terms: int, degree: 
     rng = np.random.default_rng(seed)
     x = rng.integers(0, prime, (terms, degree), dtype=np.uint64)
     w = rng.integers(0, prime, (terms, degree), dtype=np.uint64)
-    w[0, 0], x[-1, -1] = prime - 1, prime - 1  # the largest residues, where the lazy sums come closest to 2^64
-    quotients = kernels.shoup_quotients(w, prime)
-    compiled = kernels.dot_mod(x[1:], w[1:], quotients[1:], (x[0], w[0], quotients[0]), prime)
+    x[:, 0], w[:, 0] = prime - 1, prime - 1  # the largest residues, where the 128-bit sums come closest to 2^128
+    compiled = kernels.dot_mod(x[1:], w[1:], (x[0], w[0]), prime)
     assert (compiled == ring.numpy_dot_mod(x, w, prime)).all()
     expected = [sum(int(a) * int(b) for a, b in zip(x[:, i], w[:, i])) % prime for i in range(min(degree, 5))]
     assert compiled[: len(expected)].tolist() == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), degree=st.sampled_from([1, 5, 4096]),
+       prime=st.sampled_from(PRIMES + (268369921, 2**61 - 1)))
+def test_elementwise_products_modulo_a_prime_match_numpy(seed: int, degree: int, prime: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, prime, (3, degree), dtype=np.uint64)
+    w = rng.integers(0, prime, degree, dtype=np.uint64)
+    x[0, 0], w[-1] = prime - 1, prime - 1
+    compiled = kernels.multiply_mod(x, w, kernels.shoup_quotients(w, prime), prime)
+    assert (compiled == ring.mul_mod(x, w, prime)).all()
+    assert compiled[0, 0] == (prime - 1) * int(w[0]) % prime
+
+
+@pytest.mark.parametrize("profile", ["compact", "flooded"])
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 5))
+def test_transforms_are_seals(profile: str, seed: int, rows: int) -> None:
+    """The compiled NTTs give, bit for bit, what SEAL's transforms give, both ways, on every data prime."""
+    seal_ring = SealRing(ring_parameters(profile, 25))
+    assert seal_ring.compiled_transforms  # the tables matched SEAL's transform of X
+    primes = seal_ring.params.data_primes
+    rng = np.random.default_rng(seed)
+    polys = np.stack([rng.integers(0, prime, (2 * rows, seal_ring.params.degree), dtype=np.uint64)
+                      for prime in primes], axis=1)
+    polys[0, :, 0] = [prime - 1 for prime in primes]
+    for start in range(0, 2 * rows, 2):
+        pair = polys[start : start + 2]
+        assert (seal_ring.ntt_rows(pair) == seal_ring.polys(seal_ring.to_ntt(pair))).all()
+        assert (seal_ring.ntt_rows(pair, inverse=True) ==
+                seal_ring.from_ntt(seal_ring.ciphertext(pair, ntt_form=True))).all()
+    assert (seal_ring.ntt_rows(seal_ring.ntt_rows(polys), inverse=True) == polys).all()
+
+
+def test_dot_products_refuse_what_128_bits_cannot_sum() -> None:
+    prime = 2**61 - 1
+    ones = np.ones((64, 1), dtype=np.uint64)  # 65 p^2 > 2^128 > 63 p^2
+    assert kernels.dot_mod(ones[:62], ones[:62], (ones[0], ones[0]), prime).tolist() == [63]
+    with pytest.raises(ValueError, match="2\\^128"):
+        kernels.dot_mod(ones, ones, (ones[0], ones[0]), prime)
 
 
 def test_negacyclic_coefficients_refuse_what_64_bits_cannot_sum() -> None:

@@ -77,7 +77,9 @@ class ReferenceKeys:
 
     def _times_secret(self, polys_ntt: np.ndarray) -> np.ndarray:
         pair = polys_ntt if polys_ntt.shape[0] == 2 else np.concatenate([polys_ntt, polys_ntt])
-        return self.ring.multiply_ntt(pair, self._secret_ntt)[: polys_ntt.shape[0]]
+        ciphertext = self.ring.ciphertext(pair, ntt_form=True)  # SEAL's own product and transform, as before
+        self.ring.evaluator.multiply_plain_inplace(ciphertext, self._secret_ntt)
+        return np.array(self.ring.from_ntt(ciphertext))[: polys_ntt.shape[0]]
 
     def _encrypt_zero(self, seed: bytes, index: int) -> np.ndarray:
         a_ntt = expand_uniform(seed, index, self._primes, self.plan.degree)[None]
