@@ -303,7 +303,7 @@ VECTOR_LOOP void ein_add_centred_binomial(uint64_t *residues, const uint64_t *wo
     }
 }
 
-/* Shoup's precomputed quotients floor(w * 2^64 / p) of residues w below p (bfv/ring.py shoup_quotients). */
+/* Shoup's precomputed quotients floor(w * 2^64 / p) of residues w below p (bfv/kernels.py shoup_quotients). */
 void ein_shoup(const uint64_t *w, size_t count, uint64_t prime, uint64_t *out) {
     for (size_t i = 0; i < count; i++) out[i] = (uint64_t)(((u128)w[i] << 64) / prime);
 }

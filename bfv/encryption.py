@@ -56,8 +56,9 @@ class ClientKeys:
         self._secret = random_ternary(params.degree) if secret is None else self._imported_secret(secret)
         residues = from_signed(self._secret, self._primes)
         self._secret_ntt = self.ring.ntt_factor(residues)
-        # How many polynomials one product takes: SEAL's two, or every one at once in the compiled loops.
-        self._per_product = 2 if self._secret_ntt.plaintext is not None else 1 << 16
+        # How many polynomials one product takes: SEAL's two, or in the compiled loops up to 64 at once (a
+        # batch's hundreds of ciphertexts in slices, so that its temporaries stay a few MB).
+        self._per_product = 2 if self._secret_ntt.plaintext is not None else 64
         self._lock = threading.Lock()
         if public_key is None:
             seed = random_bytes(SEED_BYTES)

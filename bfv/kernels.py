@@ -1,9 +1,9 @@
 """The compiled hot loops (`bfv/_kernels.c`), when `pip install` could build them.
 
 The extension is optional: where no C compiler is found, installation goes on without it and
-`bitpack` and `ring` use their numpy code, which is also the reference the compiled loops are
-tested against bit for bit (tests/protocol/test_compiled_loops.py). `STATUS` says which one runs; the service logs
-it at start.
+`bitpack` and `ring` use their numpy code, and `seal_ring` SEAL's transforms, which are also the
+references the compiled loops are tested against bit for bit (tests/protocol/test_compiled_loops.py).
+`STATUS` says which one runs; the service logs it at start.
 
 The library has no Python API (it builds without Python's headers) and is called through ctypes
 with raw addresses; the wrappers here own every size check, the C code trusts them.
@@ -181,7 +181,7 @@ def shoup_quotients(residues: np.ndarray, prime: int) -> np.ndarray:
 
 def dot_mod(x: np.ndarray, w: np.ndarray, extra: tuple[np.ndarray, np.ndarray], prime: int) -> np.ndarray:
     """sum_k x[k] * w[k] + extra_x * extra_w mod p (n,), for residues (terms, n) and (n,) below the prime p,
-    summed in 128 bits: (terms + 1) p^2 < 2^128 (16 terms below 2^62, 256 below 2^60)."""
+    summed in 128 bits: (terms + 1) p^2 < 2^128 (up to 15 terms for primes below 2^62, 255 below 2^60)."""
     arrays = [np.ascontiguousarray(a, dtype=np.uint64) for a in (x, w, *extra)]
     x, w, extra_x, extra_w = arrays
     if not x.shape == w.shape or x.ndim != 2 or not 1 < prime < 2**62 or (x.shape[0] + 1) * prime**2 >= 2**128 \
@@ -216,7 +216,7 @@ def multiply_mod(x: np.ndarray, w: np.ndarray, w_shoup: np.ndarray, prime: int) 
     quotients; w and its quotients have x's last dimension and broadcast over the others."""
     x = np.ascontiguousarray(x, dtype=np.uint64)
     w, w_shoup = (np.ascontiguousarray(a, dtype=np.uint64) for a in (w, w_shoup))
-    if x.ndim == 0 or not w.shape == w_shoup.shape == x.shape[-1:] or not 1 < prime < 2**62:
+    if not w.shape == w_shoup.shape == x.shape[-1:] or not 1 < prime < 2**62:
         raise ValueError("residues (..., n) times two (n,) arrays of residues below a prime under 2^62")
     out = np.empty_like(x)
     for row in range(x.size // max(x.shape[-1], 1)):

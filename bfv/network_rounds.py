@@ -225,7 +225,7 @@ class NetworkEvaluator:
 
     def __init__(self, plan: NetworkPlan, tokens: RoundTokens, noise_pool: int = 24) -> None:
         """`noise_pool` groups' fresh u and errors (`GroupNoise`) are kept ready, made between requests by
-        `make_ahead` (two requests' worth for the bundled network)."""
+        `make_ahead` (two images' worth for the bundled network: 12 groups over its two rounds)."""
         self.plan, self.tokens = plan, tokens
         public = plan.public
         self._rings = [SealRing(round_plan.params) for round_plan in public.rounds[0]]  # one per modulus
@@ -241,6 +241,11 @@ class NetworkEvaluator:
         self._noise_words = public.degree + max(len(group) for plans in public.rounds for round_plan in plans
                                                 for group in round_plan.groups)
         self._batch: list[list[BatchRound]] | None = None
+
+    @property
+    def compiled_transforms(self) -> bool:
+        """Whether the rings' NTTs run compiled (else in SEAL: the tables did not match, or no kernels)."""
+        return all(ring.compiled_transforms for ring in self._rings)
 
     def _batch_rounds(self) -> list[list[BatchRound]]:
         """The batch layout's rounds [round][modulus], prepared at the first batch."""

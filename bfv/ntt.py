@@ -4,7 +4,8 @@ SEAL stays the definition of the domain: a ring's tables are built from SEAL's o
 polynomial X, whose coefficient i is psi^(2 * bitrev(i) + 1) for SEAL's 2N-th root of unity psi, and they
 are used only if that whole vector is what these tables predict (`NttTables.matching`). So every
 polynomial SEAL transformed before (public keys, weights in NTT form) stays valid, and the compiled
-transforms skip SEAL's serialized objects: ~4x faster per polynomial (docs/performance.md).
+transforms skip SEAL's serialized objects: about half the time per polynomial (docs/performance.md).
+Like every compiled loop, they take residues already reduced below their prime.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class NttTables:
 
 def transform(rows: np.ndarray, tables: list[NttTables], inverse: bool = False) -> np.ndarray:
     """Residues (..., k, N), each below its prime, to (`inverse`: from) the NTT domain, as a new array."""
+    if np.ndim(rows) < 2 or np.shape(rows)[-2] != len(tables):
+        raise ValueError(f"residues (..., {len(tables)}, N) for {len(tables)} primes, not {np.shape(rows)}")
     out = np.array(rows, dtype=np.uint64, order="C", copy=True)
     flat = out.reshape(-1, len(tables), out.shape[-1])
     for index, table in enumerate(tables):

@@ -60,7 +60,7 @@ class ZeroEncryptions:
 
     def ternary_ntt(self) -> np.ndarray:
         """A fresh ternary u in NTT form (k, N). u does not depend on the key; two are drawn and transformed
-        at a time (SEAL's transforms take two polynomials) and the second is kept for the next call."""
+        at a time (where SEAL transforms, it takes two polynomials) and the second is kept for the next call."""
         if not self._spare_u:
             params = self._ring.params
             u = from_signed(random_ternary(2 * params.degree).reshape(2, params.degree), params.data_primes)

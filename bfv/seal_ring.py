@@ -47,7 +47,7 @@ class NttFactor:
     """A fixed factor of polynomial products (a secret key, say), kept in the NTT domain: as residues (k, N)
     with their Shoup quotients for the compiled loops, or as a SEAL plaintext where they are not built."""
 
-    residues: np.ndarray
+    residues: np.ndarray | None
     quotients: np.ndarray | None
     plaintext: seal.Plaintext | None
 
@@ -123,8 +123,7 @@ class SealRing:
     def ntt_factor(self, poly: np.ndarray) -> NttFactor:
         """`poly` (k, N), given by its coefficients, as a factor for `multiply_ntt` and `multiply`."""
         if self._tables is None:
-            plaintext = self.ntt_plaintext(poly)
-            return NttFactor(self.polys(self.to_ntt(np.stack([poly, poly])))[0], None, plaintext)
+            return NttFactor(None, None, self.ntt_plaintext(poly))
         residues = self.ntt_rows(poly[None])[0]
         quotients = np.stack([kernels.shoup_quotients(row, prime)
                               for row, prime in zip(residues, self.params.data_primes)])

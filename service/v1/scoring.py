@@ -115,10 +115,11 @@ def init(settings: Settings, entry: ModelEntry, model: LinearModel | NetworkMode
     if isinstance(plan, NetworkPlan):
         public = plan.public
         log.info("v1 protocol ready for %s: a square network of %d rounds, profile %s, t = %s, %d digits of %d bits; "
-                 "%s", entry.key, len(public.rounds), public.params.profile, " x ".join(map(str, public.moduli)),
-                 public.digits, public.digit_bits,
+                 "%s; loops: %s, transforms: %s", entry.key, len(public.rounds), public.params.profile,
+                 " x ".join(map(str, public.moduli)), public.digits, public.digit_bits,
                  public.batch_refusal if public.batch is None else
-                 f"batches of up to {public.degree}, {public.batch.digits} digits of {public.batch.digit_bits} bits")
+                 f"batches of up to {public.degree}, {public.batch.digits} digits of {public.batch.digit_bits} bits",
+                 kernels.STATUS, "compiled" if evaluator.compiled_transforms else "SEAL")
         return {**listing, "v1": {**public.describe(), "name": entry.name, "version": entry.version,
                                   "outputs": model.outputs.describe()}}
     log.info("v1 protocol ready for %s: profile %s, t = %d, replies at %d/%d bits, loops: %s", entry.key,

@@ -21,6 +21,7 @@ from model.loading import linear_model_from_estimator
 from bfv.inputs import InputEncoding
 from bfv.encryption import ClientKeys
 from bfv.evaluation import Evaluator
+from bfv.ntt import NttTables, transform
 from bfv.params import ring_parameters
 from bfv.seal_ring import SealRing
 from bfv.plan import build_plan
@@ -185,6 +186,59 @@ def test_dot_products_refuse_what_128_bits_cannot_sum() -> None:
     assert kernels.dot_mod(ones[:62], ones[:62], (ones[0], ones[0]), prime).tolist() == [63]
     with pytest.raises(ValueError, match="2\\^128"):
         kernels.dot_mod(ones, ones, (ones[0], ones[0]), prime)
+
+
+def _odd_powers(psi: int, degree: int, prime: int) -> np.ndarray:
+    """What SEAL's transform of X is for the root psi: psi^(2 bitrev(i) + 1) at i."""
+    bits = degree.bit_length() - 1
+    return np.array([pow(psi, 2 * int(format(i, f"0{bits}b")[::-1], 2) + 1, prime) for i in range(degree)],
+                    dtype=np.uint64)
+
+
+@pytest.mark.parametrize("prime", [12289, 4611686018427365377])  # 14 bits, and a 62-bit prime = 1 mod 32
+def test_transforms_multiply_negacyclically_up_to_62_bit_primes(prime: int) -> None:
+    """Independently of SEAL: forward, pointwise product, inverse is the schoolbook negacyclic product."""
+    degree = 16
+    generator = next(g for g in range(2, prime) if pow(g, (prime - 1) // 2, prime) != 1)
+    psi = pow(generator, (prime - 1) // (2 * degree), prime)
+    tables = NttTables.matching(prime, _odd_powers(psi, degree, prime))
+    assert tables is not None
+    rng = np.random.default_rng(prime % 1000)
+    x, y = (rng.integers(0, prime, (1, 1, degree), dtype=np.uint64) for _ in range(2))
+    x[0, 0, 0] = prime - 1
+    product = transform(ring.mul_mod(transform(x, [tables]), transform(y, [tables]), prime), [tables], inverse=True)
+    expected = [0] * degree
+    for i in range(degree):
+        for j in range(degree):
+            sign = 1 if i + j < degree else -1
+            expected[(i + j) % degree] = (expected[(i + j) % degree] + sign * int(x[0, 0, i]) * int(y[0, 0, j])) % prime
+    assert product[0, 0].tolist() == expected
+    assert (transform(transform(x, [tables]), [tables], inverse=True) == x).all()
+
+
+def test_tables_that_do_not_match_seal_are_not_used() -> None:
+    prime, degree = 12289, 16
+    psi = pow(11, (prime - 1) // (2 * degree), prime)
+    transformed = _odd_powers(psi, degree, prime)
+    assert NttTables.matching(prime, transformed) is not None
+    swapped = transformed.copy()
+    swapped[[1, 2]] = swapped[[2, 1]]  # SEAL's order differs: another butterfly order
+    assert NttTables.matching(prime, swapped) is None
+    assert NttTables.matching(prime, np.full(degree, psi, dtype=np.uint64)) is None
+
+
+def test_transforms_refuse_what_they_cannot_take() -> None:
+    tables = NttTables.matching(12289, _odd_powers(pow(11, 12288 // 32, 12289), 16, 12289))
+    polys = np.zeros((2, 16), dtype=np.uint64)
+    degree_6, degree_1 = np.zeros((2, 6), dtype=np.uint64), np.zeros((2, 1), dtype=np.uint64)
+    strided = np.zeros((2, 32), dtype=np.uint64)[:, ::2]
+    for bad in (degree_6, degree_1, polys.astype(np.int64), strided):
+        with pytest.raises(ValueError, match="contiguous uint64 rows of a power-of-two degree"):
+            kernels.ntt(bad, 12289, tables.roots[: bad.shape[-1]], tables.roots_shoup[: bad.shape[-1]])
+    with pytest.raises(ValueError, match="tables of that size"):
+        kernels.ntt(polys, 12289, tables.roots[:8], tables.roots_shoup[:8])
+    with pytest.raises(ValueError, match="for 1 primes"):
+        transform(np.zeros((2, 2, 16), dtype=np.uint64), [tables])
 
 
 def test_negacyclic_coefficients_refuse_what_64_bits_cannot_sum() -> None:

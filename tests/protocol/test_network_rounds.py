@@ -267,3 +267,56 @@ def test_rounds_are_exact_with_the_numpy_loops_too(monkeypatch) -> None:
     expected = [[int(v) for v in row] for row in plan.network.scores(samples)]
     assert _scored(plan, samples) == expected
     assert _scored_batch(plan, samples) == expected
+
+
+def test_single_round_requests_carry_c0_in_the_ntt_domain(monkeypatch) -> None:
+    """A round's c0 is, bit for bit, SEAL's transform of the coefficient c0 the same randomness gives."""
+    from bfv import ring
+    from bfv.encryption import ClientKeys
+    from bfv.seal_ring import SealRing
+    from bfv.wire import Kind, read_request
+
+    network = _network(8, (700, 20, 3), 1.0)  # round 0 split over two ciphertexts, round 1 in one
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(700), np.ones(700), 63), "compact", 6)
+    for round_plan in (plan.public.rounds[0][0], plan.public.rounds[1][0]):
+        keys = ClientKeys(round_plan)
+        inputs = np.random.default_rng(3).integers(0, 63, round_plan.n_features)
+        seed, requests = keys._seed, []
+        for ntt_c0 in (False, True):
+            stream = np.random.default_rng(11)
+            monkeypatch.setattr(ring, "random_bytes", lambda count, stream=stream: stream.bytes(count))
+            keys._seed, keys._seed_negated = seed, None
+            requests.append(read_request(keys.encrypt_single(inputs, ntt_c0=ntt_c0), Kind.SINGLE, round_plan.chunks,
+                                         1, round_plan.params))
+        coefficients, transformed = requests
+        assert coefficients.seed == transformed.seed == seed
+        seal_ring = SealRing(round_plan.params)  # SEAL's own transform, a polynomial at a time
+        expected = np.stack([seal_ring.polys(seal_ring.to_ntt(np.stack([row, row])))[0] for row in coefficients.c0])
+        assert (transformed.c0 == expected).all()
+
+
+def test_each_reply_group_takes_fresh_randomness_from_the_pool_once() -> None:
+    """`make_ahead` fills the pool between requests; a round takes one u and one set of error words per
+    group and modulus, each once, the pooled ones first."""
+    network = _network(9, (40, 8, 3), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(40), np.ones(40), 63), "compact", 6)
+    evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60), noise_pool=2)
+    while evaluator.make_ahead():
+        pass
+    pooled = list(evaluator._ready)
+    assert len(pooled) == 2 and not evaluator.make_ahead()
+    taken = []
+    drawn = evaluator._noise
+    evaluator._noise = lambda: taken.append(drawn()) or taken[-1]
+    keys = NetworkKeys(plan.public)
+    key = evaluator.prepare_key(keys.public_key)
+    body = keys.first_request(np.zeros(40, dtype=np.int64))
+    for index in range(len(plan.public.rounds)):
+        reply = evaluator.score_round(index, body, key, CONTEXT)
+        if index < len(plan.public.rounds) - 1:
+            body = keys.next_request(index, reply)
+    groups = sum(len(round_plan.groups) for plans in plan.public.rounds for round_plan in plans)
+    assert len(taken) == groups > len(pooled)
+    assert taken[: len(pooled)] == pooled and len({id(noise) for noise in taken}) == groups
+    assert len({noise.words.tobytes() for noise in taken}) == groups  # no two groups share their errors
+    assert keys.scores(reply) == [int(v) for v in plan.network.scores(np.zeros((1, 40), dtype=np.int64))[0]]
