@@ -342,7 +342,8 @@ class NetworkEvaluator:
             r = previous.astype(np.int64)
             digits = base_digits(r, public.digit_bits, public.digits)
             layer = np.concatenate([weights] + [-2 * weights * digit[None, :] for digit in digits], axis=1)
-            intercepts = (intercepts + small_dot_mod(weights, np.array([int(v) ** 2 % t for v in r]), t)) % t
+            squares = (previous.astype(np.uint64) ** 2 % np.uint64(t)).astype(np.int64)  # r < t < 2^32: r^2 < 2^64
+            intercepts = (intercepts + small_dot_mod(weights, squares, t)) % t
             products = RoundProducts(plan, ring, layer)
         else:
             products = self._first[index]
