@@ -53,10 +53,10 @@ class NttTables:
         degree = transformed_x.size
         psi = int(transformed_x[0])
         order = _bit_reversed(degree)
-        odd_powers = _powers(psi, 2 * degree, prime)[2 * order + 1]
-        if pow(psi, degree, prime) != prime - 1 or not np.array_equal(odd_powers, transformed_x):
+        powers = _powers(psi, 2 * degree, prime)
+        if pow(psi, degree, prime) != prime - 1 or not np.array_equal(powers[2 * order + 1], transformed_x):
             return None
-        roots = _powers(psi, degree, prime)[order]
+        roots = powers[:degree][order]
         inverse_roots = _powers(pow(psi, -1, prime), degree, prime)[order]
         n_inverse = pow(degree, -1, prime)
         return cls(prime, roots, kernels.shoup_quotients(roots, prime), inverse_roots,

@@ -188,9 +188,8 @@ def random_below(bound: int, count: int) -> np.ndarray:
 def random_error(shape: tuple[int, ...]) -> np.ndarray:
     """Centred binomial errors (int64), the distribution SEAL and the HE standard use: the 1 bits
     among a 64-bit word's low ERROR_ETA bits minus those among the next ERROR_ETA."""
-    raw = np.frombuffer(random_bytes(8 * math.prod(shape)), dtype=np.uint64)
     to_errors = kernels.centred_binomial if kernels.AVAILABLE else numpy_centred_binomial
-    return to_errors(raw, ERROR_ETA).reshape(shape)
+    return to_errors(error_words(shape), ERROR_ETA)
 
 
 def numpy_centred_binomial(words: np.ndarray, eta: int) -> np.ndarray:
