@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     images, _, source = load_evaluation_images(args.mnist_dir)
     model = load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
     expected = labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), None)
+    network_plan = bundled_network_plan()
+
+    def network_labels(chosen: np.ndarray) -> np.ndarray:
+        """The quantized network's labels of these images (pixels / 255, encoded on the network's input levels)."""
+        return np.asarray(network_plan.network.scores(network_plan.public.inputs.encode(chosen))).argmax(axis=1)
+
     console = Console(stderr=True)
     with console.status("the floor, before"):
         floors = [seal_floor_seconds(model)]
@@ -136,16 +142,14 @@ def main(argv: list[str] | None = None) -> None:
                                         images[: args.batch_images], expected[: args.batch_images], args.batch))
             if args.network_images:
                 with console.status("v1 protocol, the square network, one image per two-round request"):
-                    network = bundled_network_plan()
-                    chosen = images[: args.network_images].reshape(-1, 784)
-                    quantized = np.asarray(network.network.scores(chosen.astype(np.int64))).argmax(axis=1)
+                    chosen = images[: args.network_images].reshape(-1, 784) / 255.0  # the ONNX network's inputs
+                    quantized = network_labels(chosen)
                     rows.append(_v1_row(f"{NETWORK_ROW} (2 rounds)", service.url, chosen, quantized, 1,
                                         "mnist-square"))
             if args.network_batch_images:
                 with console.status(f"v1 protocol, the square network, batches of {args.batch} in two rounds"):
-                    network = bundled_network_plan()
-                    chosen = images[: args.network_batch_images].reshape(-1, 784)
-                    quantized = np.asarray(network.network.scores(chosen.astype(np.int64))).argmax(axis=1)
+                    chosen = images[: args.network_batch_images].reshape(-1, 784) / 255.0
+                    quantized = network_labels(chosen)
                     rows.append(_v1_row(f"{NETWORK_BATCH_ROW} ({args.batch}, 2 rounds)", service.url, chosen,
                                         quantized, args.batch, "mnist-square"))
         if args.eiserver_images:
@@ -156,10 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     with console.status("v1 protocol in-process, and the floor again"):
         inputs = images.reshape(len(images), -1).astype(np.int64)
         in_process = in_process_seconds(model, inputs[: args.single_images], inputs[: args.batch])
+        encoded = network_plan.public.inputs.encode(images.reshape(len(images), -1) / 255.0)  # on its levels
         if args.network_images:
-            in_process.update(network_in_process_seconds(inputs[: min(args.network_images, 200)]))
+            in_process.update(network_in_process_seconds(encoded[: min(args.network_images, 200)]))
         if args.network_batch_images:
-            in_process.update(network_batch_in_process_seconds(inputs[: args.batch]))
+            in_process.update(network_batch_in_process_seconds(encoded[: args.batch]))
         floors.append(seal_floor_seconds(model))
     # The machine's speed drifts during a run: the goals are read against the faster of the two
     # floors (the stricter reading), both printed.

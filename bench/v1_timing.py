@@ -97,10 +97,10 @@ def bundled_network_plan() -> NetworkPlan:
 
 
 def network_in_process_seconds(inputs: np.ndarray) -> dict[str, dict[str, float]]:
-    """The bundled network, one image at a time in-process: the server's time over all rounds (parse +
-    score, as a worker does), the client's (encrypt, decrypt, square and encrypt again, decrypt), and
-    the server's between requests (its pool of u and errors), mean and median; `exact` is the share of
-    images whose scores equal the quantized network's."""
+    """The bundled network, one image of `inputs` (integers on its input levels) at a time in-process: the
+    server's time over all rounds (parse + score, as a worker does), the client's (encrypt, decrypt, square
+    and encrypt again, decrypt), and the server's between requests (its pool of u and errors), mean and
+    median; `exact` is the share of images whose scores equal the quantized network's."""
     plan = bundled_network_plan()
     evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60))
     keys = NetworkKeys(plan.public)
@@ -132,9 +132,9 @@ def network_in_process_seconds(inputs: np.ndarray) -> dict[str, dict[str, float]
 
 
 def network_batch_in_process_seconds(inputs: np.ndarray, repeats: int = 3) -> dict[str, dict[str, float]]:
-    """The bundled network, `inputs` (up to N images) as one batch in-process, `repeats` times: the server's
-    and the client's time per image over both rounds, mean and median over the repeats; `exact` is the
-    share of images whose scores equal the quantized network's (over all repeats)."""
+    """The bundled network, `inputs` (up to N images, integers on its input levels) as one batch in-process,
+    `repeats` times: the server's and the client's time per image over both rounds, mean and median over
+    the repeats; `exact` is the share of images whose scores equal the quantized network's (over all repeats)."""
     plan = bundled_network_plan()
     evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60))
     keys = NetworkKeys(plan.public)

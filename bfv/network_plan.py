@@ -61,6 +61,7 @@ class QuantizedNetwork:
     input_low: np.ndarray  # int64 (features,): the lowest x_int an admissible input encodes to
     input_high: np.ndarray
     weight_bits: tuple[int, ...]
+    unit_scales: tuple[np.ndarray, ...]  # alpha per layer: h_l[i] ~ alpha_l[i] * (float h_l[i])
     classes: np.ndarray | None = None
 
     def output_ranges(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -128,7 +129,7 @@ def quantize_network(network: SquareNetwork, inputs: InputEncoding,
         raise PlanError(f"the input encoding is declared for {inputs.n_features} features; the network takes "
                         f"{network.n_features}")
     bits = _as_bits(weight_bits, len(network.layers))
-    weights, biases = [], []
+    weights, biases, scales = [], [], []
     previous = None  # the scale of each input of the current layer (squared scales of the previous outputs)
     for index, layer in enumerate(network.layers):
         if index == 0:
@@ -147,10 +148,12 @@ def quantize_network(network: SquareNetwork, inputs: InputEncoding,
         alpha = (2 ** (bits[index] - 1) - 1) / largest
         weights.append(np.rint(folded * alpha[:, None]).astype(np.int64))
         biases.append(np.array([int(v) for v in np.rint(bias * alpha)], dtype=object))
+        scales.append(alpha)
         previous = alpha ** 2
     low, high = _integer_input_range(inputs)
     return QuantizedNetwork(weights=tuple(weights), biases=tuple(biases), score_scale=float(alpha[0]),
-                            input_low=low, input_high=high, weight_bits=bits, classes=classes)
+                            input_low=low, input_high=high, weight_bits=bits, unit_scales=tuple(scales),
+                            classes=classes)
 
 
 @dataclass(frozen=True)

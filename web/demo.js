@@ -169,7 +169,8 @@ async function score() {
     for (const model of models) {
       const client = await clientFor(model);
       setStatus(model ? 'Encrypting and scoring in rounds…' : 'Encrypting and scoring…');
-      const { labels, scores } = await client.predict([pixels]);
+      // Each model encodes pixels / 255 as it declares: the linear one as the pixels, the network on its levels.
+      const { labels, scores } = await client.predictFeatures([Array.from(pixels, (v) => v / 255)]);
       answers[model || 'linear'] = { client, label: labels[0], scores: scores[0], exchange: client.lastExchange };
     }
     const first = answers[models[0] || 'linear'];

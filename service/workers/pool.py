@@ -45,7 +45,10 @@ class WorkerPool:
         self._settings, self._program = settings, program
         self._workers: list[Worker] = []
         # Each worker is given one scoring at a time, so only the request it runs fails if it dies.
-        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
+        # The worker idle the shortest time goes first (last in, first out): one client's requests in
+        # a row stay in one worker while the others keep their idle-time work done, instead of each
+        # worker refilling its pool beside the next one's scoring on the same cores.
+        self._idle: asyncio.Queue[Worker] = asyncio.LifoQueue()
         slots = min(settings.max_concurrent or settings.worker_count, settings.worker_count)
         self._turns = Turns(slots, FairShare(settings.max_queue, settings.max_identity_share, least=1))
         self._replacing: set[asyncio.Task] = set()

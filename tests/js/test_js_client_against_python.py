@@ -86,13 +86,14 @@ def test_javascript_client_scores_the_square_network_exactly_in_its_rounds(servi
     from model.description import ModelDescription
     from model.onnx_graphs import read_network
 
-    images = mnist_test_images[0][:3].reshape(3, -1)
+    images = mnist_test_images[0][:3].reshape(3, -1) / 255.0  # the ONNX network's inputs, encoded by the client
     result = _node("predict.mjs", {"url": service.url, "api_key": TEST_API_KEY, "model": "mnist-square",
-                                   "images": images.tolist(), "batch_size": 1})
+                                   "features": images.tolist(), "batch_size": 1})
     description = ModelDescription.load(BUNDLED_NETWORK_DIR)
     plan = build_network_plan(read_network(BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE), description.inputs,
                               "compact", description.weight_bits)
-    expected = np.asarray(plan.network.scores(images.astype(np.int64)), dtype=np.float64) / plan.public.score_scale
+    expected = (np.asarray(plan.network.scores(plan.public.inputs.encode(images)), dtype=np.float64)
+                / plan.public.score_scale)
     np.testing.assert_array_equal(np.array(result["scores"]), expected)
     assert result["labels"] == expected.argmax(axis=1).tolist()
     assert result["rounds"] == 2 and result["request_bytes"] == sum(round_request_size(plan.public, index)

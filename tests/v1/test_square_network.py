@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bench.processes import TEST_API_KEY, ServiceProcess
+from bfv.inputs import InputRangeError
 from bfv.network_plan import NetworkPublicPlan, build_network_plan
 from bfv.network_rounds import TOKEN_BYTES, NetworkKeys
 from client import EncryptedModel
@@ -59,13 +60,27 @@ def test_encrypted_predictions_equal_the_quantized_network_exactly(service: Serv
         probabilities = model.predict_proba(images / 255.0)
         predicted = model.predict(images / 255.0)
         traffic = model.traffic
-    expected = np.asarray(plan.network.scores(images.astype(np.int64)), dtype=np.float64) / plan.public.score_scale
+    expected = np.asarray(plan.network.scores(plan.public.inputs.encode(images / 255.0)),
+                          dtype=np.float64) / plan.public.score_scale
     np.testing.assert_array_equal(scores, expected)  # the integers are exact, so their scaled values are equal
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
     assert (probabilities.argmax(axis=1) == predicted).all()
     assert np.mean(predicted == network.scores(images / 255.0).argmax(axis=1)) >= 15 / 16
     assert np.mean(predicted == labels) >= 14 / 16
     assert traffic.requests == 2 * traffic.samples == 6 * len(images)  # three calls, two rounds per sample
+
+
+def test_uint8_images_are_refused_with_the_scale_the_network_takes(service: ServiceProcess, mnist_test_images) -> None:
+    """The network takes pixels / 255 on its own levels, not the pixels: uint8 images get the reason, not scores."""
+    from client.scoring import ScoringClient, model_prefix
+
+    images = mnist_test_images[0][:2]
+    with ScoringClient(service.url, api_key=TEST_API_KEY, prefix=model_prefix(NETWORK)) as client:
+        with pytest.raises(InputRangeError, match=r"images / 255\.0"):
+            client.predict(images)
+        assert client.traffic.requests == 0
+        labels, _ = client.predict(images / 255.0)
+    assert labels.shape == (2,)
 
 
 def test_the_cli_scores_the_network_and_compares_with_its_onnx_file(service: ServiceProcess, tmp_path: Path,
@@ -108,7 +123,7 @@ def test_a_batch_of_4096_through_the_cli_equals_the_quantized_network_exactly(se
     # two rounds of one request each: round 0's 784 ciphertexts and round 1's per modulus
     assert report["request_bytes_per_sample"] < 32 * 1024
     predicted = np.loadtxt(out, dtype=np.int64)
-    expected = np.asarray(plan.network.scores(images.astype(np.int64)), dtype=object).argmax(axis=1)
+    expected = np.asarray(plan.network.scores(plan.public.inputs.encode(images / 255.0)), dtype=object).argmax(axis=1)
     assert (predicted == expected.astype(np.int64)).all()
 
 
@@ -119,7 +134,7 @@ def test_batches_of_the_network_through_encrypted_model_equal_single_requests_ex
     with EncryptedModel(service.url, api_key=TEST_API_KEY, model=NETWORK, batch_size=16) as model:
         batched = model.linear_scores(images)
         traffic = model.traffic
-    expected = np.asarray(plan.network.scores(np.rint(images * 255).astype(np.int64)), dtype=np.float64)
+    expected = np.asarray(plan.network.scores(plan.public.inputs.encode(images)), dtype=np.float64)
     np.testing.assert_array_equal(batched, expected / plan.public.score_scale)
     assert traffic.requests == 6 and traffic.samples == 40  # batches of 16, 16 and 8, two rounds each
 
