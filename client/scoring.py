@@ -1,7 +1,8 @@
 """`ScoringClient`: the v1 protocol's Python API.
 
     client = ScoringClient("http://127.0.0.1:8000", api_key="...")
-    labels, scores = client.predict(images)        # uint8 MNIST images, or features as sklearn sees them
+    labels, scores = client.predict(images)        # uint8 MNIST images (a model that takes pixels), or
+                                                   # features as sklearn sees them (pixels / 255 for mnist-square)
 
 The client fetches the model's encoding parameters (`GET /v1/model`), makes a key pair (or takes
 the one `keys` gives, `client.keyfile`), uploads the public key (`POST /v1/keys`; its id is its
@@ -164,11 +165,15 @@ class ScoringClient:
         samples = samples.reshape(samples.shape[0], -1)
         if samples.dtype == np.uint8 and self.plan.inputs.takes_pixels:
             return samples.astype(np.int64)
-        if samples.dtype == np.uint8 and not clip and self.plan.inputs.out_of_range(samples) is not None:
-            raise InputRangeError(f"uint8 samples are taken as pixels only by a model whose inputs are the pixels "
-                                  f"themselves; this model's are declared in [{self.plan.inputs.low.min():g}, "
-                                  f"{self.plan.inputs.high.max():g}]: pass images / 255.0 if it takes pixels / 255")
-        return self.plan.inputs.encode(samples, clip)
+        inputs = self.plan.inputs
+        if samples.dtype == np.uint8 and samples.shape[1] == inputs.n_features and inputs.high.max() <= 1 \
+                and (found := inputs.out_of_range(samples)) is not None:  # pixels, even with clip: never clipped to 1
+            sample, feature = found
+            raise InputRangeError(f"sample {sample}, feature {feature}: uint8 value {samples[sample, feature]} is "
+                                  f"outside the range [{inputs.low[feature]:g}, {inputs.high[feature]:g}] the model's "
+                                  "inputs were declared for; uint8 images are taken as pixels only by a model "
+                                  "that takes the pixels themselves: pass images / 255.0 if it takes pixels / 255")
+        return inputs.encode(samples, clip)
 
     def _post(self, path: str, body: bytes, samples: int, while_waiting: Callable[[], object] | None = None) -> bytes:
         response = self._call("POST", path, body, OCTET_STREAM, while_waiting)

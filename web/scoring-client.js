@@ -7,7 +7,8 @@
 //
 // On first use the client fetches the model's parameters (GET /v1/model), makes a key pair and
 // uploads the public key (POST /v1/keys). `predict` takes the encrypted integers themselves: arrays
-// or typed arrays of integers, for MNIST the 784 pixels 0..255. `predictFeatures` takes real-valued
+// or typed arrays of integers, for the linear MNIST model the 784 pixels 0..255 (mnist-square encodes
+// pixels / 255 on its own levels: give it `predictFeatures`). `predictFeatures` takes real-valued
 // features as the model's scikit-learn estimator does and encodes them first (`encode`, with each
 // feature's offset and scale from the description). Both check the feature count and each feature's
 // declared range (input_low / input_high) before encrypting anything: a value outside it is an

@@ -4,6 +4,7 @@ and the bundled network that `python -m model.train --kind square-mlp` made that
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits
 
 from bfv.inputs import InputEncoding
@@ -19,6 +20,21 @@ def _same_integers(one, other) -> bool:
         list(a) == list(b) for a, b in zip(one.biases, other.biases))
 
 
+def _assert_on_its_grid(network, inputs: InputEncoding, weight_bits: tuple[int, ...]) -> None:
+    """The network's own weights and biases are the scaled-back integers (float32 rounding aside)."""
+    for own, grid in zip(network.layers, on_grid(network, inputs, weight_bits).layers):
+        np.testing.assert_allclose(own.weights, grid.weights, rtol=1e-6, atol=1e-6 * np.abs(own.weights).max())
+        np.testing.assert_allclose(own.bias, grid.bias, rtol=1e-6, atol=1e-6 * np.abs(own.weights).max())
+
+
+def test_a_network_trained_without_the_grid_is_not_on_it() -> None:
+    """What `_assert_on_its_grid` tells apart: a float network's weights are not its quantized ones."""
+    images, labels = load_digits(return_X_y=True)
+    network = train_square_mlp(images[:600] / 16.0, labels[:600], TrainingSettings(hidden=8, epochs=3, max_shift=0))
+    with pytest.raises(AssertionError):
+        _assert_on_its_grid(network, InputEncoding.from_ranges(np.zeros(64), np.ones(64), 3), (4, 5))
+
+
 def test_a_network_tuned_on_its_grid_is_its_quantized_network_on_the_input_levels() -> None:
     """Its ONNX file quantizes to the integers it was tuned on, and on inputs rounded to their levels
     its float scores are the quantized network's scores scaled back."""
@@ -30,8 +46,7 @@ def test_a_network_tuned_on_its_grid_is_its_quantized_network_on_the_input_level
     tuned = fine_tune_on_grid(train_square_mlp(samples, labels[:1200], settings), samples, labels[:1200], inputs,
                               grid, settings)
     quantized = quantize_network(tuned, inputs, grid.weight_bits)
-    assert _same_integers(quantized, quantize_network(on_grid(tuned, inputs, grid.weight_bits), inputs,
-                                                      grid.weight_bits))
+    _assert_on_its_grid(tuned, inputs, grid.weight_bits)
     written = read_network(network_graph(tuned).SerializeToString())  # float32 weights in the graph
     assert _same_integers(quantized, quantize_network(written, inputs, grid.weight_bits))
     held_out = images[1200:] / 16.0
@@ -46,5 +61,4 @@ def test_the_bundled_network_is_on_its_grid_and_needs_one_plaintext_modulus() ->
     network = read_network(BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE)
     plan = build_network_plan(network, description.inputs, "compact", description.weight_bits)
     assert len(plan.public.moduli) == 1 and 2 * plan.score_bound < plan.public.moduli[0] < 2**32
-    assert _same_integers(plan.network, quantize_network(on_grid(network, description.inputs, description.weight_bits),
-                                                         description.inputs, description.weight_bits))
+    _assert_on_its_grid(network, description.inputs, description.weight_bits)

@@ -78,6 +78,8 @@ def test_uint8_images_are_refused_with_the_scale_the_network_takes(service: Serv
     with ScoringClient(service.url, api_key=TEST_API_KEY, prefix=model_prefix(NETWORK)) as client:
         with pytest.raises(InputRangeError, match=r"images / 255\.0"):
             client.predict(images)
+        with pytest.raises(InputRangeError, match=r"images / 255\.0"):  # clip would make every ink pixel 1.0
+            client.integer_inputs(images.reshape(2, -1), clip=True)
         assert client.traffic.requests == 0
         labels, _ = client.predict(images / 255.0)
     assert labels.shape == (2,)
