@@ -225,7 +225,7 @@ class NetworkEvaluator:
 
     def __init__(self, plan: NetworkPlan, tokens: RoundTokens, noise_pool: int = 24) -> None:
         """`noise_pool` groups' fresh u and errors (`GroupNoise`) are kept ready, made between requests by
-        `make_ahead` (two images' worth for the bundled network: 12 groups over its two rounds)."""
+        `make_ahead` (four images' worth for the bundled network: 6 groups over its two rounds)."""
         self.plan, self.tokens = plan, tokens
         public = plan.public
         self._rings = [SealRing(round_plan.params) for round_plan in public.rounds[0]]  # one per modulus
