@@ -105,7 +105,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, T
 def served(trained, azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     root, _ = trained
     env = {"AZURE_STORAGE_CONNECTION_STRING": azurite, "AZUREML_MODEL_DIR": str(root), "MODEL_NAME": DEFAULT,
-           "WORKER_COUNT": "1", "MAX_KEYS_PER_IDENTITY": "4"}
+           "WORKER_COUNT": "1", "MAX_KEYS_PER_IDENTITY": "4",
+           # its own container: the identity's keys (and which of them MAX_KEYS_PER_IDENTITY replaces) are this
+           # module's only, whatever other modules stored in the session's Azurite before
+           "KEY_CONTAINER": "own-models-keys"}
     with running_service(env, tmp_path_factory.mktemp("served") / "service.log") as service:
         yield service
 
