@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def network_labels(chosen: np.ndarray) -> np.ndarray:
         """The quantized network's labels of these images (pixels / 255, encoded on the network's input levels)."""
-        return np.asarray(network_plan.network.scores(network_plan.public.inputs.encode(chosen))).argmax(axis=1)
+        return np.asarray(network_plan.quantized_scores(chosen)).argmax(axis=1)
 
     console = Console(stderr=True)
     with console.status("the floor, before"):

@@ -57,12 +57,16 @@ class QuantizedNetwork:
 
     weights: tuple[np.ndarray, ...]  # int64 (outputs, inputs) per layer
     biases: tuple[np.ndarray, ...]  # object arrays of Python ints (outputs,) per layer
-    score_scale: float
     input_low: np.ndarray  # int64 (features,): the lowest x_int an admissible input encodes to
     input_high: np.ndarray
     weight_bits: tuple[int, ...]
     unit_scales: tuple[np.ndarray, ...]  # alpha per layer: h_l[i] ~ alpha_l[i] * (float h_l[i])
     classes: np.ndarray | None = None
+
+    @property
+    def score_scale(self) -> float:
+        """The last layer's one scale: score = h_L / score_scale."""
+        return float(self.unit_scales[-1][0])
 
     def output_ranges(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(lowest, highest) of each layer's outputs over every admissible input, as Python ints."""
@@ -151,9 +155,8 @@ def quantize_network(network: SquareNetwork, inputs: InputEncoding,
         scales.append(alpha)
         previous = alpha ** 2
     low, high = _integer_input_range(inputs)
-    return QuantizedNetwork(weights=tuple(weights), biases=tuple(biases), score_scale=float(alpha[0]),
-                            input_low=low, input_high=high, weight_bits=bits, unit_scales=tuple(scales),
-                            classes=classes)
+    return QuantizedNetwork(weights=tuple(weights), biases=tuple(biases), input_low=low, input_high=high,
+                            weight_bits=bits, unit_scales=tuple(scales), classes=classes)
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,11 @@ class NetworkPlan:
     public: NetworkPublicPlan
     network: QuantizedNetwork
     score_bound: int
+
+    def quantized_scores(self, samples: np.ndarray, clip: bool = False) -> np.ndarray:
+        """The exact integer scores the rounds give for `samples` (as the float network takes them),
+        encoded as the client encodes them (`InputEncoding.encode`)."""
+        return self.network.scores(self.public.inputs.encode(samples, clip))
 
 
 def base_digits(values: np.ndarray, digit_bits: int, digits: int) -> np.ndarray:

@@ -44,11 +44,10 @@ class NetworkCandidate:
 
 
 
-def measure(network: SquareNetwork, plan: NetworkPlan, inputs: InputEncoding, samples: np.ndarray
-            ) -> tuple[float, float]:
+def measure(network: SquareNetwork, plan: NetworkPlan, samples: np.ndarray) -> tuple[float, float]:
     """(label agreement, largest score error / largest score) of the quantized network on `samples`."""
     exact = network.scores(samples)
-    scores = np.asarray(plan.network.scores(inputs.encode(samples, clip=True)), dtype=np.float64)
+    scores = np.asarray(plan.quantized_scores(samples, clip=True), dtype=np.float64)
     scores /= plan.public.score_scale
     agreement = float(np.mean(scores.argmax(axis=1) == exact.argmax(axis=1)))
     largest = float(np.abs(exact).max())
@@ -67,7 +66,7 @@ def choose_network_plan(network: SquareNetwork, samples: np.ndarray, encodings: 
         if (input_bits, bits) not in tried:
             try:
                 plan = build_network_plan(network, inputs, profile, bits)
-                agreement, error = measure(network, plan, inputs, samples)
+                agreement, error = measure(network, plan, samples)
                 tried[(input_bits, bits)] = NetworkCandidate(plan, inputs, input_bits, bits, agreement, error)
             except PlanError as exc:
                 refusals.append(str(exc))
@@ -79,8 +78,8 @@ def choose_network_plan(network: SquareNetwork, samples: np.ndarray, encodings: 
         found = [c for k in WEIGHT_BITS if (c := attempt(input_bits, inputs, (k,) * layers)) is not None]
         uniform += found
         if progress is not None and found:
-            progress(f"{input_bits}-bit inputs: best label agreement {max(c.agreement for c in found):.2%}"
-                     if input_bits is not None else f"best label agreement {max(c.agreement for c in found):.2%}")
+            which = "" if input_bits is None else f"{input_bits}-bit inputs: "
+            progress(f"{which}best label agreement {max(c.agreement for c in found):.2%}")
     if not uniform:
         raise PlanError(f"no precision gives a plan that decrypts exactly: {refusals[0] if refusals else '?'}")
     best = max(candidate.agreement for candidate in uniform)

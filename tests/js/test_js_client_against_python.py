@@ -92,8 +92,7 @@ def test_javascript_client_scores_the_square_network_exactly_in_its_rounds(servi
     description = ModelDescription.load(BUNDLED_NETWORK_DIR)
     plan = build_network_plan(read_network(BUNDLED_NETWORK_DIR / BUNDLED_NETWORK_FILE), description.inputs,
                               "compact", description.weight_bits)
-    expected = (np.asarray(plan.network.scores(plan.public.inputs.encode(images)), dtype=np.float64)
-                / plan.public.score_scale)
+    expected = np.asarray(plan.quantized_scores(images), dtype=np.float64) / plan.public.score_scale
     np.testing.assert_array_equal(np.array(result["scores"]), expected)
     assert result["labels"] == expected.argmax(axis=1).tolist()
     assert result["rounds"] == 2 and result["request_bytes"] == sum(round_request_size(plan.public, index)

@@ -60,8 +60,7 @@ def test_encrypted_predictions_equal_the_quantized_network_exactly(service: Serv
         probabilities = model.predict_proba(images / 255.0)
         predicted = model.predict(images / 255.0)
         traffic = model.traffic
-    expected = np.asarray(plan.network.scores(plan.public.inputs.encode(images / 255.0)),
-                          dtype=np.float64) / plan.public.score_scale
+    expected = np.asarray(plan.quantized_scores(images / 255.0), dtype=np.float64) / plan.public.score_scale
     np.testing.assert_array_equal(scores, expected)  # the integers are exact, so their scaled values are equal
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
     assert (probabilities.argmax(axis=1) == predicted).all()
@@ -125,7 +124,7 @@ def test_a_batch_of_4096_through_the_cli_equals_the_quantized_network_exactly(se
     # two rounds of one request each: round 0's 784 ciphertexts and round 1's per modulus
     assert report["request_bytes_per_sample"] < 32 * 1024
     predicted = np.loadtxt(out, dtype=np.int64)
-    expected = np.asarray(plan.network.scores(plan.public.inputs.encode(images / 255.0)), dtype=object).argmax(axis=1)
+    expected = np.asarray(plan.quantized_scores(images / 255.0), dtype=object).argmax(axis=1)
     assert (predicted == expected.astype(np.int64)).all()
 
 
@@ -136,7 +135,7 @@ def test_batches_of_the_network_through_encrypted_model_equal_single_requests_ex
     with EncryptedModel(service.url, api_key=TEST_API_KEY, model=NETWORK, batch_size=16) as model:
         batched = model.linear_scores(images)
         traffic = model.traffic
-    expected = np.asarray(plan.network.scores(plan.public.inputs.encode(images)), dtype=np.float64)
+    expected = np.asarray(plan.quantized_scores(images), dtype=np.float64)
     np.testing.assert_array_equal(batched, expected / plan.public.score_scale)
     assert traffic.requests == 6 and traffic.samples == 40  # batches of 16, 16 and 8, two rounds each
 
