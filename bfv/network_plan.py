@@ -22,9 +22,10 @@ Everything is modulo t, so only the scores have to fit: they are computed modulo
 primes t_m < 2^32 (each round once per modulus, the masks independent) and the client recovers them
 by the Chinese remainder theorem, exact whenever the largest score any admissible input can produce
 (`score_bound`, by interval arithmetic over the declared input ranges) is below prod(t_m) / 2.
-`build_network_plan` picks the fewest moduli, then the smallest ones, for which every round's replies
-decrypt exactly (the linear plans' 8-sigma noise bound, with the digits' worst case), or refuses with
-the reason.
+`build_network_plan` picks the ring (the first of the setting's `NETWORK_PROFILES` that holds both
+layouts), then the fewest moduli, then the smallest ones, for which every round's replies decrypt exactly (the linear plans' 8-sigma noise bound, with the digits' worst case), or refuses with
+the reason. Round 0 carries only the inputs the first layer weighs (`sent_features`): a network trained
+on a crop of its images pays for the pixels it reads.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bfv.inputs import InputEncoding
-from bfv.params import MAX_PLAIN_BITS, MIN_PLAIN_BITS, PROFILES, RingParameters, _batching_prime, ring_parameters
+from bfv.params import (MAX_PLAIN_BITS, MIN_PLAIN_BITS, NETWORK_PROFILES, PROFILES, RingParameters, _batching_prime,
+                         ring_parameters)
 from bfv.plan import (MAX_WEIGHT_BITS, PlanError, PublicPlan, _flooding_bits, describe_ring, group_noise_bound,
                       noise_bound, reply_bits, reply_groups, ring_from_description)
 from bfv.ring import FLOAT_EXACT_BITS
@@ -209,6 +211,9 @@ class NetworkPublicPlan:
     inputs: InputEncoding
     score_scale: float
     classes: tuple | None
+    # The inputs round 0 carries, ascending: those the first layer weighs (an input whose quantized
+    # weights are all zero changes no score, so its ciphertext coefficients or slots are not sent).
+    sent_features: tuple[int, ...]
     # The batch layout (one ciphertext per value, a sample per slot): its own digits, since a mask's
     # digit multiplies a whole slot polynomial there (`bfv.network_batch`), and its plans per round
     # and modulus; None, with the reason in `batch_refusal`, where the noise budget does not hold it.
@@ -217,11 +222,16 @@ class NetworkPublicPlan:
 
     @property
     def n_features(self) -> int:
-        return self.rounds[0][0].n_features
+        """The inputs the network takes (round 0 carries `sent_features` of them)."""
+        return self.inputs.n_features
 
     @property
     def n_outputs(self) -> int:
         return self.rounds[-1][0].n_outputs
+
+    def sent(self, inputs: np.ndarray) -> np.ndarray:
+        """The values round 0 carries of integer inputs (..., n_features): those of `sent_features`."""
+        return np.asarray(inputs)[..., list(self.sent_features)]
 
     @property
     def degree(self) -> int:
@@ -237,6 +247,7 @@ class NetworkPublicPlan:
             "n_outputs": self.n_outputs,
             "classes": None if self.classes is None else list(self.classes),
             **self.inputs.describe(),
+            "sent_features": list(self.sent_features),
             "score_scale": self.score_scale,
             "digit_bits": self.digit_bits,
             "digits": self.digits,
@@ -261,6 +272,14 @@ class NetworkPublicPlan:
                 or any(t >= 2**MAX_PLAIN_BITS for t in moduli):
             raise PlanError(f"plaintext moduli {moduli}: 1 to {MAX_MODULI} distinct ones below 2^{MAX_PLAIN_BITS}")
         inputs = InputEncoding.from_description(body)
+        if "sent_features" not in body:
+            raise PlanError("the service's description of this network names no sent_features: it is older than "
+                            "this client")
+        sent = tuple(int(index) for index in body["sent_features"])
+        if not sent or list(sent) != sorted(set(sent)) or sent[0] < 0 or sent[-1] >= inputs.n_features \
+                or len(sent) != int(body["rounds"][0]["n_features"]):
+            raise PlanError(f"sent_features must be the ascending indices of round 0's "
+                            f"{body['rounds'][0]['n_features']} inputs among the network's {inputs.n_features}")
         classes = body.get("classes")
         classes = None if classes is None else tuple(classes)
         rounds = []
@@ -274,13 +293,17 @@ class NetworkPublicPlan:
                     params=param, n_features=int(shape["n_features"]), n_outputs=int(shape["n_outputs"]),
                     groups=tuple(tuple(int(i) for i in group) for group in shape["groups"]),
                     flooding_bits=int(flooding), single_reply_bits=int(bits), batch_reply_bits=int(bits),
-                    inputs=inputs if index == 0 else None, weight_bits=int(shape["weight_bits"]),
+                    inputs=None, weight_bits=int(shape["weight_bits"]),
                     score_scale=float(body["score_scale"]) if last else 1.0, classes=classes if last else None,
                     chunks=int(shape["chunks"])))
             rounds.append(tuple(plans))
         batch = body.get("batch")
+        if batch is not None and int(batch["n_features"][0]) != len(sent):
+            raise PlanError(f"the batch layout's round 0 takes {batch['n_features'][0]} inputs, not the "
+                            f"{len(sent)} of sent_features")
         return cls(params=params[0], moduli=moduli, digit_bits=int(body["digit_bits"]), digits=int(body["digits"]),
                    rounds=tuple(rounds), inputs=inputs, score_scale=float(body["score_scale"]), classes=classes,
+                   sent_features=sent,
                    batch=None if batch is None else BatchLayout.from_description(batch, tuple(rounds)),
                    batch_refusal=body.get("batch_refused"))
 
@@ -321,6 +344,12 @@ class NetworkPlan:
         return self.network.scores(self.public.inputs.encode(samples, clip))
 
 
+def sent_features(quantized: QuantizedNetwork) -> tuple[int, ...]:
+    """The inputs the first layer weighs: those with a non-zero quantized weight (at least one, since
+    `quantize_network` refuses a unit without any)."""
+    return tuple(int(index) for index in np.flatnonzero(np.abs(quantized.weights[0]).sum(axis=0)))
+
+
 def base_digits(values: np.ndarray, digit_bits: int, digits: int) -> np.ndarray:
     """The base-2^digit_bits digits (digits, ...) of values below 2^(digit_bits * digits), lowest first."""
     values = np.asarray(values, dtype=np.uint64)
@@ -329,7 +358,7 @@ def base_digits(values: np.ndarray, digit_bits: int, digits: int) -> np.ndarray:
 
 
 def _round_plan(params: RingParameters, features: int, outputs: int, row_norms: np.ndarray, largest: int,
-                inputs: InputEncoding | None, score_scale: float, classes: tuple | None) -> PublicPlan:
+                score_scale: float, classes: tuple | None) -> PublicPlan:
     """A linear plan of one round for one modulus, for weights of at most these norms per row: its
     inputs split over the number of ciphertexts that makes a round's request and reply smallest."""
     degree = params.degree
@@ -343,7 +372,7 @@ def _round_plan(params: RingParameters, features: int, outputs: int, row_norms: 
         flooding = _flooding_bits(params, single) if PROFILES[params.profile].flooding else 0
         bits = reply_bits(params, single + (2.0 ** flooding if flooding else 0.0))
         plan = PublicPlan(params=params, n_features=features, n_outputs=outputs, groups=groups,
-                          flooding_bits=flooding, single_reply_bits=bits, batch_reply_bits=bits, inputs=inputs,
+                          flooding_bits=flooding, single_reply_bits=bits, batch_reply_bits=bits, inputs=None,
                           weight_bits=int(largest).bit_length() + 1, score_scale=score_scale, classes=classes,
                           chunks=chunks)
         if best is None or _round_bytes(plan) < _round_bytes(best):
@@ -380,6 +409,7 @@ def _plans_for(quantized: QuantizedNetwork, inputs: InputEncoding, profile: str,
     classes = None if quantized.classes is None else tuple(c.item() if isinstance(c, np.generic) else c
                                                              for c in quantized.classes)
     widest = max(moduli).bit_length()
+    sent = sent_features(quantized)
     problem = None
     for digits in range(1, widest + 1):  # the fewest digits (inputs per round) whose weights the noise allows
         digit_bits = -(-widest // digits)
@@ -390,28 +420,28 @@ def _plans_for(quantized: QuantizedNetwork, inputs: InputEncoding, profile: str,
                 last = index == len(quantized.weights) - 1
                 scale, names = (quantized.score_scale, classes) if last else (1.0, None)
                 if index == 0:
-                    norms, largest, features = np.sqrt((w * w).sum(axis=1)), int(np.abs(weights).max()), w.shape[1]
+                    norms, largest, features = np.sqrt((w * w).sum(axis=1)), int(np.abs(weights).max()), len(sent)
                 else:  # Q for z^2, then -2 Q r_d for each digit, r_d < B
                     spread = 1 + 4 * digits * ((1 << digit_bits) - 1) ** 2
                     norms = np.sqrt((w * w).sum(axis=1) * spread)
                     largest = int(np.abs(weights).max()) * 2 * ((1 << digit_bits) - 1)
                     features = w.shape[1] * (1 + digits)
-                rounds.append(tuple(_round_plan(param, features, w.shape[0], norms, largest,
-                                                inputs if index == 0 else None, scale, names) for param in params))
+                rounds.append(tuple(_round_plan(param, features, w.shape[0], norms, largest, scale, names)
+                                    for param in params))
             try:
-                batch, refusal = _batch_layout(quantized, tuple(rounds), widest), None
+                batch, refusal = _batch_layout(quantized, tuple(rounds), widest, len(sent)), None
             except PlanError as exc:
                 batch, refusal = None, f"batches of this network are not served: {exc}"
             return NetworkPublicPlan(params=params[0], moduli=moduli, digit_bits=digit_bits, digits=digits,
                                      rounds=tuple(rounds), inputs=inputs, score_scale=quantized.score_scale,
-                                     classes=classes, batch=batch, batch_refusal=refusal)
+                                     classes=classes, sent_features=sent, batch=batch, batch_refusal=refusal)
         except PlanError as exc:
             problem = exc
     raise PlanError(f"with plaintext moduli {moduli}: {problem}")
 
 
-def _batch_layout(quantized: QuantizedNetwork, single: tuple[tuple[PublicPlan, ...], ...], widest: int
-                  ) -> BatchLayout:
+def _batch_layout(quantized: QuantizedNetwork, single: tuple[tuple[PublicPlan, ...], ...], widest: int,
+                  sent: int) -> BatchLayout:
     """The batch rounds with the fewest digits whose replies decrypt exactly, or PlanError with the reason.
 
     Round 0 is the linear batch: output j's noise is the error times W_j. Round l >= 1 adds, for every
@@ -427,7 +457,7 @@ def _batch_layout(quantized: QuantizedNetwork, single: tuple[tuple[PublicPlan, .
             for index, (weights, plans) in enumerate(zip(quantized.weights, single)):
                 w = weights.astype(np.float64)
                 norm = float(np.sqrt((w * w).sum(axis=1)).max()) * (math.sqrt(spread) if index else 1.0)
-                features = w.shape[1] * (1 + digits) if index else w.shape[1]
+                features = w.shape[1] * (1 + digits) if index else sent
                 honest = noise_bound(degree, norm)
                 plan_round = []
                 for plan in plans:
@@ -444,13 +474,34 @@ def _batch_layout(quantized: QuantizedNetwork, single: tuple[tuple[PublicPlan, .
 def build_network_plan(network: SquareNetwork, inputs: InputEncoding, profile: str = "compact",
                        weight_bits: int | tuple[int, ...] = NETWORK_WEIGHT_BITS,
                        classes: np.ndarray | None = None) -> NetworkPlan:
-    """Quantize `network`, pick the moduli and digits, check that every round decrypts exactly;
-    raises PlanError with the reason otherwise."""
+    """Quantize `network`, pick the ring, moduli and digits, check that every round decrypts exactly;
+    raises PlanError with the reason otherwise (the largest ring's, where none holds the network).
+
+    The ring is the first of the setting's profiles (`NETWORK_PROFILES`) that holds both layouts, or
+    else the first that holds one image per request: for the bundled network N = 2048 has 217 KB of
+    single-image rounds where N = 4096 has 308 KB, for the same server time."""
     quantized = quantize_network(network, inputs, weight_bits, classes)
+    first: NetworkPlan | None = None
+    problem: PlanError | None = None
+    for ring in NETWORK_PROFILES[profile]:
+        try:
+            plan = _plan_on(quantized, inputs, ring)
+        except PlanError as exc:
+            problem = exc
+            continue
+        if plan.public.batch is not None:
+            return plan
+        first = first or plan
+    if first is not None:
+        return first
+    raise problem
+
+
+def _plan_on(quantized: QuantizedNetwork, inputs: InputEncoding, profile: str) -> NetworkPlan:
+    """The plan of `quantized` on one profile's ring: the fewest, then the smallest moduli that hold it."""
     bound = quantized.score_bound
     problem: PlanError | None = None
-    degree = PROFILES[profile].degree
-    for moduli in _moduli_candidates(bound, degree):
+    for moduli in _moduli_candidates(bound, PROFILES[profile].degree):
         try:
             return NetworkPlan(public=_plans_for(quantized, inputs, profile, moduli), network=quantized,
                                score_bound=bound)

@@ -36,8 +36,8 @@ from bfv.network_batch import BatchRound
 from bfv.network_plan import NetworkPlan, NetworkPublicPlan, base_digits
 from bfv.plan import PublicPlan
 from bfv.rerandomize import PreparedKey, ZeroEncryptions
-from bfv.ring import (add_errors, add_mod, dot_mod, error_words, expand_uniform, from_signed, moduli_column,
-                      random_flooding, residue_fraction, scale_messages, small_dot_mod)
+from bfv.ring import (add_mod, dot_mod, expand_uniform, from_signed, moduli_column, random_error, random_flooding,
+                      residue_fraction, scale_messages, small_dot_mod)
 from bfv.seal_ring import SealRing
 from bfv.wire import Kind, Request, WireError, read_request, reply_size, request_size, write_switched_reply
 
@@ -130,9 +130,9 @@ class RoundProducts:
 
     For each reply group g, in SEAL's NTT domain: sum over chunks s of (c0_s, a_s) * w_{g,s}, plus
     (pk0, pk1) * u_g for a fresh ternary u_g (`ring.dot_mod`, the compiled loops where built), then
-    one inverse NTT, fresh errors e1 and, where c0 is read, e0 (so what the reply carries is
-    re-randomized as a fresh encryption of zero would make it), the intercepts and masks at the result
-    positions. w_{g,s} holds, reversed at
+    the inverse NTTs of every group in one call, fresh errors e1 and, where c0 is read, e0 (so what the
+    reply carries is re-randomized as a fresh encryption of zero would make it), the intercepts and masks
+    at the result positions. w_{g,s} holds, reversed at
     offset l * width, the chunk-s part of the weights of the group's l-th output, so coefficient
     l * width + width - 1 is that output's whole dot product. Splitting a sample over several
     ciphertexts lets each reply ciphertext carry `chunks` times more outputs: fewer reply bytes and
@@ -170,32 +170,35 @@ class RoundProducts:
         a_s = expand_uniform(seed, s)), with `plain` (k, outputs) = `scaled(intercepts)` added to the scores;
         `noise()` gives each group its fresh u and errors."""
         public, ring, primes = self.public, self.ring, self._primes
-        degree, chunks = public.degree, public.chunks
+        degree, chunks, groups = public.degree, public.chunks, public.groups
         # (k, 2, chunks, N): per prime, the chunks' c0 and a in the NTT domain
         inputs = np.empty((len(primes), 2, chunks, degree), dtype=np.uint64)
         inputs[:, 0] = c0.transpose(1, 0, 2)
         for chunk in range(chunks):
             inputs[:, 1, chunk] = expand_uniform(seed, chunk, primes, degree)
-        fractions = np.empty(public.single_reply_values)
-        start = outputs_seen = 0
-        for index, group in enumerate(public.groups):
-            fresh = noise()
-            total = np.empty((2, len(primes), degree), dtype=np.uint64)
+        fresh = [noise() for _ in groups]
+        totals = np.empty((len(groups), 2, len(primes), degree), dtype=np.uint64)
+        for index, group_noise in enumerate(fresh):
             for row, prime in enumerate(primes):
                 weights = self._weights[row, index]
                 for poly in range(2):  # c0: sum c0_s * w_s + pk0 * u; c1: sum a_s * w_s + pk1 * u
-                    total[poly, row] = dot_mod(inputs[row, poly], weights, (fresh.u[row], key.ntt[poly, row]), prime)
-            polys = ring.ntt_rows(total, inverse=True)
+                    totals[index, poly, row] = dot_mod(inputs[row, poly], weights,
+                                                       (group_noise.u[row], key.ntt[poly, row]), prime)
+        # Every group's c0 and c1 in one call: (groups, 2, k, N) coefficients.
+        polys = ring.ntt_rows(totals.reshape(-1, len(primes), degree), inverse=True).reshape(totals.shape)
+        c1_fractions = residue_fraction(polys[:, 1], primes)  # (groups, N)
+        fractions = np.empty(public.single_reply_values)
+        start = outputs_seen = 0
+        for index, (group, group_noise) in enumerate(zip(groups, fresh)):
             count = len(group)
-            # e0 where c0 is read (the reply carries no other coefficient of it), e1 everywhere
-            scores = add_errors(np.ascontiguousarray(polys[0][None, :, self._positions[:count]]),
-                                fresh.words[None, degree : degree + count], primes)[0]
-            scores = add_mod(scores, plain[:, outputs_seen : outputs_seen + count], self._moduli)
+            scores = add_mod(polys[index, 0][:, self._positions[:count]], plain[:, outputs_seen : outputs_seen + count],
+                             self._moduli)
             if public.flooding_bits:
                 scores = add_mod(scores, random_flooding((count,), public.flooding_bits, primes), self._moduli)
-            c1 = add_errors(polys[1:], fresh.words[None, :degree], primes)[0]
-            fractions[start : start + count] = residue_fraction(scores, primes)
-            fractions[start + count : start + count + degree] = residue_fraction(c1, primes)
+            # e0 where c0 is read (the reply carries no other coefficient of it), e1 everywhere: as fractions of Q
+            e0 = group_noise.errors[degree : degree + count]
+            fractions[start : start + count] = residue_fraction(scores, primes) + e0
+            fractions[start + count : start + count + degree] = c1_fractions[index] + group_noise.errors[:degree]
             start, outputs_seen = start + count + degree, outputs_seen + count
         return write_switched_reply(Kind.SINGLE, 1, public.single_reply_bits, fractions)
 
@@ -203,11 +206,11 @@ class RoundProducts:
 @dataclass(frozen=True)
 class GroupNoise:
     """The randomness of one single-image reply group, independent of the key and of t, so drawn between
-    requests: a ternary u in the NTT domain (k, N) for its encryption of zero, and the words (N + outputs)
-    of its errors e1 (N) and e0 (where c0 is read)."""
+    requests: a ternary u in the NTT domain (k, N) for its encryption of zero, and its errors e1 (N) and
+    e0 (where c0 is read), centred binomial, as the fractions e / Q the reply adds to its own."""
 
     u: np.ndarray
-    words: np.ndarray
+    errors: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,9 @@ class NetworkEvaluator:
         self.plan, self.tokens = plan, tokens
         public = plan.public
         self._rings = [SealRing(round_plan.params) for round_plan in public.rounds[0]]  # one per modulus
-        self._first = [RoundProducts(round_plan, ring, plan.network.weights[0])
+        # Round 0's weights: the columns of the inputs it carries (`NetworkPublicPlan.sent_features`).
+        self._first_weights = public.sent(plan.network.weights[0])
+        self._first = [RoundProducts(round_plan, ring, self._first_weights)
                        for round_plan, ring in zip(public.rounds[0], self._rings)]
         # Each layer's biases modulo each t: [round][modulus] (outputs,) int64.
         self._biases = [[np.array([int(b) % t for b in bias], dtype=np.int64) for t in public.moduli]
@@ -238,8 +243,9 @@ class NetworkEvaluator:
         self._zeros = ZeroEncryptions(self._rings[0], 0, np.zeros(0, dtype=np.int64))
         self._ready: deque[GroupNoise] = deque()
         self._pool = noise_pool
-        self._noise_words = public.degree + max(len(group) for plans in public.rounds for round_plan in plans
-                                                for group in round_plan.groups)
+        self._noise_errors = public.degree + max(len(group) for plans in public.rounds for round_plan in plans
+                                                 for group in round_plan.groups)
+        self._inverse_q = 1.0 / public.params.data_modulus
         self._batch: list[list[BatchRound]] | None = None
 
     @property
@@ -252,8 +258,8 @@ class NetworkEvaluator:
         if self._batch is None:
             public, network = self.plan.public, self.plan.network
             layout = public.batch
-            self._batch = [[BatchRound(plan, ring, network.weights[index], self._biases[index][m], layout.digit_bits,
-                                       layout.digits, first=index == 0)
+            self._batch = [[BatchRound(plan, ring, network.weights[index] if index else self._first_weights,
+                                       self._biases[index][m], layout.digit_bits, layout.digits, first=index == 0)
                             for m, (plan, ring) in enumerate(zip(plans, self._rings))]
                            for index, plans in enumerate(layout.rounds)]
         return self._batch
@@ -262,7 +268,7 @@ class NetworkEvaluator:
         return self._ready.popleft() if self._ready else self._fresh_noise()
 
     def _fresh_noise(self) -> GroupNoise:
-        return GroupNoise(self._zeros.ternary_ntt(), error_words((self._noise_words,)))
+        return GroupNoise(self._zeros.ternary_ntt(), random_error((self._noise_errors,)) * self._inverse_q)
 
     def make_ahead(self) -> bool:
         """One step of filling the pool of groups' randomness (two groups'); whether more steps remain."""
@@ -380,12 +386,15 @@ class NetworkKeys:
         return self._batch_keys
 
     def first_batch_request(self, inputs: np.ndarray) -> bytes:
-        """Round 0 of the batch layout for up to N samples of integer inputs (samples, n_features)."""
-        return b"".join(keys.encrypt_batch(inputs) for keys in self._keys_for(True)[0])
+        """Round 0 of the batch layout for up to N samples of integer inputs (samples, n_features): the
+        inputs the first layer weighs (`NetworkPublicPlan.sent_features`)."""
+        sent = self.plan.sent(inputs)
+        return b"".join(keys.encrypt_batch(sent) for keys in self._keys_for(True)[0])
 
     def first_request(self, inputs: np.ndarray) -> bytes:
-        """Round 0 for one sample of integer inputs (n_features,)."""
-        return b"".join(keys.encrypt_single(inputs, ntt_c0=True) for keys in self._keys[0])
+        """Round 0 for one sample of integer inputs (n_features,): those the first layer weighs."""
+        sent = self.plan.sent(inputs)
+        return b"".join(keys.encrypt_single(sent, ntt_c0=True) for keys in self._keys[0])
 
     def _residues(self, round_index: int, reply: bytes, batch: bool = False) -> tuple[bytes, list[np.ndarray]]:
         """The round's token and its values modulo each t: (outputs,), or (samples, outputs) for a batch."""

@@ -1,9 +1,13 @@
 """Parameter sets of the v1 protocol and their security check.
 
-Two profiles, both at >= 128-bit classical security by the HomomorphicEncryption.org standard's
-table for ternary secrets (log2 Q <= 109 at N = 4096, <= 218 at N = 8192):
+Three profiles, all at >= 128-bit classical security by the HomomorphicEncryption.org standard's
+table for ternary secrets (log2 Q <= 54 at N = 2048, <= 109 at N = 4096, <= 218 at N = 8192):
 
 - `compact` (default): N = 4096, one 60-bit data prime. Small requests and replies.
+- `compact-2048`: N = 2048, one 54-bit data prime: what the `compact` setting plans a square network
+  on first (`NETWORK_PROFILES`). A network's single-image reply carries one c1 of N coefficients per
+  group of outputs, and its request one c0 of N per chunk of inputs: for a wide layer both counts
+  grow as N shrinks, but their bytes together shrink about as sqrt(N).
 - `flooded`: N = 8192, two 60-bit data primes (plus one SEAL needs as its "special" prime, counted
   in the security check although our keys never use it), so there is room for 60 bits of
   statistical noise flooding on top of the scores' own noise.
@@ -37,13 +41,18 @@ class Profile:
     data_primes: int
     extra_primes: int
     flooding: bool
+    prime_bits: int = PRIME_BITS
 
 
 PROFILES = {
     "compact": Profile("compact", 4096, data_primes=1, extra_primes=0, flooding=False),
     "flooded": Profile("flooded", 8192, data_primes=2, extra_primes=1, flooding=True),
+    "compact-2048": Profile("compact-2048", 2048, data_primes=1, extra_primes=0, flooding=False, prime_bits=54),
 }
 PROFILE_IDS = {name: index for index, name in enumerate(PROFILES, start=1)}
+# The profiles a square network is planned on for each setting of the operator's, in order: the first
+# that holds both of its layouts (else the first that holds the single one) serves it.
+NETWORK_PROFILES = {"compact": ("compact-2048", "compact"), "flooded": ("flooded",)}
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,8 @@ class RingParameters:
 
 
 @lru_cache(maxsize=None)
-def _primes(degree: int, count: int) -> tuple[int, ...]:
-    return tuple(m.value() for m in seal.CoeffModulus.Create(degree, [PRIME_BITS] * count))
+def _primes(degree: int, count: int, bits: int) -> tuple[int, ...]:
+    return tuple(m.value() for m in seal.CoeffModulus.Create(degree, [bits] * count))
 
 
 def ring_parameters(profile_name: str, plain_bits: int) -> RingParameters:
@@ -90,7 +99,7 @@ def ring_parameters(profile_name: str, plain_bits: int) -> RingParameters:
     bits at N = 8192): the next length up serves as well, since t only has to be large enough.
     """
     profile = PROFILES[profile_name]
-    primes = _primes(profile.degree, profile.data_primes + profile.extra_primes)
+    primes = _primes(profile.degree, profile.data_primes + profile.extra_primes, profile.prime_bits)
     plain = _batching_prime(profile.degree, max(plain_bits, MIN_PLAIN_BITS))
     return RingParameters(profile=profile.name, degree=profile.degree,
                           data_primes=primes[: profile.data_primes], extra_primes=primes[profile.data_primes :],

@@ -143,7 +143,7 @@ class PublicPlan:
     flooding_bits: int  # 0 when the profile does not flood
     single_reply_bits: int
     batch_reply_bits: int
-    inputs: InputEncoding | None  # None: a network's later rounds, whose inputs are masked values modulo t
+    inputs: InputEncoding | None  # None: a network's rounds (the network plan holds its inputs' encoding)
     weight_bits: int
     score_scale: float
     classes: tuple | None

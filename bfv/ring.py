@@ -270,7 +270,8 @@ def fraction_to_power_of_two(fraction: np.ndarray, bits: int) -> np.ndarray:
     """round(f * 2^bits) mod 2^bits (uint64) for fractions f (any real; only f mod 1 matters).
 
     With f good to ~2^-52 (a sum of a few fractions below 2), the result is off by at most one
-    unit of 2^-bits for bits <= 41, which is one more rounding error of the same size as the rounding itself.
+    unit of 2^-bits for bits <= 42 (the widest replies, N * 2^bits <= 2^53 at N = 2048), which is one more
+    rounding error of the same size as the rounding itself.
     """
     values = np.rint(fraction * float(1 << bits)).astype(np.int64)
     values &= (1 << bits) - 1

@@ -146,7 +146,8 @@ def prepare_network(model_file: Path, calibration: Path, out: Path, name: str | 
               "max_rel_score_error": candidate.max_rel_score_error, "input_bits": candidate.input_bits,
               "weight_bits": list(candidate.weight_bits), "profile": profile,
               "plain_moduli_bits": [t.bit_length() for t in candidate.plan.public.moduli],
-              "rounds": len(candidate.plan.public.rounds),
+              "rounds": len(candidate.plan.public.rounds), "poly_modulus_degree": candidate.plan.public.degree,
+              "weighed_features": len(candidate.plan.public.sent_features),
               **({"feature_range": list(feature_range)} if feature_range else {"margin": margin})}
     _copied(model_file, out)
     description = ModelDescription(name=name or model_file.stem, version=version, model_file=model_file.name,
@@ -211,9 +212,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     report = description.calibration or {}
     if network:
-        print(f"SquareNetwork: {description.features} features, {report['rounds']} rounds, "
-              f"{report['input_bits']}-bit inputs, weights of {report['weight_bits']} bits per layer, "
-              f"plaintext moduli of {report['plain_moduli_bits']} bits")
+        print(f"SquareNetwork: {description.features} features ({report['weighed_features']} weighed by the first "
+              f"layer), {report['rounds']} rounds, {report['input_bits']}-bit inputs, weights of "
+              f"{report['weight_bits']} bits per layer, plaintext moduli of {report['plain_moduli_bits']} bits, "
+              f"N = {report['poly_modulus_degree']}")
         print(f"on {report['samples']} calibration samples: labels of the quantized network equal to the float "
               f"network's on {report['label_agreement']:.2%}, max |score error| {report['max_rel_score_error']:.2g} "
               "of the largest score")

@@ -80,6 +80,14 @@ function resultPositions(groups, width) {
 
 /** A square network's description (bfv/network_plan.py): one linear plan per round and modulus. */
 function networkPlanFromDescription(body) {
+  const sent = body.sent_features;
+  const valid = Array.isArray(sent) && sent.length === body.rounds[0].n_features
+    && sent.every((index, i) => Number.isInteger(index) && index >= 0 && index < body.n_features
+      && (i === 0 || index > sent[i - 1]));
+  if (!valid) {
+    throw new Error(`sent_features must be the ascending indices of round 0's ${body.rounds[0].n_features} inputs `
+      + `among the network's ${body.n_features}`);
+  }
   const n = body.poly_modulus_degree;
   const primes = body.coeff_modulus.map(BigInt);
   const moduli = body.plain_moduli.map(BigInt);
@@ -403,9 +411,11 @@ export class NetworkKeys {
     return new NetworkKeys(plan, Int8Array.from(bytes, (v) => v - 1));
   }
 
-  /** Round 0 for one sample of integer inputs: one request per modulus, concatenated. */
+  /** Round 0 for one sample of integer inputs: the inputs the first layer weighs (`sent_features`), one
+   *  request per modulus, concatenated. */
   firstRequest(inputs, keyId) {
-    return concat(this.keys[0].map((keys) => keys.encryptSingle(inputs, keyId, { nttC0: true })));
+    const sent = this.plan.sent_features.map((index) => inputs[index]);
+    return concat(this.keys[0].map((keys) => keys.encryptSingle(sent, keyId, { nttC0: true })));
   }
 
   /** (token, residues per modulus) of round `index`'s reply. */

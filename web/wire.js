@@ -9,7 +9,7 @@
 // values is exactly `width` bytes, value i of a group at bit i * width.
 
 export const KIND = { SINGLE: 1, BATCH: 2 };
-export const PROFILE_IDS = { compact: 1, flooded: 2 };
+export const PROFILE_IDS = { compact: 1, flooded: 2, 'compact-2048': 3 };
 const KEY_HEADER = 40;
 const REQUEST_HEADER = 80;
 const REPLY_HEADER = 16;

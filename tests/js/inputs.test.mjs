@@ -103,3 +103,17 @@ test('ScoringClient refuses samples that do not fit the model before encrypting 
     server.close();
   }
 });
+
+test('a network description whose sent_features are not round 0 inputs in order is refused', () => {
+  const network = {
+    ...RING, ...ENCODING, model_kind: 'square-network', profile: 'compact-2048', poly_modulus_degree: 2048,
+    plain_moduli: [1073692673], digit_bits: 8, digits: 4, batch: null,
+    rounds: [{ n_features: 2, n_outputs: 2, chunks: 1, groups: [[0, 1]], weight_bits: 5, reply_bits: [40],
+      flooding_bits: [0] }, { n_features: 10, n_outputs: 1, chunks: 1, groups: [[0]], weight_bits: 9,
+      reply_bits: [40], flooding_bits: [0] }],
+  };
+  assert.deepEqual(planFromDescription({ ...network, sent_features: [0, 2] }).sent_features, [0, 2]);
+  for (const sent of [undefined, [], [0], [2, 0], [1, 1], [0, 3], [-1, 2], [0, 1.5], [0, '2']]) {
+    assert.throws(() => planFromDescription({ ...network, sent_features: sent }), /sent_features must be/);
+  }
+});

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bfv.inputs import InputEncoding
-from bfv.network_plan import NetworkPublicPlan, build_network_plan
+from bfv.network_plan import MAX_CHUNKS, NetworkPublicPlan, build_network_plan
 from bfv.network_rounds import (MASK_SEED_BYTES, TOKEN_BYTES, NetworkEvaluator, NetworkKeys, RoundTokens, TokenError,
                                 masks, round_reply_size, round_request_size)
 from bfv.params import MAX_PLAIN_BITS
@@ -98,11 +98,17 @@ def _extremes(plan, rng: np.random.Generator, count: int) -> np.ndarray:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), features=st.integers(2, 60), hidden=st.lists(st.integers(1, 24), min_size=1,
        max_size=2), outputs=st.integers(1, 6), input_max=st.sampled_from([1, 15, 255, 4095]),
-       bits=st.integers(3, 10), spread=st.sampled_from([0.01, 1.0, 50.0]))
+       bits=st.integers(3, 10), spread=st.sampled_from([0.01, 1.0, 50.0]), ignored=st.floats(0, 0.9))
 def test_every_accepted_network_decrypts_exactly_and_every_other_is_refused_with_the_reason(
-        seed: int, features: int, hidden: list[int], outputs: int, input_max: int, bits: int, spread: float) -> None:
+        seed: int, features: int, hidden: list[int], outputs: int, input_max: int, bits: int, spread: float,
+        ignored: float) -> None:
     network = _network(seed, (features, *hidden, outputs), spread)
     rng = np.random.default_rng(seed)
+    # A share of the inputs the first layer does not weigh (its receptive field): round 0 leaves them out.
+    first = network.layers[0]
+    weighed = rng.random(features) >= ignored
+    weighed[rng.integers(features)] = True
+    network = SquareNetwork((Dense(first.weights * weighed, first.bias),) + network.layers[1:])
     low = rng.uniform(-2, 0, features)
     inputs = InputEncoding.from_ranges(low, low + rng.uniform(0.1, 3, features), input_max)
     try:
@@ -111,7 +117,9 @@ def test_every_accepted_network_decrypts_exactly_and_every_other_is_refused_with
         event("refused")
         assert any(word in str(exc) for word in ("moduli", "noise", "fit", "weight")), str(exc)
         return
-    event(f"accepted: {len(plan.public.rounds)} rounds, {len(plan.public.moduli)} moduli")
+    event(f"accepted: {len(plan.public.rounds)} rounds, {len(plan.public.moduli)} moduli, "
+          f"profile {plan.public.params.profile}")
+    assert set(plan.public.sent_features) <= set(np.flatnonzero(weighed))
     assert plan.public.params.meets_128_bit_security()
     assert all(t < 2**MAX_PLAIN_BITS for t in plan.public.moduli)
     assert np.prod([float(t) for t in plan.public.moduli]) > 2 * plan.score_bound
@@ -134,6 +142,24 @@ def test_the_flooded_profile_decrypts_a_network_exactly_too() -> None:
     assert _scored(plan, samples) == expected
     assert all(p.flooding_bits for r in plan.public.batch.rounds for p in r)
     assert _scored_batch(plan, samples) == expected
+
+
+def test_the_compact_setting_plans_a_network_on_n_2048_and_one_too_wide_for_it_on_n_4096() -> None:
+    """`NETWORK_PROFILES`: N = 2048 first; a first layer of more inputs than 16 chunks of 2048 hold goes
+    to N = 4096, exact there too, and leaves out the inputs it does not weigh."""
+    small = build_network_plan(_network(3, (30, 6, 3), 1.0), InputEncoding.from_ranges(np.zeros(30), np.ones(30), 15),
+                               "compact", 6)
+    assert small.public.params.profile == "compact-2048" and small.public.params.degree == 2048
+    features = MAX_CHUNKS * 2048 + 100
+    rng = np.random.default_rng(4)
+    weights = rng.choice([-1.0, 1.0], (2, features)) * rng.uniform(0.5, 1.0, (2, features))  # none rounds to 0
+    weights[:, :50] = 0.0  # inputs the first layer does not weigh
+    wide = SquareNetwork((Dense(weights, rng.normal(0, 1, 2)), Dense(rng.normal(0, 1, (2, 2)), rng.normal(0, 1, 2))))
+    plan = build_network_plan(wide, InputEncoding.from_ranges(np.zeros(features), np.ones(features), 1), "compact", 4)
+    assert plan.public.params.profile == "compact" and plan.public.params.degree == 4096
+    assert plan.public.sent_features == tuple(range(50, features))
+    samples = _extremes(plan, np.random.default_rng(1), 1)
+    assert _scored(plan, samples) == [[int(v) for v in row] for row in plan.network.scores(samples)]
 
 
 def test_an_output_whose_weights_all_round_to_zero_is_exact_in_both_layouts() -> None:
@@ -296,7 +322,7 @@ def test_single_round_requests_carry_c0_in_the_ntt_domain(monkeypatch) -> None:
 
 
 def test_each_reply_group_takes_fresh_randomness_from_the_pool_once() -> None:
-    """`make_ahead` fills the pool between requests; a round takes one u and one set of error words per
+    """`make_ahead` fills the pool between requests; a round takes one u and one set of errors per
     group and modulus, each once, the pooled ones first."""
     network = _network(9, (40, 8, 3), 1.0)
     plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(40), np.ones(40), 63), "compact", 6)
@@ -318,5 +344,21 @@ def test_each_reply_group_takes_fresh_randomness_from_the_pool_once() -> None:
     groups = sum(len(round_plan.groups) for plans in plan.public.rounds for round_plan in plans)
     assert len(taken) == groups > len(pooled)
     assert taken[: len(pooled)] == pooled and len({id(noise) for noise in taken}) == groups
-    assert len({noise.words.tobytes() for noise in taken}) == groups  # no two groups share their errors
+    assert len({noise.errors.tobytes() for noise in taken}) == groups  # no two groups share their errors
     assert keys.scores(reply) == [int(v) for v in plan.network.scores(np.zeros((1, 40), dtype=np.int64))[0]]
+
+
+def test_a_description_whose_sent_features_are_not_round_0s_inputs_in_order_is_refused() -> None:
+    network = _network(11, (12, 4, 2), 1.0)
+    first = network.layers[0]
+    network = SquareNetwork((Dense(first.weights * (np.arange(12) % 3 != 0), first.bias),) + network.layers[1:])
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(12), np.ones(12), 15), "compact", 6)
+    body = plan.public.describe()
+    assert body["sent_features"] == [i for i in range(12) if i % 3] and body["n_features"] == 12
+    assert NetworkPublicPlan.from_description(body).sent_features == tuple(body["sent_features"])
+    sent = body["sent_features"]
+    for wrong in ([], sent[:-1], sent[::-1], [sent[0]] * len(sent), sent[:-1] + [12], [-1] + sent[1:]):
+        with pytest.raises(PlanError, match="sent_features"):
+            NetworkPublicPlan.from_description({**body, "sent_features": wrong})
+    with pytest.raises(PlanError, match="older than this client"):
+        NetworkPublicPlan.from_description({key: value for key, value in body.items() if key != "sent_features"})
