@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
     expected = labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), None)
     network_plan = bundled_network_plan()
+    network_batch = min(args.batch, network_plan.public.degree)  # a batch holds at most N samples
 
     def network_labels(chosen: np.ndarray) -> np.ndarray:
         """The quantized network's labels of these images (pixels / 255, encoded on the network's input levels)."""
@@ -147,11 +148,11 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(_v1_row(f"{NETWORK_ROW} (2 rounds)", service.url, chosen, quantized, 1,
                                         "mnist-square"))
             if args.network_batch_images:
-                with console.status(f"v1 protocol, the square network, batches of {args.batch} in two rounds"):
+                with console.status(f"v1 protocol, the square network, batches of {network_batch} in two rounds"):
                     chosen = images[: args.network_batch_images].reshape(-1, 784) / 255.0
                     quantized = network_labels(chosen)
-                    rows.append(_v1_row(f"{NETWORK_BATCH_ROW} ({args.batch}, 2 rounds)", service.url, chosen,
-                                        quantized, args.batch, "mnist-square"))
+                    rows.append(_v1_row(f"{NETWORK_BATCH_ROW} ({network_batch}, 2 rounds)", service.url, chosen,
+                                        quantized, network_batch, "mnist-square"))
         if args.eiserver_images:
             with running_service({**env, "SCORING_ENGINE": "eiserver"}, Path(workdir) / "eiserver.log") as service, \
                     console.status("Azure ML contract, EIServer engine"):
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.network_images:
             in_process.update(network_in_process_seconds(encoded[: min(args.network_images, 200)]))
         if args.network_batch_images:
-            in_process.update(network_batch_in_process_seconds(encoded[: args.batch]))
+            in_process.update(network_batch_in_process_seconds(encoded[:network_batch]))
         floors.append(seal_floor_seconds(model))
     # The machine's speed drifts during a run: the goals are read against the faster of the two
     # floors (the stricter reading), both printed.

@@ -43,6 +43,22 @@ class TrainingSettings:
     weight_decay: float = 1e-4
     max_shift: int = 2
     seed: int = 0
+    # The first layer sees only the central field x field pixels of a square image (None: every
+    # feature): the others get zero weights, which the protocol does not send (`bfv.network_plan`).
+    field: int | None = None
+
+
+def field_mask(features: int, image_side: int | None, field: int | None) -> np.ndarray:
+    """1.0 for the features the first layer may weigh: the central field x field pixels of an image of
+    image_side^2 pixels, or every feature."""
+    if image_side is None or field is None or field >= image_side:
+        return np.ones(features)
+    if image_side * image_side != features or field < 1:
+        raise ValueError(f"a field of {field} pixels needs square images of {features} features")
+    start = (image_side - field) // 2
+    mask = np.zeros((image_side, image_side))
+    mask[start : start + field, start : start + field] = 1.0
+    return mask.reshape(-1)
 
 
 def shifted(images: np.ndarray, rng: np.random.Generator, max_shift: int, side: int) -> np.ndarray:
@@ -74,11 +90,12 @@ def _network(parameters: Parameters) -> SquareNetwork:
 
 def _epochs(parameters: Parameters, batches: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]], epochs: int,
             learning_rate: float, settings: TrainingSettings,
-            forward: Callable[[Parameters], Parameters] = lambda parameters: parameters, l1: float = 0.0,
-            progress: Callable[[int, float], None] | None = None) -> None:
+            mask: np.ndarray, forward: Callable[[Parameters], Parameters] = lambda parameters: parameters,
+            l1: float = 0.0, progress: Callable[[int, float], None] | None = None) -> None:
     """Adam with cosine decay on cross-entropy, in place. `batches(epoch)` yields (samples, one-hot targets);
     the scores are computed with `forward(parameters)` and its gradient applied to `parameters`
-    (the straight-through estimator when `forward` rounds them); `l1` penalizes the first layer's weights."""
+    (the straight-through estimator when `forward` rounds them); `l1` penalizes the first layer's weights;
+    the first layer's weights of features where `mask` is 0 get no gradient, so they stay zero."""
     moments = [np.zeros_like(p) for p in parameters]
     squares = [np.zeros_like(p) for p in parameters]
     beta1, beta2, step = 0.9, 0.999, 0
@@ -94,7 +111,8 @@ def _epochs(parameters: Parameters, batches: Callable[[int], Iterator[tuple[np.n
             seen += len(x)
             d_scores = (probabilities - y) / len(x)
             d_hidden = (d_scores @ w2) * 2 * hidden
-            gradients = [d_hidden.T @ x + l1 * np.sign(parameters[0]), d_hidden.sum(axis=0), d_scores.T @ squared,
+            gradients = [(d_hidden.T @ x + l1 * np.sign(parameters[0])) * mask, d_hidden.sum(axis=0),
+                         d_scores.T @ squared,
                          d_scores.sum(axis=0)]
             norm = np.sqrt(sum(float((g * g).sum()) for g in gradients))
             clip = min(1.0, 5.0 / max(norm, 1e-12))
@@ -139,10 +157,12 @@ def train_square_mlp(samples: np.ndarray, labels: np.ndarray, settings: Training
     `settings.max_shift` pixels each epoch. `progress(epoch, loss)` is called after each epoch."""
     rng = np.random.default_rng(settings.seed)
     features, classes = samples.shape[1], int(labels.max()) + 1
-    parameters = [rng.normal(0, 1 / np.sqrt(features), (settings.hidden, features)), np.zeros(settings.hidden),
+    mask = field_mask(features, image_side, settings.field)
+    weighed = int(mask.sum())
+    parameters = [rng.normal(0, 1 / np.sqrt(weighed), (settings.hidden, features)) * mask, np.zeros(settings.hidden),
                   rng.normal(0, 1 / np.sqrt(settings.hidden), (classes, settings.hidden)), np.zeros(classes)]
     _epochs(parameters, _batches(samples, labels, settings, rng, image_side), settings.epochs, settings.learning_rate,
-            settings, progress=progress)
+            settings, mask, progress=progress)
     return _network(parameters)
 
 
@@ -186,5 +206,6 @@ def fine_tune_on_grid(network: SquareNetwork, samples: np.ndarray, labels: np.nd
                 for array in (layer.weights, layer.bias)]
 
     _epochs(parameters, _batches(samples, labels, settings, rng, image_side, levels=inputs), grid.epochs,
-            grid.learning_rate, settings, forward=forward, l1=grid.l1, progress=progress)
+            grid.learning_rate, settings, field_mask(network.n_features, image_side, settings.field), forward=forward,
+            l1=grid.l1, progress=progress)
     return on_grid(_network(parameters), inputs, grid.weight_bits)

@@ -84,8 +84,9 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
 
     native_profile: Literal["compact", "flooded"] = Field(
-        "compact", description="v1 protocol parameters: `compact` (N=4096) or `flooded` (N=8192, "
-                               "60-bit statistical noise flooding of replies).")
+        "compact", description="v1 protocol parameters: `compact` (N=4096; a square network on N=2048 where "
+                               "its noise allows) or `flooded` (N=8192, 60-bit statistical noise flooding of "
+                               "replies).")
     native_input_scale: float | None = Field(
         None, gt=0, description="v1 protocol, for a model without model-settings.json: every feature is sent as "
                                 "round(x * NATIVE_INPUT_SCALE) (set with NATIVE_INPUT_MAX; default: not declared).")

@@ -105,7 +105,8 @@ def test_the_cli_scores_the_network_and_compares_with_its_onnx_file(service: Ser
 
 def test_a_batch_of_4096_through_the_cli_equals_the_quantized_network_exactly(service: ServiceProcess, tmp_path: Path,
                                                                                quantized, mnist_test_images) -> None:
-    """The batch layout: one request per round for all 4,096 samples, one per slot of every ciphertext."""
+    """The batch layout: 4,096 samples in batches of the ring's N (2,048), one request per round each, a
+    sample per slot of every ciphertext."""
     from typer.testing import CliRunner
 
     from client.__main__ import app
@@ -121,7 +122,7 @@ def test_a_batch_of_4096_through_the_cli_equals_the_quantized_network_exactly(se
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["n"] == 4096 and report["batch"] == 4096
-    # two rounds of one request each: round 0's 784 ciphertexts and round 1's per modulus
+    # two rounds of one request per batch: round 0's ciphertexts (one per input sent) and round 1's
     assert report["request_bytes_per_sample"] < 32 * 1024
     predicted = np.loadtxt(out, dtype=np.int64)
     expected = np.asarray(plan.quantized_scores(images / 255.0), dtype=object).argmax(axis=1)
