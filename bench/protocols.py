@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_linear_model(BUNDLED_MODEL_DIR / DEFAULT_MODEL_FILE)
     expected = labels_from_scores(model.scores(images.reshape(len(images), -1) / 255.0), None)
     network_plan = bundled_network_plan()
-    network_batch = min(args.batch, network_plan.public.degree)  # a batch holds at most N samples
+    network_batch = min(args.batch, network_plan.public.max_batch)  # blocks of N samples, as many as it takes
 
     def network_labels(chosen: np.ndarray) -> np.ndarray:
         """The quantized network's labels of these images (pixels / 255, encoded on the network's input levels)."""

@@ -23,9 +23,10 @@ primes t_m < 2^32 (each round once per modulus, the masks independent) and the c
 by the Chinese remainder theorem, exact whenever the largest score any admissible input can produce
 (`score_bound`, by interval arithmetic over the declared input ranges) is below prod(t_m) / 2.
 `build_network_plan` picks the ring (the first of the setting's `NETWORK_PROFILES` that holds both
-layouts), then the fewest moduli, then the smallest ones, for which every round's replies decrypt exactly (the linear plans' 8-sigma noise bound, with the digits' worst case), or refuses with
-the reason. Round 0 carries only the inputs the first layer weighs (`sent_features`): a network trained
-on a crop of its images pays for the pixels it reads.
+layouts), then the fewest moduli, then the smallest ones, for which every round's replies decrypt
+exactly (the linear plans' 8-sigma noise bound, with the digits' worst case), or refuses with the
+reason. Round 0 carries only the inputs the first layer weighs (`sent_features`): a network trained on
+a crop of its images pays for the pixels it reads.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ if TYPE_CHECKING:  # the float network, for annotations only: bfv/ does not impo
     from model.network import SquareNetwork
 
 NETWORK_WEIGHT_BITS = 8
+# The most samples a batch round of a network takes, whatever its ring: blocks of N samples (one
+# batch request per modulus each), as many as fit (two at N = 2048, one at N = 4096 or 8192).
+BATCH_SAMPLES = 4096
 MAX_MODULI = 4
 MAX_CHUNKS = 16  # ciphertexts one round's inputs may be split over, for each modulus
 INT64_SAFE = 2**62
@@ -237,6 +241,16 @@ class NetworkPublicPlan:
     def degree(self) -> int:
         return self.params.degree
 
+    @property
+    def batch_blocks(self) -> int:
+        """The most blocks of N samples a batch round carries (`BATCH_SAMPLES`)."""
+        return max(1, BATCH_SAMPLES // self.degree)
+
+    @property
+    def max_batch(self) -> int:
+        """The most samples of one request: a batch round's blocks, or 1 where batches are refused."""
+        return 1 if self.batch is None else self.batch_blocks * self.degree
+
     def describe(self) -> dict:
         return {
             "protocol": "ei-native-1",
@@ -257,7 +271,7 @@ class NetworkPublicPlan:
                         "flooding_bits": [plan.flooding_bits for plan in plans]} for plans in self.rounds],
             "batch": None if self.batch is None else self.batch.describe(),
             **({"batch_refused": self.batch_refusal} if self.batch_refusal else {}),
-            "max_batch": 1 if self.batch is None else self.degree,
+            "max_batch": self.max_batch,
         }
 
     @classmethod

@@ -9,6 +9,10 @@ last) followed by one single-image reply per modulus:
     request: request_t0 || request_t1 || ... [|| token]
     reply:   [token ||] reply_t0 || reply_t1 || ...
 
+A batch round has the same shape with batch requests and replies, repeated for each block of up to N
+samples (every block but the last holds N; `NetworkPublicPlan.batch_blocks` blocks at most), block
+by block, each with masks of its own.
+
 The token seals, under a key only the service knows (ChaCha20-Poly1305), the seed of the masks the
 reply used, the round it is valid for and its expiry; the client's key id and the model are its
 associated data. So replicas keep no state between rounds, a token opens only for its key, model
@@ -64,23 +68,32 @@ def round_plans(public: NetworkPublicPlan, round_index: int, batch: bool = False
     return (public.batch.rounds if batch else public.rounds)[round_index]
 
 
-def round_request_size(public: NetworkPublicPlan, round_index: int, batch: bool = False) -> int:
+def round_request_size(public: NetworkPublicPlan, round_index: int, batch: bool = False, blocks: int = 1) -> int:
+    """Bytes of a round's request: its requests per modulus (for each of `blocks` blocks of a batch), the token."""
     kind = Kind.BATCH if batch else Kind.SINGLE
     plans = round_plans(public, round_index, batch)
     token = TOKEN_BYTES if round_index else 0
-    return sum(request_size(plan.request_shape(kind)[0], plan.params) for plan in plans) + token
+    return blocks * sum(request_size(plan.request_shape(kind)[0], plan.params) for plan in plans) + token
 
 
-def round_reply_size(public: NetworkPublicPlan, round_index: int, batch: bool = False) -> int:
+def round_reply_size(public: NetworkPublicPlan, round_index: int, batch: bool = False, blocks: int = 1) -> int:
     last = round_index == len(public.rounds) - 1
     size = batch_reply_size if batch else single_reply_size
-    return sum(size(plan) for plan in round_plans(public, round_index, batch)) + (0 if last else TOKEN_BYTES)
+    return blocks * sum(size(plan) for plan in round_plans(public, round_index, batch)) + (0 if last else TOKEN_BYTES)
 
 
-def masks(seed: bytes, round_index: int, modulus_index: int, modulus: int, count: int) -> np.ndarray:
-    """`count` values uniform modulo `modulus` from the keystream of (seed, round, modulus):
+def round_blocks(public: NetworkPublicPlan, round_index: int, size: int, reply: bool = False) -> int:
+    """How many blocks of a batch round's request (or reply) of `size` bytes hold, 0 if no count of
+    1 to `batch_blocks` makes that size."""
+    measure = round_reply_size if reply else round_request_size
+    return next((blocks for blocks in range(1, public.batch_blocks + 1)
+                 if measure(public, round_index, True, blocks) == size), 0)
+
+
+def masks(seed: bytes, round_index: int, modulus_index: int, modulus: int, count: int, block: int = 0) -> np.ndarray:
+    """`count` values uniform modulo `modulus` from the keystream of (seed, round, modulus, block of a batch):
     64-bit words, those at or above the largest multiple of the modulus rejected."""
-    nonce = struct.pack("<IIQ", round_index, modulus_index, 0)
+    nonce = struct.pack("<IIQ", round_index, modulus_index, block)
     stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
     limit = np.uint64((1 << 64) // modulus * modulus)
     kept: list[np.ndarray] = []
@@ -283,57 +296,66 @@ class NetworkEvaluator:
         public = np.array(ring.polys(key.public_ntt))  # (pk0, pk1) in the NTT domain (2, k, N)
         return NetworkKey(key_id=key.key_id, ntt=public, nbytes=public.nbytes + key.nbytes, prepared=key)
 
-    def _masks(self, seed: bytes, round_index: int, batch: bool) -> list[np.ndarray]:
-        """The masks of a round's reply, per modulus: (outputs,), or (outputs, N) for a batch's slots."""
+    def _masks(self, seed: bytes, round_index: int, batch: bool, block: int = 0) -> list[np.ndarray]:
+        """The masks of a round's reply, per modulus: (outputs,), or (outputs, N) for a batch block's slots."""
         public = self.plan.public
         outputs = public.rounds[round_index][0].n_outputs
         if not batch:
             return [masks(seed, round_index, index, t, outputs) for index, t in enumerate(public.moduli)]
-        return [masks(seed, round_index, index, t, outputs * public.degree).reshape(outputs, public.degree)
+        return [masks(seed, round_index, index, t, outputs * public.degree, block).reshape(outputs, public.degree)
                 for index, t in enumerate(public.moduli)]
 
-    def _requests(self, round_index: int, body: bytes | memoryview, key: NetworkKey, batch: bool) -> list:
+    def _requests(self, round_index: int, body: bytes | memoryview, key: NetworkKey, batch: bool
+                  ) -> list[list[Request]]:
+        """The round's requests, per block (one for a single image) and modulus, each checked."""
+        public = self.plan.public
+        blocks = round_blocks(public, round_index, len(body)) if batch else 1
+        if not blocks or (not batch and len(body) != round_request_size(public, round_index)):
+            sizes = [round_request_size(public, round_index, batch, count)
+                     for count in range(1, (public.batch_blocks if batch else 1) + 1)]
+            raise WireError(f"round {round_index} takes {' or '.join(map(str, sizes))} bytes, not {len(body)}")
         kind = Kind.BATCH if batch else Kind.SINGLE
-        view, offset, requests = memoryview(body), 0, []
-        for plan in round_plans(self.plan.public, round_index, batch):
-            ciphertexts, most = plan.request_shape(kind)
-            size = request_size(ciphertexts, plan.params)
-            request = read_request(bytes(view[offset : offset + size]), kind, ciphertexts, most, plan.params)
-            if request.key_id != key.key_id:
-                raise WireError("the round's requests name another public key than the one it is scored with")
-            if requests and request.images != requests[0].images:
-                raise WireError("the round's requests declare different numbers of samples")
-            requests.append(request)
-            offset += size
-        return requests
+        view, offset, found = memoryview(body), 0, []
+        for block in range(blocks):
+            requests: list[Request] = []
+            for plan in round_plans(public, round_index, batch):
+                ciphertexts, most = plan.request_shape(kind)
+                size = request_size(ciphertexts, plan.params)
+                request = read_request(bytes(view[offset : offset + size]), kind, ciphertexts, most, plan.params)
+                if request.key_id != key.key_id:
+                    raise WireError("the round's requests name another public key than the one it is scored with")
+                if requests and request.images != requests[0].images:
+                    raise WireError("the round's requests declare different numbers of samples")
+                requests.append(request)
+                offset += size
+            if block < blocks - 1 and requests[0].images != public.degree:
+                raise WireError(f"every block of a batch but the last holds {public.degree} samples, not "
+                                f"{requests[0].images}")
+            found.append(requests)
+        return found
 
     def score_round(self, round_index: int, body: bytes | memoryview, key: NetworkKey, context: bytes,
                     batch: bool = False) -> bytes:
-        """The reply to round `round_index` (a body of `round_request_size`) of the single (or the batch)
-        layout, for the model, key and layout `context` names (the tokens' associated data)."""
+        """The reply to round `round_index` (a body of `round_request_size`, for some number of blocks in a
+        batch) of the single (or the batch) layout, for the model, key and layout `context` names (the
+        tokens' associated data)."""
         public = self.plan.public
-        expected = round_request_size(public, round_index, batch)
-        if len(body) != expected:
-            raise WireError(f"round {round_index} takes {expected} bytes, not {len(body)}")
-        requests = self._requests(round_index, body, key, batch)
-        previous = None
-        if round_index:
-            seed = self.tokens.open(bytes(memoryview(body)[-TOKEN_BYTES:]), round_index, context)
-            previous = self._masks(seed, round_index - 1, batch)
+        blocks = self._requests(round_index, body, key, batch)
+        seed = self.tokens.open(bytes(memoryview(body)[-TOKEN_BYTES:]), round_index, context) if round_index else None
         last = round_index == len(public.rounds) - 1
         next_seed = None if last else os.urandom(MASK_SEED_BYTES)
-        next_masks = None if last else self._masks(next_seed, round_index, batch)
         replies = [] if last else [self.tokens.seal(round_index + 1, next_seed, context)]
-        if batch:
-            for index, (layer, request) in enumerate(zip(self._batch_rounds()[round_index], requests)):
-                replies.append(layer.reply(request, key.prepared, self._zeros,
-                                           None if previous is None else previous[index],
-                                           None if next_masks is None else next_masks[index], last))
-            return b"".join(replies)
-        for index, request in enumerate(requests):
-            replies.append(self._single_reply(round_index, index, request, key,
-                                              None if previous is None else previous[index],
-                                              None if next_masks is None else next_masks[index]))
+        for block, requests in enumerate(blocks):
+            previous = None if seed is None else self._masks(seed, round_index - 1, batch, block)
+            next_masks = None if next_seed is None else self._masks(next_seed, round_index, batch, block)
+            for index, request in enumerate(requests):
+                before = None if previous is None else previous[index]
+                after = None if next_masks is None else next_masks[index]
+                if batch:
+                    layer = self._batch_rounds()[round_index][index]
+                    replies.append(layer.reply(request, key.prepared, self._zeros, before, after, last))
+                else:
+                    replies.append(self._single_reply(round_index, index, request, key, before, after))
         return b"".join(replies)
 
     def _single_reply(self, round_index: int, index: int, request: Request, key: NetworkKey,
@@ -385,11 +407,19 @@ class NetworkKeys:
                                  for round_plan in plans] for plans in self.plan.batch.rounds]
         return self._batch_keys
 
+    def _blocks(self, samples: int) -> list[slice]:
+        """The blocks of N samples (the last one shorter) of a batch of `samples`."""
+        most, degree = self.plan.max_batch, self.plan.degree
+        if not 1 <= samples <= most:
+            raise WireError(f"a batch of this network holds 1 to {most} samples, not {samples}")
+        return [slice(start, min(start + degree, samples)) for start in range(0, samples, degree)]
+
     def first_batch_request(self, inputs: np.ndarray) -> bytes:
-        """Round 0 of the batch layout for up to N samples of integer inputs (samples, n_features): the
-        inputs the first layer weighs (`NetworkPublicPlan.sent_features`)."""
+        """Round 0 of the batch layout for up to `max_batch` samples of integer inputs (samples, n_features):
+        the inputs the first layer weighs (`NetworkPublicPlan.sent_features`), block by block."""
         sent = self.plan.sent(inputs)
-        return b"".join(keys.encrypt_batch(sent) for keys in self._keys_for(True)[0])
+        keys = self._keys_for(True)[0]
+        return b"".join(view.encrypt_batch(sent[block]) for block in self._blocks(len(sent)) for view in keys)
 
     def first_request(self, inputs: np.ndarray) -> bytes:
         """Round 0 for one sample of integer inputs (n_features,): those the first layer weighs."""
@@ -397,22 +427,25 @@ class NetworkKeys:
         return b"".join(keys.encrypt_single(sent, ntt_c0=True) for keys in self._keys[0])
 
     def _residues(self, round_index: int, reply: bytes, batch: bool = False) -> tuple[bytes, list[np.ndarray]]:
-        """The round's token and its values modulo each t: (outputs,), or (samples, outputs) for a batch."""
+        """The round's token and its values modulo each t: (outputs,), or (samples, outputs) for a batch
+        (its blocks' samples in order)."""
         public = self.plan
-        expected = round_reply_size(public, round_index, batch)
-        if len(reply) != expected:
-            raise WireError(f"round {round_index}'s reply is {len(reply)} bytes, {expected} expected")
+        blocks = round_blocks(public, round_index, len(reply), reply=True) if batch else 1
+        if not blocks or (not batch and len(reply) != round_reply_size(public, round_index)):
+            raise WireError(f"round {round_index}'s reply is {len(reply)} bytes, not one of this network's sizes")
         last = round_index == len(public.rounds) - 1
         token, offset = (b"", 0) if last else (reply[:TOKEN_BYTES], TOKEN_BYTES)
-        residues = []
-        for keys in self._keys_for(batch)[round_index]:
-            plan = keys.plan
-            size = batch_reply_size(plan) if batch else single_reply_size(plan)
-            part = reply[offset : offset + size]
-            values = keys.decrypt_batch(part) if batch else keys.decrypt_single(part)
-            residues.append(np.mod(values, plan.params.plain_modulus))
-            offset += size
-        return token, residues
+        views = self._keys_for(batch)[round_index]
+        parts: list[list[np.ndarray]] = [[] for _ in views]
+        for _ in range(blocks):
+            for index, keys in enumerate(views):
+                plan = keys.plan
+                size = batch_reply_size(plan) if batch else single_reply_size(plan)
+                part = reply[offset : offset + size]
+                values = keys.decrypt_batch(part) if batch else keys.decrypt_single(part)
+                parts[index].append(np.mod(values, plan.params.plain_modulus))
+                offset += size
+        return token, [np.concatenate(found) if batch else found[0] for found in parts]
 
     def next_request(self, round_index: int, reply: bytes, batch: bool = False) -> bytes:
         """Round `round_index + 1` from round `round_index`'s reply: z^2 and B^d z under each modulus, then
@@ -421,10 +454,12 @@ class NetworkKeys:
         keys = self._keys_for(batch)[round_index + 1]
         # These rounds only multiply their ciphertexts: c0 comes in the NTT domain (`RoundProducts`,
         # `bfv.network_batch`).
-        parts = [view.encrypt_batch(self.plan.masked_features(z, t, True), ntt_c0=True) if batch
-                 else view.encrypt_single(self.plan.masked_features(z, t), ntt_c0=True)
-                 for view, z, t in zip(keys, masked, self.plan.moduli)]
-        return b"".join(parts) + token
+        if not batch:
+            return b"".join(view.encrypt_single(self.plan.masked_features(z, t), ntt_c0=True)
+                            for view, z, t in zip(keys, masked, self.plan.moduli)) + token
+        return b"".join(view.encrypt_batch(self.plan.masked_features(z[block], t, True), ntt_c0=True)
+                        for block in self._blocks(len(masked[0]))
+                        for view, z, t in zip(keys, masked, self.plan.moduli)) + token
 
     def scores(self, reply: bytes) -> list[int]:
         """The integer scores from the last round's reply."""

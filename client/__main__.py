@@ -411,7 +411,7 @@ def _predict_samples(url: str, input_file: Path, model_name: str | None, version
                       max_rel_score_error=float(error.max() / largest) if largest > 0 else 0.0)
     traffic, count = served.traffic, len(samples)
     report.update(key_id=served.key_id, key_file=str(served.key_file), key_bytes=served.key_bytes,
-                  request_bytes_per_sample=traffic.request_bytes / count,
+                  requests=traffic.requests, request_bytes_per_sample=traffic.request_bytes / count,
                   reply_bytes_per_sample=traffic.reply_bytes / count,
                   server_ms_per_sample=traffic.server_seconds * 1000 / count,
                   end_to_end_ms_per_sample=traffic.total_seconds * 1000 / count)

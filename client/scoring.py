@@ -223,11 +223,12 @@ class ScoringClient:
 
     def _network_scores(self, inputs: np.ndarray, batch_size: int, progress: Callable[[int], None] | None
                         ) -> np.ndarray:
-        """A square network's exact integer scores: each sample (or batch of up to N samples) through every
-        round, one request per round. A single sample's successor is encrypted while the server works on
-        its last round; a batch's after it, as in `integer_scores`."""
+        """A square network's exact integer scores: each sample (or batch of up to its blocks of N samples,
+        `NetworkPublicPlan.batch_blocks`) through every round, one request per round. A single sample's
+        successor is encrypted while the server works on its last round; a batch's after it, as in
+        `integer_scores`."""
         plan: NetworkPublicPlan = self.plan
-        step = max(1, min(batch_size, plan.degree))
+        step = max(1, min(batch_size, plan.batch_blocks * plan.degree))
         if step > 1 and plan.batch is None:
             raise ScoringFailed(f"{plan.batch_refusal or 'batches of this network are not served'}: use batch_size=1")
         started = time.perf_counter()

@@ -10,6 +10,7 @@ structure before storing it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import re
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from bfv.network_rounds import round_plans, round_request_size
+from bfv.network_rounds import TOKEN_BYTES, round_blocks, round_plans, round_request_size
 from bfv.network_plan import NetworkPublicPlan
 from bfv.params import RingParameters
 from bfv.plan import PublicPlan
@@ -143,8 +144,9 @@ class ServedModel:
                 layouts = [Kind.SINGLE] + ([Kind.BATCH] if self.network_plan.batch is not None else [])
                 for index, kind in itertools.product(range(self.rounds()), layouts):
                     round_route = RoundRoute(index, kind)
+                    blocks = self.network_plan.batch_blocks if kind is Kind.BATCH else 1
                     self._rules[round_route.route] = BodyRule(
-                        round_request_size(self.network_plan, index, kind is Kind.BATCH), REQUEST_HEADER_SIZE,
+                        round_request_size(self.network_plan, index, kind is Kind.BATCH, blocks), REQUEST_HEADER_SIZE,
                         functools.partial(self.check_round_head, round_route))
                 return self._rules.get(route)
             for name, kind in SCORING_ROUTES.items():
@@ -160,9 +162,11 @@ class ServedModel:
             raise NotFound(f"model {self.key} is scored in {len(plan.rounds)} rounds, 0 to {len(plan.rounds) - 1}")
         if batch and plan.batch is None:
             raise Conflict(f"model {self.key}: {plan.batch_refusal}; score it one sample per request")
-        expected = round_request_size(plan, round_index, batch)
-        if size != expected:
-            raise Unprocessable(f"malformed request: round {round_index} is {expected} bytes, not {size}")
+        if not (round_blocks(plan, round_index, size) if batch else size == round_request_size(plan, round_index)):
+            sizes = [round_request_size(plan, round_index, batch, blocks)
+                     for blocks in range(1, (plan.batch_blocks if batch else 1) + 1)]
+            raise Unprocessable(f"malformed request: round {round_index} is {' or '.join(map(str, sizes))} bytes, "
+                                f"not {size}")
         first = round_plans(plan, round_index, batch)[0]
         ciphertexts, most = first.request_shape(round_route.kind)
         try:
@@ -261,11 +265,26 @@ class V1Protocol:
 
     def round_header(self, model: ServedModel, round_route: RoundRoute, request: Request, body: bytes | memoryview
                      ) -> RequestHeader:
-        """The first request header of a round, as `BoundedBodies` checked it (or checked here)."""
+        """The first request header of a round, as `BoundedBodies` checked it (or checked here), with the
+        samples of all its blocks (a batch round of several blocks of N: the others' first headers read here)."""
         header = body_head(request)
         if header is None:
             header = model.check_round_head(round_route, bytes(body[:REQUEST_HEADER_SIZE]), len(body))
-        return header
+        if round_route.kind is not Kind.BATCH:
+            return header
+        plan = model.network_plan
+        blocks = round_blocks(plan, round_route.index, len(body))
+        if blocks == 1:
+            return header
+        step = round_request_size(plan, round_route.index, True) - (TOKEN_BYTES if round_route.index else 0)
+        samples = header.images
+        for block in range(1, blocks):
+            if samples != block * plan.degree:
+                raise Unprocessable(f"malformed request: every block of a batch but the last holds {plan.degree} "
+                                    "samples")
+            head = bytes(body[block * step : block * step + REQUEST_HEADER_SIZE])
+            samples += model.check_round_head(round_route, head, len(body)).images
+        return dataclasses.replace(header, images=samples)
 
     def request_header(self, model: ServedModel, kind: Kind, request: Request, body: bytes | memoryview
                        ) -> RequestHeader:

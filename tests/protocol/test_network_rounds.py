@@ -60,12 +60,13 @@ def _scored_batch(plan, inputs: np.ndarray, tokens: RoundTokens | None = None, d
     keys = NetworkKeys(NetworkPublicPlan.from_description(plan.public.describe()))
     key = evaluator.prepare_key(keys.public_key)
     body = keys.first_batch_request(inputs)
+    blocks = -(-len(inputs) // plan.public.degree)
     if declared is not None:
         body = _declare(body, plan.public, 0, declared)
     for index in range(len(plan.public.rounds)):
-        assert len(body) == round_request_size(plan.public, index, batch=True)
+        assert len(body) == round_request_size(plan.public, index, batch=True, blocks=blocks)
         reply = evaluator.score_round(index, body, key, CONTEXT, batch=True)
-        assert len(reply) == round_reply_size(plan.public, index, batch=True)
+        assert len(reply) == round_reply_size(plan.public, index, batch=True, blocks=blocks)
         if index < len(plan.public.rounds) - 1:
             body = keys.next_request(index, reply, batch=True)
             if declared is not None:
@@ -160,6 +161,33 @@ def test_the_compact_setting_plans_a_network_on_n_2048_and_one_too_wide_for_it_o
     assert plan.public.sent_features == tuple(range(50, features))
     samples = _extremes(plan, np.random.default_rng(1), 1)
     assert _scored(plan, samples) == [[int(v) for v in row] for row in plan.network.scores(samples)]
+
+
+def test_a_batch_of_more_than_n_samples_goes_in_blocks_of_n_each_with_its_own_masks() -> None:
+    """At N = 2048 a batch round carries up to two blocks (`BATCH_SAMPLES`): the scores of all samples
+    exact, a block short of N before the last refused, and more samples than the blocks hold refused."""
+    network = _network(6, (12, 5, 3), 1.0)
+    plan = build_network_plan(network, InputEncoding.from_ranges(np.zeros(12), np.ones(12), 15), "compact", 6)
+    public = plan.public
+    assert public.degree == 2048 and public.batch_blocks == 2 and public.max_batch == 4096
+    rng = np.random.default_rng(6)
+    samples = rng.integers(plan.network.input_low, plan.network.input_high + 1, (public.degree, 12))
+    samples = np.concatenate([samples, samples[:5]])  # the second block repeats the first block's first samples
+    assert _scored_batch(plan, samples) == [[int(v) for v in row] for row in plan.network.scores(samples)]
+    evaluator = NetworkEvaluator(plan, RoundTokens(os.urandom(32), 60))
+    keys = NetworkKeys(public)
+    key = evaluator.prepare_key(keys.public_key)
+    body = bytearray(keys.first_batch_request(samples))
+    assert len(body) == round_request_size(public, 0, batch=True, blocks=2)
+    reply = evaluator.score_round(0, bytes(body), key, CONTEXT, batch=True)
+    masked = keys._residues(0, reply, batch=True)[1][0]
+    first, second = masked[: public.degree], masked[public.degree :]
+    assert (first[:5] != second).all()  # the same hidden values, under masks of their own block
+    body[IMAGES_AT : IMAGES_AT + 4] = (public.degree - 1).to_bytes(4, "little")
+    with pytest.raises(WireError, match="every block"):
+        evaluator.score_round(0, bytes(body), key, CONTEXT, batch=True)
+    with pytest.raises(WireError, match="holds 1 to 4096 samples"):
+        keys.first_batch_request(np.zeros((4097, 12), dtype=np.int64))
 
 
 def test_an_output_whose_weights_all_round_to_zero_is_exact_in_both_layouts() -> None:

@@ -105,8 +105,8 @@ def test_the_cli_scores_the_network_and_compares_with_its_onnx_file(service: Ser
 
 def test_a_batch_of_4096_through_the_cli_equals_the_quantized_network_exactly(service: ServiceProcess, tmp_path: Path,
                                                                                quantized, mnist_test_images) -> None:
-    """The batch layout: 4,096 samples in batches of the ring's N (2,048), one request per round each, a
-    sample per slot of every ciphertext."""
+    """The batch layout: 4,096 samples in one request per round, in blocks of the ring's N (2,048), a sample
+    per slot of every ciphertext."""
     from typer.testing import CliRunner
 
     from client.__main__ import app
@@ -122,7 +122,8 @@ def test_a_batch_of_4096_through_the_cli_equals_the_quantized_network_exactly(se
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["n"] == 4096 and report["batch"] == 4096
-    # two rounds of one request per batch: round 0's ciphertexts (one per input sent) and round 1's
+    assert report["requests"] == 2  # one per round, each of two blocks of 2,048
+    # round 0's ciphertexts (one per input sent) and round 1's, per block
     assert report["request_bytes_per_sample"] < 32 * 1024
     predicted = np.loadtxt(out, dtype=np.int64)
     expected = np.asarray(plan.quantized_scores(images / 255.0), dtype=object).argmax(axis=1)
@@ -182,6 +183,12 @@ def test_a_round_refuses_what_it_cannot_score_with_the_reason(service: ServicePr
     crossed = crossed[:-TOKEN_BYTES] + first.content[:TOKEN_BYTES]  # a single round 0's token
     mixed = service.http.post(f"{PREFIX}/score/batch/rounds/1", content=crossed, headers=OCTETS)
     assert mixed.status_code == 422 and "not issued" in mixed.json()["message"]
+    # A batch of two blocks: the first must hold N samples (what the quota charges is all blocks' samples).
+    degree = keys.plan.degree
+    two = bytearray(keys.first_batch_request(np.zeros((degree + 1, 784), dtype=np.int64)))
+    two[8:12] = (degree - 1).to_bytes(4, "little")  # the first block's image count (after magic, kind, profile)
+    short_block = service.http.post(f"{PREFIX}/score/batch/rounds/0", content=bytes(two), headers=OCTETS)
+    assert short_block.status_code == 422 and "every block" in short_block.json()["message"]
 
 
 def test_a_service_whose_only_model_is_a_network_starts_and_refuses_score_with_the_reason(
