@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                     "labels_equal_to_onnxruntime": float(np.mean(predicted == reference[:count])),
                     "accuracy_encrypted": float(np.mean(predicted == test_labels[:count])),
                     "accuracy_onnxruntime": float(np.mean(reference[:count] == test_labels[:count])),
-                    **{key: report[key] for key in ("request_bytes_per_sample", "reply_bytes_per_sample",
+                    **{key: report[key] for key in ("requests", "request_bytes_per_sample", "reply_bytes_per_sample",
                                                     "server_ms_per_sample", "end_to_end_ms_per_sample")}}
     print(json.dumps({"source": source, **results}, indent=1))
 
