@@ -82,12 +82,18 @@ def round_reply_size(public: NetworkPublicPlan, round_index: int, batch: bool = 
     return blocks * sum(size(plan) for plan in round_plans(public, round_index, batch)) + (0 if last else TOKEN_BYTES)
 
 
-def round_blocks(public: NetworkPublicPlan, round_index: int, size: int, reply: bool = False) -> int:
-    """How many blocks of a batch round's request (or reply) of `size` bytes hold, 0 if no count of
-    1 to `batch_blocks` makes that size."""
+def round_blocks(public: NetworkPublicPlan, round_index: int, size: int, batch: bool = False,
+                 reply: bool = False) -> int:
+    """How many blocks a round's request (or reply) of `size` bytes holds: 1 for a single image, 1 to
+    `batch_blocks` for a batch; WireError naming the sizes it may have otherwise."""
     measure = round_reply_size if reply else round_request_size
-    return next((blocks for blocks in range(1, public.batch_blocks + 1)
-                 if measure(public, round_index, True, blocks) == size), 0)
+    most = public.batch_blocks if batch else 1
+    sizes = [measure(public, round_index, batch, blocks) for blocks in range(1, most + 1)]
+    if size not in sizes:
+        accepted = " or ".join(map(str, sizes))
+        raise WireError(f"round {round_index}'s reply is {size} bytes, {accepted} expected" if reply
+                        else f"round {round_index} takes {accepted} bytes, not {size}")
+    return sizes.index(size) + 1
 
 
 def masks(seed: bytes, round_index: int, modulus_index: int, modulus: int, count: int, block: int = 0) -> np.ndarray:
@@ -309,11 +315,7 @@ class NetworkEvaluator:
                   ) -> list[list[Request]]:
         """The round's requests, per block (one for a single image) and modulus, each checked."""
         public = self.plan.public
-        blocks = round_blocks(public, round_index, len(body)) if batch else 1
-        if not blocks or (not batch and len(body) != round_request_size(public, round_index)):
-            sizes = [round_request_size(public, round_index, batch, count)
-                     for count in range(1, (public.batch_blocks if batch else 1) + 1)]
-            raise WireError(f"round {round_index} takes {' or '.join(map(str, sizes))} bytes, not {len(body)}")
+        blocks = round_blocks(public, round_index, len(body), batch)
         kind = Kind.BATCH if batch else Kind.SINGLE
         view, offset, found = memoryview(body), 0, []
         for block in range(blocks):
@@ -430,9 +432,7 @@ class NetworkKeys:
         """The round's token and its values modulo each t: (outputs,), or (samples, outputs) for a batch
         (its blocks' samples in order)."""
         public = self.plan
-        blocks = round_blocks(public, round_index, len(reply), reply=True) if batch else 1
-        if not blocks or (not batch and len(reply) != round_reply_size(public, round_index)):
-            raise WireError(f"round {round_index}'s reply is {len(reply)} bytes, not one of this network's sizes")
+        blocks = round_blocks(public, round_index, len(reply), batch, reply=True)
         last = round_index == len(public.rounds) - 1
         token, offset = (b"", 0) if last else (reply[:TOKEN_BYTES], TOKEN_BYTES)
         views = self._keys_for(batch)[round_index]

@@ -112,8 +112,7 @@ def _epochs(parameters: Parameters, batches: Callable[[int], Iterator[tuple[np.n
             d_scores = (probabilities - y) / len(x)
             d_hidden = (d_scores @ w2) * 2 * hidden
             gradients = [(d_hidden.T @ x + l1 * np.sign(parameters[0])) * mask, d_hidden.sum(axis=0),
-                         d_scores.T @ squared,
-                         d_scores.sum(axis=0)]
+                         d_scores.T @ squared, d_scores.sum(axis=0)]
             norm = np.sqrt(sum(float((g * g).sum()) for g in gradients))
             clip = min(1.0, 5.0 / max(norm, 1e-12))
             step += 1

@@ -162,11 +162,10 @@ class ServedModel:
             raise NotFound(f"model {self.key} is scored in {len(plan.rounds)} rounds, 0 to {len(plan.rounds) - 1}")
         if batch and plan.batch is None:
             raise Conflict(f"model {self.key}: {plan.batch_refusal}; score it one sample per request")
-        if not (round_blocks(plan, round_index, size) if batch else size == round_request_size(plan, round_index)):
-            sizes = [round_request_size(plan, round_index, batch, blocks)
-                     for blocks in range(1, (plan.batch_blocks if batch else 1) + 1)]
-            raise Unprocessable(f"malformed request: round {round_index} is {' or '.join(map(str, sizes))} bytes, "
-                                f"not {size}")
+        try:
+            round_blocks(plan, round_index, size, batch)
+        except WireError as exc:
+            raise Unprocessable(f"malformed request: {exc}") from None
         first = round_plans(plan, round_index, batch)[0]
         ciphertexts, most = first.request_shape(round_route.kind)
         try:
@@ -273,7 +272,7 @@ class V1Protocol:
         if round_route.kind is not Kind.BATCH:
             return header
         plan = model.network_plan
-        blocks = round_blocks(plan, round_route.index, len(body))
+        blocks = round_blocks(plan, round_route.index, len(body), True)
         if blocks == 1:
             return header
         step = round_request_size(plan, round_route.index, True) - (TOKEN_BYTES if round_route.index else 0)
